@@ -1,0 +1,500 @@
+"""The agent base class: Stable-Baselines3's public API, written once for every algorithm."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from mdpo.callbacks import BaseCallback, CallbackList, ProgressBarCallback, as_callback
+from mdpo.logger import Logger, next_run_dir
+from mdpo.runners import EnvSpec, Normalizer, VecEnvRunner, make_vec_env
+from mdpo.serialization import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Archive,
+    ModelFileError,
+    space_from_json,
+    space_to_json,
+    versions,
+    write_archive,
+)
+from mdpo.utils import (
+    LinearSchedule,
+    Schedule,
+    check_int,
+    get_device,
+    get_rng_state,
+    make_schedule,
+    set_random_seed,
+    set_rng_state,
+)
+
+# Constructor arguments that are not hyperparameters of the learning algorithm.
+_NOT_CONFIG = {"self", "policy", "env", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops before the parameters are touched."""
+
+
+class Agent(ABC):
+    """Base of every agent: environment, device, seeding, logging, callbacks, save / load.
+
+    Subclasses store every constructor argument under its own name (that is how the
+    configuration is saved), implement :meth:`_setup_model` and :meth:`_learn_iteration`, and
+    list what to save in :meth:`_state_modules`.
+
+    Args:
+        policy: ``"MlpPolicy"`` (the only policy alias for now) or a policy class.
+        env: an env id, a ``gymnasium.Env``, a factory, a ``SAME_STEP`` vector env, or ``None``
+            (only to load a model for inference).
+        learning_rate: a float, or a schedule mapping progress remaining (1 → 0) to the rate.
+        n_envs: number of parallel envs built from an env id or factory.
+        vec_env_cls: ``"sync"`` or ``"async"`` vector env for ``n_envs > 1``.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        normalize_obs: normalize observations with running statistics (VecNormalize-style).
+        normalize_reward: scale rewards by the running std of the discounted return.
+        policy_kwargs: keyword arguments for the policy class.
+        stats_window_size: episodes averaged in ``rollout/ep_rew_mean`` and ``ep_len_mean``.
+        tensorboard_log: folder of TensorBoard runs (one ``{tb_log_name}_{K}`` folder a run).
+        verbose: 0 silent, 1 training tables, 2 debug.
+        seed: seed of weights, sampling and envs; drawn at random (and stored) when ``None``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    """
+
+    algo_name: ClassVar[str] = "Agent"
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
+        spaces.Box,
+        spaces.Discrete,
+    )
+    policy_aliases: ClassVar[dict[str, type[nn.Module]]] = {}
+
+    def __init__(
+        self,
+        policy: str | type[nn.Module],
+        env: EnvSpec | None,
+        learning_rate: float | Schedule,
+        n_envs: int = 1,
+        vec_env_cls: str = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+        normalize_obs: bool = False,
+        normalize_reward: bool = False,
+        policy_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+    ):
+        if isinstance(policy, str):
+            if policy not in self.policy_aliases:
+                raise ValueError(
+                    f"unknown policy {policy!r} for {self.algo_name}; "
+                    f"choose one of {sorted(self.policy_aliases)}"
+                )
+            self.policy_class = self.policy_aliases[policy]
+        elif isinstance(policy, type) and issubclass(policy, nn.Module):
+            self.policy_class = policy
+        else:
+            raise ValueError(f"policy must be a policy name or an nn.Module class, got {policy!r}")
+        self.policy_name = policy if isinstance(policy, str) else policy.__name__
+        self.device = get_device(device)
+        self.learning_rate = learning_rate
+        self.lr_schedule = make_schedule(learning_rate, "learning_rate")
+        self.n_envs = check_int(n_envs, "n_envs")
+        self.vec_env_cls = vec_env_cls
+        self.env_kwargs = env_kwargs
+        self.normalize_obs = bool(normalize_obs)
+        self.normalize_reward = bool(normalize_reward)
+        self.policy_kwargs = dict(policy_kwargs or {})
+        self.stats_window_size = check_int(stats_window_size, "stats_window_size")
+        self.tensorboard_log = tensorboard_log
+        self.verbose = verbose
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
+        self.seed = check_int(seed, "seed", minimum=0)
+        set_random_seed(self.seed)
+        self.rng = torch.Generator().manual_seed(self.seed)
+
+        self.num_timesteps = 0
+        self._total_timesteps = 0
+        self._num_timesteps_at_start = 0
+        self._n_updates = 0
+        self._iteration = 0
+        self._current_progress_remaining = 1.0
+        self._start_time = time.time_ns()
+        self.logger = Logger(verbose=verbose)
+        self.runner: VecEnvRunner | None = None
+        self.normalizer: Normalizer | None = None
+        self.observation_space: spaces.Space | None = None
+        self.action_space: spaces.Space | None = None
+        if env is not None:
+            venv = make_vec_env(env, self.n_envs, vec_env_cls, env_kwargs)
+            self._set_spaces(venv.single_observation_space, venv.single_action_space)
+            self._attach(venv)
+
+    # ----------------------------------------------------------------------------- set-up
+    def _set_spaces(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        """Check the spaces this algorithm supports and keep them."""
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"{self.algo_name} supports Box observation spaces; the env has {observation_space}"
+            )
+        if not isinstance(action_space, self.supported_action_spaces):
+            names = ", ".join(s.__name__ for s in self.supported_action_spaces)
+            raise ValueError(
+                f"{self.algo_name} supports {names} action spaces; the env has {action_space}"
+            )
+        self.observation_space, self.action_space = observation_space, action_space
+        self.normalizer = Normalizer(
+            observation_space.shape,
+            self.normalize_obs,
+            self.normalize_reward,
+            gamma=getattr(self, "gamma", 0.99),
+        )
+
+    def _attach(self, venv: Any) -> None:
+        """Use ``venv`` for training."""
+        if self.runner is not None:
+            self.runner.close()
+        self.n_envs = venv.num_envs
+        self.runner = VecEnvRunner(venv, self.device, self.normalizer, self.stats_window_size)
+
+    @abstractmethod
+    def _setup_model(self) -> None:
+        """Build networks and optimizers (the spaces are known)."""
+
+    @abstractmethod
+    def _state_modules(self) -> dict[str, Any]:
+        """Modules and optimizers (anything with ``state_dict``) saved in model files, by name."""
+
+    @abstractmethod
+    def _learn_iteration(self, callback: BaseCallback, log_interval: int) -> bool:
+        """One collect-and-train iteration; returns False to stop training."""
+
+    # ----------------------------------------------------------------------------- learning
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> Agent:
+        """Train for ``total_timesteps`` environment steps.
+
+        Args:
+            total_timesteps: env transitions to collect (summed over the envs).
+            callback: a callback, a list of callbacks, or a function ``f(locals, globals)``.
+            log_interval: dump logs every this many iterations.
+            tb_log_name: TensorBoard run name (default the algorithm's name).
+            reset_num_timesteps: start counting at 0; False continues a previous run (the
+                budget is then added to the steps already taken, as SB3).
+            progress_bar: show a progress bar.
+
+        Returns:
+            The agent.
+        """
+        check_int(total_timesteps, "total_timesteps")
+        check_int(log_interval, "log_interval", minimum=0)
+        if self.runner is None:
+            raise ValueError("the agent has no environment: pass env= or call set_env() first")
+        self._setup_learn(total_timesteps, reset_num_timesteps, tb_log_name or self.algo_name)
+        callbacks = [c for c in [as_callback(callback)] if c is not None]
+        if progress_bar:
+            callbacks.append(ProgressBarCallback())
+        callback_list = CallbackList(callbacks)
+        callback_list.init_callback(self)
+        callback_list.on_training_start(locals(), globals())
+        try:
+            while self.num_timesteps < self._total_timesteps:
+                if not self._learn_iteration(callback_list, log_interval):
+                    break
+        finally:
+            callback_list.on_training_end()
+            self.logger.close()
+        return self
+
+    def _setup_learn(self, total_timesteps: int, reset_num_timesteps: bool, tb_log_name: str):
+        self._start_time = time.time_ns()
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self._n_updates = 0
+            self._iteration = 0
+            self._total_timesteps = total_timesteps
+        else:
+            self._total_timesteps = total_timesteps + self.num_timesteps
+        self._num_timesteps_at_start = self.num_timesteps
+        if reset_num_timesteps or self.runner.needs_reset:
+            # a resumed run gets fresh episodes: its first reset is seeded by the step count
+            self.runner.reset(seed=self.seed + self.num_timesteps)
+        folder = None
+        if self.tensorboard_log is not None:
+            folder = next_run_dir(self.tensorboard_log, tb_log_name, not reset_num_timesteps)
+        self.logger = Logger(folder, self.verbose)
+
+    def _update_progress(self) -> None:
+        self._current_progress_remaining = 1.0 - self.num_timesteps / max(self._total_timesteps, 1)
+
+    def _record_time_and_rollout(self) -> None:
+        elapsed = max((time.time_ns() - self._start_time) / 1e9, 1e-9)
+        episodes = self.runner.ep_info_buffer
+        if episodes:
+            self.logger.record("rollout/ep_rew_mean", float(np.mean([r for r, _ in episodes])))
+            self.logger.record("rollout/ep_len_mean", float(np.mean([n for _, n in episodes])))
+        self.logger.record("time/iterations", self._iteration)
+        self.logger.record(
+            "time/fps", int((self.num_timesteps - self._num_timesteps_at_start) / elapsed)
+        )
+        self.logger.record("time/time_elapsed", int(elapsed))
+        self.logger.record("time/total_timesteps", self.num_timesteps)
+
+    def _check_finite(self, values: dict[str, torch.Tensor]) -> None:
+        """Raise :class:`NonFiniteLossError` naming the loss and the step when one is not finite."""
+        for name, value in values.items():
+            if not bool(torch.isfinite(value).all()):
+                raise NonFiniteLossError(
+                    f"{self.algo_name}: {name} is not finite ({value.detach().cpu().tolist()}) at "
+                    f"timestep {self.num_timesteps} (iteration {self._iteration}, update "
+                    f"{self._n_updates}); training stopped before applying it"
+                )
+
+    # ----------------------------------------------------------------------------- acting
+    def _obs_to_tensor(self, observation: np.ndarray) -> tuple[torch.Tensor, bool]:
+        obs = np.asarray(observation, dtype=np.float32)
+        shape = self.observation_space.shape
+        if obs.shape == shape:
+            batched = False
+            obs = obs[None]
+        elif obs.shape[1:] == shape:
+            batched = True
+        else:
+            raise ValueError(
+                f"observation of shape {obs.shape} does not match the observation space "
+                f"{shape} (single) or (batch, *{shape})"
+            )
+        obs = self.normalizer.obs(obs)
+        return torch.from_numpy(obs.reshape(obs.shape[0], -1)).to(self.device), batched
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """The policy's action for one observation or a batch.
+
+        Args:
+            observation: ``obs_shape`` or ``(batch, *obs_shape)``, unnormalized (the agent
+                applies its own normalization statistics).
+            state: recurrent state (unused by feed-forward policies; returned as given).
+            episode_start: episode-start flags (for recurrent policies).
+            deterministic: the mean / most likely action instead of a sample.
+
+        Returns:
+            ``(action, state)``; Box actions are clipped to the action bounds.
+        """
+        obs, batched = self._obs_to_tensor(observation)
+        action = self.policy.act(obs, deterministic=deterministic).cpu().numpy()
+        if isinstance(self.action_space, spaces.Box):
+            action = action.reshape(-1, *self.action_space.shape)
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        if not batched:
+            action = action[0]
+        return action, state
+
+    # ----------------------------------------------------------------------------- env access
+    def get_env(self) -> Any:
+        """The training vector env (``None`` when the agent has none)."""
+        return None if self.runner is None else self.runner.venv
+
+    def set_env(self, env: EnvSpec, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on; its spaces must equal the agent's."""
+        venv = make_vec_env(env, self.n_envs, self.vec_env_cls, self.env_kwargs)
+        for name, mine, theirs in (
+            ("observation", self.observation_space, venv.single_observation_space),
+            ("action", self.action_space, venv.single_action_space),
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"the new env's {name} space {theirs} differs from the agent's {mine}"
+                )
+        self._attach(venv)
+
+    # ----------------------------------------------------------------------------- parameters
+    def get_parameters(self) -> dict[str, dict[str, Any]]:
+        """State dicts of the policy and optimizers, by name (as SB3's ``get_parameters``)."""
+        return {name: module.state_dict() for name, module in self._state_modules().items()}
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, dict[str, Any]],
+        exact_match: bool = True,
+        device: str | torch.device = "auto",
+    ) -> None:
+        """Load parameters from a dict of state dicts or a model file.
+
+        Args:
+            load_path_or_dict: a dict as :meth:`get_parameters` returns, or a model file.
+            exact_match: require every module to be present with exactly the same keys.
+            device: unused (tensors go to the agent's device); SB3 compatibility.
+        """
+        if isinstance(load_path_or_dict, dict):
+            params = load_path_or_dict
+        else:
+            with Archive(load_path_or_dict) as archive:
+                params = archive.tensors("parameters", self.device)
+        modules = self._state_modules()
+        if exact_match and set(params) != set(modules):
+            raise ValueError(
+                f"parameters have modules {sorted(params)}, expected {sorted(modules)}"
+            )
+        for name, state in params.items():
+            if name not in modules:
+                raise ValueError(
+                    f"unknown module {name!r} in parameters; expected {sorted(modules)}"
+                )
+            try:
+                if isinstance(modules[name], nn.Module):
+                    modules[name].load_state_dict(state, strict=exact_match)
+                else:  # an optimizer
+                    modules[name].load_state_dict(state)
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise ValueError(f"parameters of {name!r} do not fit this agent: {err}") from None
+
+    # ----------------------------------------------------------------------------- save / load
+    def _config(self) -> dict[str, Any]:
+        """Constructor hyperparameters as JSON (schedules by description or start value)."""
+        config: dict[str, Any] = {}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name in _NOT_CONFIG or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, LinearSchedule):
+                value = value.to_json()
+            elif callable(value):
+                value = float(value(self._current_progress_remaining))
+            config[name] = value
+        return config
+
+    def save(self, path: str, include_rng: bool = True) -> str:
+        """Save the agent to a zip of JSON and torch state dicts (nothing pickled).
+
+        Args:
+            path: file path (``.zip`` appended when missing).
+            include_rng: also save the RNG states (what an exact resume needs).
+
+        Returns:
+            The path written.
+        """
+        meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "algo": self.algo_name}
+        meta["versions"] = versions()
+        state = {
+            "num_timesteps": self.num_timesteps,
+            "n_updates": self._n_updates,
+            "iteration": self._iteration,
+            "total_timesteps": self._total_timesteps,
+            "progress_remaining": self._current_progress_remaining,
+            "seed": self.seed,
+        }
+        spaces_json = {
+            "observation_space": space_to_json(self.observation_space),
+            "action_space": space_to_json(self.action_space),
+        }
+        tensors: dict[str, Any] = {
+            "parameters": self.get_parameters(),
+            "normalizer": self.normalizer.state_dict(),
+        }
+        if include_rng:
+            tensors["rng"] = {"global": get_rng_state(), "agent": self.rng.get_state()}
+        json_parts = {
+            "mdpo": meta,
+            "config": {"policy": self.policy_name, **self._config()},
+            "spaces": spaces_json,
+            "state": state,
+        }
+        return write_archive(path, json_parts, tensors)
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        env: EnvSpec | None = None,
+        device: str | torch.device = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        restore_rng: bool = True,
+        **kwargs: Any,
+    ) -> Agent:
+        """Load an agent saved by :meth:`save`.
+
+        Args:
+            path: the model file.
+            env: an env to continue training on (its spaces must match), or ``None``.
+            device: where to put the networks.
+            custom_objects: hyperparameters to override (SB3 compatibility), as ``kwargs``.
+            restore_rng: restore the saved RNG states (exact resume).
+            **kwargs: hyperparameters to override.
+
+        Raises:
+            ModelFileError: corrupt or foreign file, or one saved by another algorithm.
+        """
+        from mdpo.agents import ALGORITHMS
+
+        with Archive(path) as archive:
+            algo = archive.meta.get("algo")
+            target = cls
+            if cls is Agent or getattr(cls, "__abstractmethods__", None):
+                if algo not in ALGORITHMS:
+                    raise ModelFileError(f"{archive.path!r} holds an unknown algorithm {algo!r}")
+                target = ALGORITHMS[algo]
+            elif algo != cls.algo_name:
+                raise ModelFileError(
+                    f"{archive.path!r} holds a {algo} agent, not {cls.algo_name}; "
+                    f"use mdpo.{algo}.load or mdpo.load"
+                )
+            config = archive.json("config")
+            spaces_json = archive.json("spaces")
+            state = archive.json("state")
+            params = archive.tensors("parameters", get_device(device))
+            normalizer = archive.tensors("normalizer")
+            rng = archive.tensors("rng") if archive.has("rng.pt") and restore_rng else None
+        try:
+            config = dict(config)
+            policy = config.pop("policy")
+            for name, value in list(config.items()):
+                if isinstance(value, dict) and value.get("schedule") == "linear":
+                    config[name] = LinearSchedule.from_json(value)
+            config.update(custom_objects or {})
+            config.update(kwargs)
+            agent = target(policy, None, device=device, _init_setup_model=False, **config)
+            agent._set_spaces(
+                space_from_json(spaces_json["observation_space"]),
+                space_from_json(spaces_json["action_space"]),
+            )
+            agent._setup_model()
+            agent.normalizer.load_state_dict(normalizer)
+            agent.set_parameters(params, exact_match=True)
+            agent.num_timesteps = int(state["num_timesteps"])
+            agent._n_updates = int(state["n_updates"])
+            agent._iteration = int(state["iteration"])
+            agent._total_timesteps = int(state["total_timesteps"])
+            agent._current_progress_remaining = float(state["progress_remaining"])
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, ModelFileError):
+                raise
+            raise ModelFileError(f"{path!r} does not describe a valid {algo} agent: {err}") from err
+        if rng is not None:
+            set_rng_state(rng["global"])
+            agent.rng.set_state(rng["agent"])
+        if env is not None:
+            agent.set_env(env)
+        return agent

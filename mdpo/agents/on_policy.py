@@ -1,0 +1,198 @@
+"""On-policy core: rollout collection through the runner, GAE, and the iteration loop.
+
+Subclasses (PPO, TRPO, MDPO) write only :meth:`OnPolicyAgent.train`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from mdpo.agents.base import Agent
+from mdpo.buffers import RolloutBatch, compute_gae
+from mdpo.callbacks import BaseCallback, CallbackList
+from mdpo.flat_params import FlatAdam, FlatParams
+from mdpo.networks import ActorCriticPolicy
+from mdpo.runners import EnvSpec, Rollout
+from mdpo.utils import Schedule, check_int, check_number
+
+
+class OnPolicyAgent(Agent):
+    """Collects ``n_steps × n_envs`` transitions, computes GAE(λ), then calls :meth:`train`.
+
+    Truncated episodes (time limits) are bootstrapped with ``γ·V(final observation)`` folded
+    into the last reward; terminated episodes are not bootstrapped.
+
+    Args:
+        policy, env, learning_rate, ...: see :class:`~mdpo.agents.base.Agent`.
+        n_steps: steps per env per rollout.
+        gamma: discount factor.
+        gae_lambda: GAE's λ.
+        adam_eps: ε of the Adam optimizer (1e-5 as SB3).
+    """
+
+    policy_aliases = {"MlpPolicy": ActorCriticPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[nn.Module],
+        env: EnvSpec | None,
+        learning_rate: float | Schedule,
+        n_steps: int,
+        gamma: float,
+        gae_lambda: float,
+        adam_eps: float = 1e-5,
+        **kwargs: Any,
+    ):
+        self.n_steps = check_int(n_steps, "n_steps")
+        check_number(gamma, "gamma")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        check_number(gae_lambda, "gae_lambda")
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda!r}")
+        check_number(adam_eps, "adam_eps", positive=True)
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        self.adam_eps = float(adam_eps)
+        super().__init__(policy, env, learning_rate, **kwargs)
+
+    def _setup_model(self) -> None:
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, **self.policy_kwargs
+        ).to(self.device)
+        self.flat_params = FlatParams(self.policy)
+        self.optimizer = FlatAdam(self.flat_params, lr=self.lr_schedule(1.0), eps=self.adam_eps)
+
+    def _state_modules(self) -> dict[str, Any]:
+        return {"policy": self.policy, "policy.optimizer": self.optimizer}
+
+    def _set_learning_rate(self, optimizer: Any) -> float:
+        lr = self.lr_schedule(self._current_progress_remaining)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.logger.record("train/learning_rate", lr)
+        return lr
+
+    # ----------------------------------------------------------------------------- collection
+    def _rollout_policy(self):
+        """``policy(obs, t) -> (env_action, stored_action)`` for one rollout.
+
+        The sampling noise of the whole rollout is drawn up front from the agent's generator;
+        the deterministic part runs on a NumPy snapshot of the actor when it has one.
+        """
+        policy, n_steps, n_envs = self.policy, self.n_steps, self.n_envs
+        actor = policy.numpy_actor()
+        if actor is None:
+
+            def actor(obs: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    flat = torch.from_numpy(obs).to(self.device).reshape(obs.shape[0], -1)
+                    return policy.distribution_params(flat).cpu().numpy()
+
+        if isinstance(self.action_space, spaces.Box):
+            noise = torch.randn((n_steps, n_envs, policy.action_dim), generator=self.rng)
+            noise = (noise * policy.log_std.detach().cpu().exp()).numpy()
+            low, high = self.action_space.low.ravel(), self.action_space.high.ravel()
+            shape = (n_envs, *self.action_space.shape)
+
+            def act(obs: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+                action = actor(obs.reshape(n_envs, -1)) + noise[t]
+                return np.clip(action, low, high).reshape(shape), action
+
+            return act
+        # Gumbel-max sampling from the logits: argmax(logits + Gumbel noise) ~ softmax(logits)
+        uniform = torch.rand((n_steps, n_envs, policy.action_dim), generator=self.rng)
+        gumbel = (-torch.log(-torch.log(uniform.clamp_min(1e-20)))).numpy()
+        start = int(self.action_space.start)
+
+        def act_discrete(obs: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            action = np.argmax(actor(obs.reshape(n_envs, -1)) + gumbel[t], axis=-1)
+            return action + start, action
+
+        return act_discrete
+
+    def collect_rollouts(self, callback: BaseCallback) -> RolloutBatch | None:
+        """Collect one rollout and turn it into flat training samples (``None`` if stopped)."""
+        callback.on_rollout_start()
+        on_step = None
+        if not (isinstance(callback, CallbackList) and not callback.callbacks):
+            n_envs = self.n_envs
+
+            def on_step() -> bool:
+                self.num_timesteps += n_envs
+                return callback.on_step()
+
+        rollout = self.runner.rollout(self.n_steps, self._rollout_policy(), on_step)
+        if on_step is None:
+            self.num_timesteps += rollout.rewards.numel()
+        callback.on_rollout_end()
+        if rollout.stopped:
+            return None
+        return self._process_rollout(rollout)
+
+    @torch.no_grad()
+    def _process_rollout(self, rollout: Rollout) -> RolloutBatch:
+        """Log-probs and values of the rollout, truncation bootstrap, GAE; flattened."""
+        steps, n_envs = rollout.rewards.shape
+        policy = self.policy
+        flat_obs = policy.flatten(rollout.obs.reshape(steps * n_envs, *rollout.obs.shape[2:]))
+        actions = rollout.actions.reshape(steps * n_envs, *rollout.actions.shape[2:])
+        params = policy.distribution_params(flat_obs)
+        log_prob, _ = policy.log_prob_entropy(params, actions)
+        values = policy.predict_values(flat_obs).reshape(steps, n_envs)
+        last_values = policy.predict_values(policy.flatten(rollout.last_obs))
+        rewards = rollout.rewards.clone()
+        if len(rollout.final_step):
+            # bootstrap time-limit truncations, never terminations (value of the final obs)
+            t, i = rollout.final_step, rollout.final_env
+            keep = rollout.truncated[t, i] & ~rollout.terminated[t, i]
+            final_values = policy.predict_values(policy.flatten(rollout.final_obs))
+            rewards[t[keep], i[keep]] += self.gamma * final_values[keep]
+        advantages, returns = compute_gae(
+            rewards.cpu().numpy(),
+            values.cpu().numpy(),
+            rollout.episode_starts.cpu().numpy(),
+            last_values.cpu().numpy(),
+            rollout.last_episode_starts.cpu().numpy(),
+            self.gamma,
+            self.gae_lambda,
+        )
+        return RolloutBatch(
+            obs=flat_obs,
+            actions=actions,
+            old_values=values.reshape(-1),
+            old_log_prob=log_prob,
+            advantages=torch.from_numpy(advantages.reshape(-1)).to(self.device),
+            returns=torch.from_numpy(returns.reshape(-1)).to(self.device),
+        )
+
+    # ----------------------------------------------------------------------------- loop
+    def _learn_iteration(self, callback: BaseCallback, log_interval: int) -> bool:
+        batch = self.collect_rollouts(callback)
+        if batch is None:
+            return False
+        self._iteration += 1
+        self._update_progress()
+        self.train(batch)
+        if log_interval and self._iteration % log_interval == 0:
+            self._record_time_and_rollout()
+            self.logger.dump(self.num_timesteps)
+        return True
+
+    @abstractmethod
+    def train(self, batch: RolloutBatch) -> None:
+        """Update the policy (and value function) from one rollout's samples."""
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """``1 − Var[target − predicted] / Var[target]`` (NaN when the target is constant)."""
+    var_target = torch.var(target)
+    if var_target == 0:
+        return float("nan")
+    return float(1.0 - torch.var(target - predicted) / var_target)

@@ -1,0 +1,256 @@
+"""Networks and action distributions shared by the agents.
+
+Module names follow Stable-Baselines3's ``ActorCriticPolicy`` (``mlp_extractor.policy_net``,
+``mlp_extractor.value_net``, ``action_net``, ``value_net``, ``log_std``) so that state dicts map
+one to one onto SB3's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+# Activations the NumPy rollout actor can evaluate; others fall back to torch.
+_NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
+    nn.Tanh: np.tanh,
+    nn.ReLU: lambda x: np.maximum(x, 0.0),
+    nn.Identity: lambda x: x,
+}
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def activation_name(activation: str | type[nn.Module]) -> str:
+    """Normalise an activation given as a name or an ``nn.Module`` class to its name."""
+    if isinstance(activation, str):
+        name = activation.lower()
+    else:
+        name = next((k for k, v in ACTIVATIONS.items() if v is activation), "")
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"activation_fn={activation!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
+        )
+    return name
+
+
+def mlp(in_dim: int, sizes: list[int], activation: str) -> nn.Sequential:
+    """``Linear → activation`` blocks, SB3's layout (``0`` Linear, ``1`` act, ``2`` Linear ...)."""
+    layers: list[nn.Module] = []
+    for size in sizes:
+        layers += [nn.Linear(in_dim, size), ACTIVATIONS[activation]()]
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+def parse_net_arch(
+    net_arch: list[int] | dict[str, list[int]] | None,
+) -> tuple[list[int], list[int]]:
+    """Return (policy sizes, value sizes). A list means the same sizes for both (SB3 >= 1.8)."""
+    if net_arch is None:
+        return [64, 64], [64, 64]
+    if isinstance(net_arch, dict):
+        unknown = set(net_arch) - {"pi", "vf"}
+        if unknown:
+            raise ValueError(f"net_arch keys must be 'pi' and 'vf', got unknown {sorted(unknown)}")
+        return list(net_arch.get("pi", [])), list(net_arch.get("vf", []))
+    if not all(isinstance(s, int) and s > 0 for s in net_arch):
+        raise ValueError(f"net_arch must be a list of positive layer sizes, got {net_arch!r}")
+    return list(net_arch), list(net_arch)
+
+
+class MlpExtractor(nn.Module):
+    """Separate policy and value MLPs (SB3's ``MlpExtractor`` without shared layers)."""
+
+    def __init__(self, in_dim: int, pi_sizes: list[int], vf_sizes: list[int], activation: str):
+        super().__init__()
+        self.policy_net = mlp(in_dim, pi_sizes, activation)
+        self.value_net = mlp(in_dim, vf_sizes, activation)
+        self.latent_dim_pi = pi_sizes[-1] if pi_sizes else in_dim
+        self.latent_dim_vf = vf_sizes[-1] if vf_sizes else in_dim
+
+
+def gaussian_log_prob(
+    actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the action dimensions.
+
+    ``log_std`` may be per state ``[B, d]`` or shared ``[d]`` (broadcast).
+    """
+    z = (actions - mean) * torch.exp(-log_std)
+    return -0.5 * (z * z).sum(-1) - log_std.sum(-1) - 0.5 * LOG_2PI * mean.shape[-1]
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Entropy of a diagonal Gaussian, summed over the action dimensions."""
+    return (0.5 + 0.5 * LOG_2PI + log_std).sum(-1)
+
+
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """Closed-form KL(p ‖ q) of two diagonal Gaussians, summed over the action dimensions."""
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)) ** 2
+    return 0.5 * (var_ratio + mean_term - 1.0).sum(-1) - (log_std_p - log_std_q).sum(-1)
+
+
+def categorical_log_prob(actions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Log-probability of integer ``actions`` under ``softmax(logits)``."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    return log_p.gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of ``softmax(logits)``."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) of two categorical distributions given by logits."""
+    log_p = torch.log_softmax(logits_p, dim=-1)
+    log_q = torch.log_softmax(logits_q, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+class ActorCriticPolicy(nn.Module):
+    """Separate actor and critic MLPs with a Gaussian (Box) or categorical (Discrete) head.
+
+    Args:
+        observation_space: a ``Box`` observation space (flattened at the input).
+        action_space: a ``Box`` (diagonal Gaussian with state-independent log-std) or
+            ``Discrete`` (categorical) action space.
+        net_arch: hidden sizes, a list (same for actor and critic) or ``dict(pi=[...], vf=[...])``.
+            Default ``[64, 64]`` for both, as SB3.
+        activation_fn: activation name (``"tanh"``, ``"relu"`` ...) or ``nn.Module`` class.
+        ortho_init: orthogonal initialisation with SB3's gains (√2 hidden, 0.01 action head,
+            1 value head) and zero biases.
+        log_std_init: initial value of the log standard deviation (Box actions).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box | spaces.Discrete,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: str | type[nn.Module] = "tanh",
+        ortho_init: bool = True,
+        log_std_init: float = 0.0,
+    ):
+        super().__init__()
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.continuous = isinstance(action_space, spaces.Box)
+        self.activation = activation_name(activation_fn)
+        pi_sizes, vf_sizes = parse_net_arch(net_arch)
+        self.mlp_extractor = MlpExtractor(self.obs_dim, pi_sizes, vf_sizes, self.activation)
+        if self.continuous:
+            self.action_dim = int(np.prod(action_space.shape))
+            self.action_net = nn.Linear(self.mlp_extractor.latent_dim_pi, self.action_dim)
+            self.log_std = nn.Parameter(torch.full((self.action_dim,), float(log_std_init)))
+        else:
+            self.action_dim = int(action_space.n)
+            self.action_net = nn.Linear(self.mlp_extractor.latent_dim_pi, self.action_dim)
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if ortho_init:
+            for module, gain in (
+                (self.mlp_extractor, math.sqrt(2)),
+                (self.action_net, 0.01),
+                (self.value_net, 1.0),
+            ):
+                for layer in module.modules():
+                    if isinstance(layer, nn.Linear):
+                        nn.init.orthogonal_(layer.weight, gain=gain)
+                        nn.init.zeros_(layer.bias)
+
+    def flatten(self, obs: torch.Tensor) -> torch.Tensor:
+        """Flatten the observation dimensions: ``[B, *obs_shape] → [B, obs_dim]``."""
+        return obs.reshape(obs.shape[0], self.obs_dim).float()
+
+    def distribution_params(self, obs: torch.Tensor) -> torch.Tensor:
+        """The Gaussian mean or the categorical logits for flat observations."""
+        return self.action_net(self.mlp_extractor.policy_net(obs))
+
+    def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """State values ``V(s)`` for flat observations, shape ``[B]``."""
+        return self.value_net(self.mlp_extractor.value_net(obs)).squeeze(-1)
+
+    def log_prob_entropy(
+        self, params: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of ``actions`` and entropy (per state, or a scalar when constant)."""
+        if self.continuous:  # the log-std is state-independent: broadcast, entropy is a scalar
+            return gaussian_log_prob(actions, params, self.log_std), gaussian_entropy(self.log_std)
+        return categorical_log_prob(actions, params), categorical_entropy(params)
+
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values, log-probabilities and entropies for flat observations and taken actions."""
+        log_prob, entropy = self.log_prob_entropy(self.distribution_params(obs), actions)
+        return self.predict_values(obs), log_prob, entropy
+
+    def kl(self, params_p: torch.Tensor, params_q: torch.Tensor, log_std_q=None) -> torch.Tensor:
+        """KL(π_p ‖ π_q) per state; for Gaussians ``params_p`` uses this policy's log-std."""
+        if self.continuous:
+            log_std_p = self.log_std.expand_as(params_p)
+            log_std_q = log_std_p if log_std_q is None else log_std_q.expand_as(params_q)
+            return gaussian_kl(params_p, log_std_p, params_q, log_std_q)
+        return categorical_kl(params_p, params_q)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None) -> torch.Tensor:
+        """Actions for flat observations: the mean / argmax, or a sample."""
+        params = self.distribution_params(obs)
+        if self.continuous:
+            if deterministic:
+                return params
+            noise = torch.randn(params.shape, generator=generator, device="cpu")
+            return params + torch.exp(self.log_std) * noise.to(params.device)
+        if deterministic:
+            return params.argmax(-1)
+        uniform = torch.rand(params.shape, generator=generator, device="cpu").to(params.device)
+        return (params - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
+
+    def numpy_actor(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A NumPy copy of ``obs → mean / logits`` for the per-step rollout path.
+
+        Stepping one environment at a time, a torch call costs more than the network's
+        arithmetic; the weights are constant during a rollout, so a NumPy snapshot taken at its
+        start computes the same function with a fraction of the overhead. Returns ``None`` when
+        a layer has no NumPy counterpart (the caller then uses torch).
+        """
+        layers: list[tuple[np.ndarray, np.ndarray, Callable | None]] = []
+        for module in [*self.mlp_extractor.policy_net, self.action_net]:
+            if isinstance(module, nn.Linear):
+                weight = module.weight.detach().cpu().numpy().T.copy()
+                layers.append((weight, module.bias.detach().cpu().numpy().copy(), None))
+            elif type(module) in _NUMPY_ACTIVATIONS:
+                w, b, _ = layers[-1]
+                layers[-1] = (w, b, _NUMPY_ACTIVATIONS[type(module)])
+            else:
+                return None
+
+        def forward(obs: np.ndarray) -> np.ndarray:
+            x = obs
+            for weight, bias, act in layers:
+                x = x @ weight + bias
+                if act is not None:
+                    x = act(x)
+            return x
+
+        return forward

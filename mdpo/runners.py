@@ -1,0 +1,459 @@
+"""The vectorized environment runner: the only place that steps environments during training.
+
+It builds (or wraps) a gymnasium vector env in ``SAME_STEP`` autoreset mode, applies the
+optional observation / reward normalization, keeps episode statistics on the raw rewards, and
+hands a whole rollout to the agent as torch tensors on the agent's device: the per-step path
+stays in NumPy and the conversion to tensors happens once per rollout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a ``ValueError`` naming ``env_id`` when gymnasium does not know it."""
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ValueError(f"unknown environment id {env_id!r}: {err}") from None
+    except ModuleNotFoundError as err:
+        raise ValueError(
+            f"environment id {env_id!r} needs a module that is missing: {err}"
+        ) from None
+
+
+class LeanSyncVectorEnv(VectorEnv):
+    """Sequential vector env in ``SAME_STEP`` autoreset mode with minimal per-step work.
+
+    gymnasium's ``SyncVectorEnv`` merges every sub-env's info dict at every step; the runner
+    reads only the final observations of finished episodes, so this env returns just those
+    (``infos["final_obs"]`` / ``infos["_final_obs"]``, as ``SyncVectorEnv`` in ``SAME_STEP``
+    mode) plus ``final_info``. It is the default ``"sync"`` vector env of the agents; use
+    ``vec_env_cls="gymnasium-sync"`` for gymnasium's own.
+
+    Args:
+        env_fns: factories of the sub-envs.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]):
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        first = self.envs[0]
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, self.num_envs)
+        self.action_space = batch_space(first.action_space, self.num_envs)
+        self.metadata = {**first.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.spec = first.spec
+        self.render_mode = first.render_mode
+        obs_space = first.observation_space
+        self._obs = np.zeros((self.num_envs, *obs_space.shape), obs_space.dtype)
+        self._rewards = np.zeros(self.num_envs, np.float64)
+        self._terminated = np.zeros(self.num_envs, bool)
+        self._truncated = np.zeros(self.num_envs, bool)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """Reset every sub-env; an int seed gives sub-env ``i`` the seed ``seed + i``."""
+        seeds = [None] * self.num_envs
+        if isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        elif seed is not None:
+            seeds = list(seed)
+        for i, env in enumerate(self.envs):
+            self._obs[i], _ = env.reset(seed=seeds[i], options=options)
+        return self._obs.copy(), {}
+
+    def step(self, actions: np.ndarray):
+        """Step every sub-env; finished ones are reset in the same step."""
+        infos: dict[str, Any] = {}
+        for i, env in enumerate(self.envs):
+            obs, reward, terminated, truncated, info = env.step(actions[i])
+            if terminated or truncated:
+                if not infos:
+                    infos = {
+                        "final_obs": np.full(self.num_envs, None, object),
+                        "_final_obs": np.zeros(self.num_envs, bool),
+                        "final_info": np.full(self.num_envs, None, object),
+                        "_final_info": np.zeros(self.num_envs, bool),
+                    }
+                infos["final_obs"][i], infos["final_info"][i] = obs, info
+                infos["_final_obs"][i] = infos["_final_info"][i] = True
+                obs, _ = env.reset()
+            self._obs[i] = obs
+            self._rewards[i] = reward
+            self._terminated[i] = terminated
+            self._truncated[i] = truncated
+        return (
+            self._obs.copy(),
+            self._rewards.copy(),
+            self._terminated.copy(),
+            self._truncated.copy(),
+            infos,
+        )
+
+    def render(self):
+        """Render every sub-env."""
+        return tuple(env.render() for env in self.envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
+
+
+VEC_ENV_CLASSES = ("sync", "async", "gymnasium-sync")
+
+
+def make_vec_env(
+    env: EnvSpec,
+    n_envs: int = 1,
+    vec_env_cls: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+) -> VectorEnv:
+    """Build a gymnasium vector env in ``SAME_STEP`` autoreset mode.
+
+    Args:
+        env: an env id, a ``gymnasium.Env`` instance (``n_envs`` must be 1), a factory
+            returning a ``gymnasium.Env``, or a ``VectorEnv`` (returned as is after checks).
+        n_envs: number of environments.
+        vec_env_cls: ``"sync"`` (one process, :class:`LeanSyncVectorEnv`), ``"async"`` (one
+            process per env, gymnasium's ``AsyncVectorEnv``) or ``"gymnasium-sync"``
+            (gymnasium's ``SyncVectorEnv``).
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+
+    Raises:
+        ValueError: unknown env id, bad ``n_envs`` or ``vec_env_cls``, or a vector env whose
+            autoreset mode is not ``SAME_STEP``.
+    """
+    if isinstance(env, VectorEnv):
+        mode = env.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"the vector env uses autoreset_mode={mode}; mdpo needs AutoresetMode.SAME_STEP "
+                "(pass autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP when creating it, "
+                "or give an env id and n_envs instead)"
+            )
+        return env
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+    if vec_env_cls not in VEC_ENV_CLASSES:
+        raise ValueError(f"vec_env_cls must be one of {VEC_ENV_CLASSES}, got {vec_env_cls!r}")
+    if isinstance(env, str):
+        check_env_id(env)
+        kwargs = dict(env_kwargs or {})
+        env_fns = [lambda: gym.make(env, **kwargs) for _ in range(n_envs)]
+    elif isinstance(env, gym.Env):
+        if n_envs != 1:
+            raise ValueError(
+                "a gymnasium.Env instance can back only n_envs=1; pass an env id or a factory "
+                f"for n_envs={n_envs}"
+            )
+        instance = env
+        env_fns = [lambda: instance]
+    elif callable(env):
+        env_fns = [env] * n_envs
+    else:
+        raise ValueError(
+            f"env must be an env id, a gymnasium.Env, a factory or a VectorEnv, got {type(env)}"
+        )
+    if vec_env_cls == "async" and n_envs > 1:
+        return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if vec_env_cls == "gymnasium-sync":
+        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return LeanSyncVectorEnv(env_fns)
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.), as SB3's, in float64."""
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = epsilon
+
+    def update(self, batch: np.ndarray) -> None:
+        """Fold a batch ``[B, *shape]`` into the statistics."""
+        batch_mean = batch.mean(axis=0)
+        batch_var = batch.var(axis=0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count
+        self.var = (m2 + delta**2 * self.count * batch_count / total) / total
+        self.count = total
+
+
+class Normalizer:
+    """Observation and reward normalization with VecNormalize's semantics.
+
+    Observations: ``clip((o − μ) / sqrt(σ² + ε), ±clip_obs)`` with running statistics updated
+    on every observation the envs return (terminal observations are normalized, not counted).
+    Rewards: divided by the running std of the discounted return, clipped to ``±clip_reward``.
+
+    Args:
+        obs_shape: the observation shape.
+        normalize_obs: normalize observations.
+        normalize_reward: normalize rewards.
+        gamma: discount of the return whose std scales the rewards.
+        clip_obs: clip of normalized observations (10 as VecNormalize).
+        clip_reward: clip of normalized rewards (10 as VecNormalize).
+        epsilon: added to the variances.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        normalize_obs: bool = False,
+        normalize_reward: bool = False,
+        gamma: float = 0.99,
+        clip_obs: float = 10.0,
+        clip_reward: float = 10.0,
+        epsilon: float = 1e-8,
+    ):
+        self.normalize_obs = normalize_obs
+        self.normalize_reward = normalize_reward
+        self.gamma = gamma
+        self.clip_obs = clip_obs
+        self.clip_reward = clip_reward
+        self.epsilon = epsilon
+        self.obs_rms = RunningMeanStd(obs_shape)
+        self.ret_rms = RunningMeanStd(())
+        self.returns: np.ndarray | None = None
+        self.training = True
+
+    def obs(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
+        """Normalized float32 observations; ``update`` folds them into the statistics first."""
+        obs = np.asarray(obs, dtype=np.float32)
+        if not self.normalize_obs:
+            return obs
+        if update and self.training:
+            self.obs_rms.update(obs)
+        scaled = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
+        return np.clip(scaled, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+    def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Scaled float32 rewards; updates the return statistics while training."""
+        reward = np.asarray(reward, dtype=np.float32)
+        if not self.normalize_reward:
+            return reward
+        if self.returns is None or self.returns.shape != reward.shape:
+            self.returns = np.zeros(reward.shape, np.float64)
+        if self.training:
+            self.returns = self.returns * self.gamma + reward
+            self.ret_rms.update(self.returns)
+        scaled = np.clip(
+            reward / np.sqrt(self.ret_rms.var + self.epsilon), -self.clip_reward, self.clip_reward
+        )
+        self.returns[done] = 0.0
+        return scaled.astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Statistics and settings as tensors and numbers (saved with the model)."""
+        return {
+            "normalize_obs": self.normalize_obs,
+            "normalize_reward": self.normalize_reward,
+            "gamma": self.gamma,
+            "clip_obs": self.clip_obs,
+            "clip_reward": self.clip_reward,
+            "epsilon": self.epsilon,
+            "obs_mean": torch.from_numpy(self.obs_rms.mean.copy()),
+            "obs_var": torch.from_numpy(self.obs_rms.var.copy()),
+            "obs_count": float(self.obs_rms.count),
+            "ret_mean": float(self.ret_rms.mean),
+            "ret_var": float(self.ret_rms.var),
+            "ret_count": float(self.ret_rms.count),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` wrote; raises ``ValueError`` on a shape mismatch."""
+        mean = state["obs_mean"].numpy().astype(np.float64)
+        if mean.shape != self.obs_rms.mean.shape:
+            raise ValueError(
+                f"normalization statistics have shape {mean.shape}, the observation space "
+                f"{self.obs_rms.mean.shape}"
+            )
+        for key in ("normalize_obs", "normalize_reward", "gamma", "clip_obs", "clip_reward"):
+            setattr(self, key, state[key])
+        self.epsilon = state["epsilon"]
+        self.obs_rms.mean = mean
+        self.obs_rms.var = state["obs_var"].numpy().astype(np.float64)
+        self.obs_rms.count = state["obs_count"]
+        self.ret_rms.mean = np.float64(state["ret_mean"])
+        self.ret_rms.var = np.float64(state["ret_var"])
+        self.ret_rms.count = state["ret_count"]
+
+
+@dataclass
+class Rollout:
+    """A rollout of ``T`` steps of ``N`` envs, as tensors on the agent's device.
+
+    Attributes:
+        obs: ``[T, N, *obs_shape]`` normalized observations the actions were taken in.
+        actions: ``[T, N, *action_shape]`` actions as the policy produced them (before clipping).
+        rewards: ``[T, N]`` (normalized) rewards.
+        terminated: ``[T, N]`` the transition ended the episode in a terminal state.
+        truncated: ``[T, N]`` the episode was cut (time limit) without a terminal state.
+        episode_starts: ``[T, N]`` ``obs[t]`` is the first observation of an episode.
+        final_obs: ``[M, *obs_shape]`` normalized last observations of the M episodes that
+            ended in the rollout, at ``(final_step[i], final_env[i])``.
+        last_obs: ``[N, *obs_shape]`` the observations after the last step.
+        last_episode_starts: ``[N]`` whether ``last_obs`` starts an episode.
+        stopped: a callback asked to stop; the rollout holds only the steps taken.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    episode_starts: torch.Tensor
+    final_obs: torch.Tensor
+    final_step: torch.Tensor
+    final_env: torch.Tensor
+    last_obs: torch.Tensor
+    last_episode_starts: torch.Tensor
+    stopped: bool = False
+
+
+class VecEnvRunner:
+    """Steps a gymnasium vector env for the agent.
+
+    Args:
+        venv: the vector env (``SAME_STEP`` autoreset; see :func:`make_vec_env`).
+        device: where rollouts are returned.
+        normalizer: observation / reward normalization (its statistics belong to the agent).
+        stats_window_size: number of recent episodes in the return / length statistics.
+    """
+
+    def __init__(
+        self,
+        venv: VectorEnv,
+        device: torch.device,
+        normalizer: Normalizer,
+        stats_window_size: int = 100,
+    ):
+        self.venv = venv
+        self.device = device
+        self.normalizer = normalizer
+        self.n_envs = venv.num_envs
+        self.observation_space = venv.single_observation_space
+        self.action_space = venv.single_action_space
+        self.ep_info_buffer: deque[tuple[float, int]] = deque(maxlen=stats_window_size)
+        self._ep_returns = np.zeros(self.n_envs, np.float64)
+        self._ep_lengths = np.zeros(self.n_envs, np.int64)
+        self._obs: np.ndarray | None = None
+        self._episode_starts = np.ones(self.n_envs, bool)
+        self.env_time = 0.0
+
+    @property
+    def needs_reset(self) -> bool:
+        """True until :meth:`reset` has been called."""
+        return self._obs is None
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset all envs (env ``i`` gets ``seed + i``) and return normalized observations."""
+        raw, _ = self.venv.reset(seed=seed)
+        self._obs = self.normalizer.obs(raw, update=True)
+        self._episode_starts = np.ones(self.n_envs, bool)
+        self._ep_returns[:] = 0.0
+        self._ep_lengths[:] = 0
+        return self._obs
+
+    def rollout(
+        self,
+        n_steps: int,
+        policy: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+        on_step: Callable[[], bool] | None = None,
+    ) -> Rollout:
+        """Collect ``n_steps`` vector steps.
+
+        Args:
+            n_steps: number of vector steps (``n_steps * n_envs`` transitions).
+            policy: ``policy(obs, t) -> (env_actions, stored_actions)`` on normalized NumPy
+                observations ``[N, *obs_shape]``; ``env_actions`` go to the envs (clipped to the
+                bounds), ``stored_actions`` into the rollout.
+            on_step: called after every vector step; returning False stops the rollout.
+        """
+        if self._obs is None:
+            raise RuntimeError("call reset() before rollout()")
+        n, obs_shape = self.n_envs, self.observation_space.shape
+        obs_buf = np.empty((n_steps, n, *obs_shape), np.float32)
+        rew_buf = np.empty((n_steps, n), np.float32)
+        term_buf = np.empty((n_steps, n), bool)
+        trunc_buf = np.empty((n_steps, n), bool)
+        start_buf = np.empty((n_steps, n), bool)
+        act_buf: np.ndarray | None = None
+        final_obs, final_step, final_env = [], [], []
+        obs, normalizer, step = self._obs, self.normalizer, self.venv.step
+        env_time, stopped, t = 0.0, False, 0
+        for t in range(n_steps):  # noqa: B007 - t is used after the loop
+            env_action, action = policy(obs, t)
+            if act_buf is None:
+                act_buf = np.empty((n_steps, *action.shape), action.dtype)
+            tic = time.perf_counter()
+            raw, reward, terminated, truncated, info = step(env_action)
+            env_time += time.perf_counter() - tic
+            done = terminated | truncated
+            self._ep_returns += reward
+            self._ep_lengths += 1
+            obs_buf[t] = obs
+            act_buf[t] = action
+            start_buf[t] = self._episode_starts
+            term_buf[t] = terminated
+            trunc_buf[t] = truncated
+            rew_buf[t] = normalizer.reward(reward, done)
+            obs = normalizer.obs(raw, update=True)
+            if done.any():
+                for i in np.flatnonzero(done):
+                    self.ep_info_buffer.append(
+                        (float(self._ep_returns[i]), int(self._ep_lengths[i]))
+                    )
+                    final_obs.append(normalizer.obs(info["final_obs"][i][None])[0])
+                    final_step.append(t)
+                    final_env.append(i)
+                self._ep_returns[done] = 0.0
+                self._ep_lengths[done] = 0
+            self._episode_starts = done
+            if on_step is not None and on_step() is False:
+                stopped = True
+                break
+        self._obs = obs
+        self.env_time += env_time
+        steps = t + 1
+        dev = self.device
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(dev)
+
+        empty_final = np.empty((0, *obs_shape), np.float32)
+        return Rollout(
+            obs=tensor(obs_buf[:steps]),
+            actions=tensor(act_buf[:steps]),
+            rewards=tensor(rew_buf[:steps]),
+            terminated=tensor(term_buf[:steps]),
+            truncated=tensor(trunc_buf[:steps]),
+            episode_starts=tensor(start_buf[:steps]),
+            final_obs=tensor(np.stack(final_obs) if final_obs else empty_final),
+            final_step=torch.as_tensor(final_step, dtype=torch.long, device=dev),
+            final_env=torch.as_tensor(final_env, dtype=torch.long, device=dev),
+            last_obs=tensor(obs),
+            last_episode_starts=tensor(self._episode_starts.copy()),
+            stopped=stopped,
+        )
+
+    def close(self) -> None:
+        """Close the vector env."""
+        self.venv.close()

@@ -1,0 +1,157 @@
+"""Small shared helpers: devices, seeding, schedules, argument checks."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+Schedule = Callable[[float], float]
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve a device spec.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or a ``torch.device``.
+
+    Raises:
+        ValueError: when the spec is not a device, or CUDA is asked for and absent.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a valid torch device") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but CUDA is not available here")
+    return dev
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global RNG states, as tensors and JSON-able values (no pickling needed)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states written by :func:`get_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def constant_schedule(value: float) -> Schedule:
+    """A schedule that always returns ``value``."""
+
+    def schedule(_progress_remaining: float) -> float:
+        return value
+
+    return schedule
+
+
+class LinearSchedule:
+    """Linear interpolation from ``initial`` (progress remaining 1) to ``final`` (0).
+
+    A class rather than a closure so that model files can describe it in JSON.
+    """
+
+    def __init__(self, initial: float, final: float = 0.0):
+        self.initial = float(initial)
+        self.final = float(final)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.final + progress_remaining * (self.initial - self.final)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON description, read back by :meth:`from_json`."""
+        return {"schedule": "linear", "initial": self.initial, "final": self.final}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LinearSchedule:
+        """Rebuild from :meth:`to_json`'s output."""
+        return cls(data["initial"], data["final"])
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule({self.initial}, {self.final})"
+
+
+def linear_schedule(initial: float, final: float = 0.0) -> LinearSchedule:
+    """Linear schedule from ``initial`` at the start of training to ``final`` at the end."""
+    return LinearSchedule(initial, final)
+
+
+def make_schedule(value: float | Schedule, name: str, positive: bool = True) -> Schedule:
+    """Turn a float or a callable of progress remaining into a checked schedule.
+
+    Args:
+        value: a number, or a callable mapping progress remaining (1 → 0) to a number.
+        name: the hyperparameter's name, used in error messages.
+        positive: require the value (at the start of training) to be > 0.
+
+    Raises:
+        ValueError: when the value is not finite or not positive.
+    """
+    if callable(value):
+        start = value(1.0)
+        check_number(start, f"{name}(progress_remaining=1.0)", positive=positive)
+        return value
+    check_number(value, name, positive=positive)
+    return constant_schedule(float(value))
+
+
+def check_number(value: Any, name: str, positive: bool = False, non_negative: bool = False) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real in range."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if non_negative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
