@@ -192,6 +192,61 @@ class CheckpointCallback(BaseCallback):
         return path
 
 
+class IterationCheckpointCallback(BaseCallback):
+    """Save a full checkpoint at the first iteration boundary after every ``save_freq`` steps.
+
+    Unlike :class:`CheckpointCallback` (which saves mid-rollout, as SB3's), the checkpoint is
+    taken when a rollout is about to start: the last rollout has been trained on and the step
+    counter matches the weights, so a resumed run continues exactly where this one was.
+
+    Args:
+        save_freq: env steps (summed over the envs) between checkpoints.
+        save_path: folder of the checkpoints.
+        name_prefix: file name prefix (``{prefix}_{num_timesteps}_steps.zip``).
+        keep_last: keep only the newest this many checkpoints (all when ``None``).
+        verbose: print a line per checkpoint when >= 2.
+    """
+
+    def __init__(
+        self,
+        save_freq: int,
+        save_path: str,
+        name_prefix: str = "rl_model",
+        keep_last: int | None = 2,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
+            raise ValueError(f"save_freq must be a positive integer, got {save_freq!r}")
+        self.save_freq = save_freq
+        self.save_path = save_path
+        self.name_prefix = name_prefix
+        self.keep_last = keep_last
+        self._next_save = save_freq
+
+    def _on_training_start(self) -> None:
+        os.makedirs(self.save_path, exist_ok=True)
+        done = self.model.num_timesteps
+        self._next_save = (done // self.save_freq + 1) * self.save_freq
+
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps >= self._next_save:
+            self.save()
+
+    def save(self) -> str:
+        """Write a checkpoint now and prune old ones; returns its path."""
+        steps = self.model.num_timesteps
+        path = os.path.join(self.save_path, f"{self.name_prefix}_{steps}_steps.zip")
+        self.model.save(path)
+        self._next_save = (steps // self.save_freq + 1) * self.save_freq
+        if self.verbose >= 2:
+            print(f"Saving model checkpoint to {path}")
+        if self.keep_last is not None:
+            for old in list_checkpoints(self.save_path, self.name_prefix)[: -self.keep_last]:
+                os.remove(old)
+        return path
+
+
 def list_checkpoints(folder: str, name_prefix: str | None = None) -> list[str]:
     """Checkpoint files in ``folder``, oldest (fewest steps) first."""
     if not os.path.isdir(folder):

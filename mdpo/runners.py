@@ -60,6 +60,9 @@ class LeanSyncVectorEnv(VectorEnv):
         self.spec = first.spec
         self.render_mode = first.render_mode
         obs_space = first.observation_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            self.close_extras()
+            raise TypeError(f"LeanSyncVectorEnv needs a Box observation space, not {obs_space}")
         self._obs = np.zeros((self.num_envs, *obs_space.shape), obs_space.dtype)
         self._rewards = np.zeros(self.num_envs, np.float64)
         self._terminated = np.zeros(self.num_envs, bool)
@@ -172,7 +175,10 @@ def make_vec_env(
         return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
     if vec_env_cls == "gymnasium-sync":
         return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    return LeanSyncVectorEnv(env_fns)
+    try:
+        return LeanSyncVectorEnv(env_fns)
+    except TypeError:  # not a Box observation space: the agent will name it
+        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 class RunningMeanStd:

@@ -192,7 +192,7 @@ class OnPolicyAgent(Agent):
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """``1 − Var[target − predicted] / Var[target]`` (NaN when the target is constant)."""
-    var_target = torch.var(target)
+    var_target = torch.var(target, correction=0)
     if var_target == 0:
         return float("nan")
-    return float(1.0 - torch.var(target - predicted) / var_target)
+    return float(1.0 - torch.var(target - predicted, correction=0) / var_target)

@@ -1,0 +1,343 @@
+"""The ``mdpo`` command line: train, resume and evaluate agents."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import inspect
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from typing import Any
+
+from mdpo import __version__
+from mdpo.agents import ALGORITHMS, Agent
+from mdpo.callbacks import (
+    BaseCallback,
+    EvalCallback,
+    IterationCheckpointCallback,
+    latest_checkpoint,
+)
+from mdpo.runners import check_env_id
+
+NOT_SETTABLE = {"self", "policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs"}
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON when it parses (numbers, booleans, null, lists, dicts), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(algo: str, pairs: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into constructor keyword arguments of ``algo``.
+
+    Raises:
+        ValueError: malformed pair, or a key that is not a hyperparameter of ``algo``.
+    """
+    allowed = [
+        name
+        for name in inspect.signature(ALGORITHMS[algo].__init__).parameters
+        if name not in NOT_SETTABLE and not name.startswith("_")
+    ]
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown hyperparameter {key!r} for {algo}{hint}; known: {', '.join(allowed)}"
+            )
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def resolve_algo(name: str) -> str:
+    """The registered algorithm name matching ``name`` (case-insensitive)."""
+    for algo in ALGORITHMS:
+        if algo.lower() == name.lower():
+            return algo
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+class RunStatus(BaseCallback):
+    """Keeps ``status.json`` of a run folder up to date (at most every few seconds)."""
+
+    def __init__(self, path: str, every_s: float = 2.0):
+        super().__init__()
+        self.path = path
+        self.every_s = every_s
+        self._last = 0.0
+
+    def write(self, status: str, **extra: Any) -> None:
+        data = {"status": status, "num_timesteps": self.model.num_timesteps, **extra}
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, self.path)
+
+    def _on_rollout_start(self) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.write("running")
+
+
+def best_eval_so_far(path: str) -> float | None:
+    """The best mean evaluation return recorded in an ``evaluations.csv``, if any."""
+    if not os.path.exists(path):
+        return None
+    with open(path, newline="") as handle:
+        means = [float(row["mean_reward"]) for row in csv.DictReader(handle)]
+    return max(means) if means else None
+
+
+def unique_run_dir(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... whichever does not exist yet."""
+    candidate, k = base, 1
+    while os.path.exists(candidate):
+        k += 1
+        candidate = f"{base}-{k}"
+    return candidate
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """``mdpo train``: a new run, or the continuation of one with ``--resume``."""
+    if args.resume:
+        config_path = os.path.join(args.resume, "config.json")
+        if not os.path.exists(config_path):
+            raise ValueError(f"--resume {args.resume!r}: no config.json there (not a run folder)")
+        with open(config_path) as handle:
+            config = json.load(handle)
+        for given, key in ((args.algo, "algo"), (args.env, "env")):
+            if given is not None and given.lower() != str(config[key]).lower():
+                raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
+        run_dir = args.resume
+    else:
+        if args.algo is None or args.env is None:
+            raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
+        algo = resolve_algo(args.algo)
+        check_env_id(args.env)
+        for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
+            if getattr(args, name) < 1:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+                )
+        config = {
+            "algo": algo,
+            "env": args.env,
+            "total_timesteps": args.steps,
+            "seed": args.seed,
+            "n_envs": args.n_envs,
+            "device": args.device,
+            "hyperparameters": parse_overrides(algo, args.set or []),
+            "checkpoint_freq": args.checkpoint_freq,
+            "eval_freq": args.eval_freq,
+            "eval_episodes": args.eval_episodes,
+            "command": "mdpo " + shlex.join(args.argv),
+            "mdpo_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        run_dir = args.out or unique_run_dir(
+            os.path.join("runs", f"{algo}-{args.env.replace('/', '_')}-s{args.seed}")
+        )
+        if os.path.exists(os.path.join(run_dir, "config.json")):
+            raise ValueError(
+                f"{run_dir!r} already holds a run; use --resume {run_dir} or another --out"
+            )
+    algo_cls = ALGORITHMS[config["algo"]]
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    eval_dir = os.path.join(run_dir, "eval")
+    final_path = os.path.join(run_dir, "final_model.zip")
+    total = int(config["total_timesteps"])
+    device = args.device if args.resume is None or args.device != "auto" else config["device"]
+
+    checkpoint = latest_checkpoint(ckpt_dir) if args.resume else None
+    if args.resume and os.path.exists(final_path) and checkpoint is None:
+        print(f"{run_dir}: already complete ({final_path})")
+        return 0
+    if checkpoint is not None:
+        agent = algo_cls.load(
+            checkpoint,
+            env=config["env"],
+            device=device,
+            tensorboard_log=os.path.join(run_dir, "tb"),
+            verbose=args.verbose,
+        )
+        print(f"resuming {run_dir} from {checkpoint} at {agent.num_timesteps} steps")
+    else:
+        agent = algo_cls(
+            "MlpPolicy",
+            config["env"],
+            seed=config["seed"],
+            device=device,
+            n_envs=config["n_envs"],
+            tensorboard_log=os.path.join(run_dir, "tb"),
+            verbose=args.verbose,
+            **config["hyperparameters"],
+        )
+        # the folder is made only once the configuration is known to be valid
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as handle:
+            json.dump(config, handle, indent=1)
+    if agent.num_timesteps >= total:
+        agent.save(final_path)
+        print(f"{run_dir}: already at {agent.num_timesteps} >= {total} steps")
+        return 0
+    n_envs = agent.n_envs
+    status = RunStatus(os.path.join(run_dir, "status.json"))
+    evaluation = EvalCallback(
+        config["env"],
+        n_eval_episodes=config["eval_episodes"],
+        eval_freq=max(1, config["eval_freq"] // n_envs),
+        log_path=eval_dir,
+        best_model_save_path=eval_dir,
+        verbose=args.verbose,
+    )
+    best = best_eval_so_far(os.path.join(eval_dir, "evaluations.csv"))
+    if best is not None:
+        evaluation.best_mean_reward = best
+    callbacks = [
+        status,
+        IterationCheckpointCallback(config["checkpoint_freq"], ckpt_dir, keep_last=2),
+        evaluation,
+    ]
+    status.model = agent
+    try:
+        agent.learn(
+            total - agent.num_timesteps,
+            callback=callbacks,
+            reset_num_timesteps=checkpoint is None,
+            tb_log_name=config["algo"],
+            progress_bar=not args.no_progress,
+        )
+    except BaseException as err:
+        status.write(
+            "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+        )
+        raise
+    agent.save(final_path)
+    mean, std = evaluation.last_mean_reward, None
+    if evaluation.evaluations_results:
+        std = float(__import__("numpy").std(evaluation.evaluations_results[-1]))
+    status.write("completed", last_eval_mean_reward=mean, last_eval_std_reward=std)
+    print(f"done: {agent.num_timesteps} steps; final model {final_path}")
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    """``mdpo eval``: mean and std of the return of a saved model."""
+    from mdpo.evaluation import evaluate_policy
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    check_env_id(args.env)
+    agent = Agent.load(args.model, device=args.device)
+    returns, lengths = evaluate_policy(
+        agent,
+        args.env,
+        n_eval_episodes=args.episodes,
+        deterministic=not args.stochastic,
+        return_episode_rewards=True,
+        seed=args.seed,
+    )
+    import numpy as np
+
+    result = {
+        "model": args.model,
+        "env": args.env,
+        "episodes": args.episodes,
+        "deterministic": not args.stochastic,
+        "mean_reward": float(np.mean(returns)),
+        "std_reward": float(np.std(returns)),
+        "mean_ep_length": float(np.mean(lengths)),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.env}: mean return {result['mean_reward']:.2f} +/- {result['std_reward']:.2f} "
+            f"over {args.episodes} episodes (mean length {result['mean_ep_length']:.1f})"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mdpo``."""
+    parser = argparse.ArgumentParser(
+        prog="mdpo",
+        description="Train and evaluate policy-optimization agents (PPO; MDPO, TRPO, SAC to come).",
+    )
+    parser.add_argument("--version", action="version", version=f"mdpo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent into a run folder (or resume one)",
+        description="Train ALGO on ENV. The run folder gets config.json, TensorBoard events "
+        "(tb/), checkpoints/, eval/ (evaluations.csv, best_model.zip), final_model.zip and "
+        "status.json.",
+    )
+    train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(ALGORITHMS)}")
+    train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
+    train.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--n-envs", type=int, default=1, help="parallel envs (default 1)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="hyperparameter override, repeatable (values parsed as JSON: --set n_steps=512)",
+    )  # fmt: skip
+    train.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
+    )
+    train.add_argument(
+        "--checkpoint-freq", type=int, default=10_000, help="env steps between checkpoints"
+    )
+    train.add_argument(
+        "--eval-freq", type=int, default=10_000, help="env steps between evaluations"
+    )
+    train.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
+    train.set_defaults(func=command_train)
+
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a saved model", description="Evaluate a saved model on ENV."
+    )
+    evaluate.add_argument("model", help="model file (.zip)")
+    evaluate.add_argument("--env", required=True, help="gymnasium env id")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first reset")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.set_defaults(func=command_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mdpo``; user errors print one line and exit with status 2."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except ValueError as err:  # includes ModelFileError: the user's input, not a bug
+        print(f"mdpo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

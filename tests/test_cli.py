@@ -1,0 +1,101 @@
+"""The command line: help, errors, a training run, evaluation, and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mdpo.cli import main
+
+
+def mdpo(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "mdpo", *args], capture_output=True, text=True, cwd=cwd,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_help():
+    result = mdpo("--help")
+    assert result.returncode == 0 and "train" in result.stdout and "eval" in result.stdout
+    result = mdpo("train", "--help")
+    assert result.returncode == 0 and "--resume" in result.stdout and "--set" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "PPOX", "CartPole-v1"], "unknown algorithm 'PPOX'"),
+        (["train", "PPO", "Nope-v9"], "unknown environment id 'Nope-v9'"),
+        (["train", "PPO", "CartPole-v1", "--set", "n_stepz=4"], "did you mean 'n_steps'"),
+        (["train", "PPO", "CartPole-v1", "--set", "n_steps"], "--set expects key=value"),
+        (["train", "PPO", "CartPole-v1", "--steps", "0"], "--steps must be >= 1"),
+        (["train", "PPO", "CartPole-v1", "--set", "learning_rate=-1"], "learning_rate must be > 0"),
+        (["eval", "missing.zip", "--env", "CartPole-v1"], "does not exist"),
+        (["train", "--resume", "not-a-run"], "not a run folder"),
+    ],
+)
+def test_clear_errors(in_tmp, capsys, args, message):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists("runs") or not os.listdir("runs")
+
+
+def test_train_writes_a_run_folder_and_eval_reads_it(in_tmp, capsys):
+    code = main(["train", "PPO", "CartPole-v1", "--steps", "1024", "--set", "n_steps=256",
+                 "--set", "batch_size=64", "--eval-freq", "512", "--checkpoint-freq", "512",
+                 "--eval-episodes", "2", "--out", "run", "--no-progress"])  # fmt: skip
+    assert code == 0
+    names = set(os.listdir("run"))
+    assert {"config.json", "status.json", "final_model.zip", "tb", "checkpoints", "eval"} <= names
+    config = json.load(open("run/config.json"))
+    assert config["hyperparameters"] == {"n_steps": 256, "batch_size": 64}
+    assert config["command"].startswith("mdpo train PPO CartPole-v1")
+    assert json.load(open("run/status.json"))["status"] == "completed"
+    assert os.listdir("run/tb") == ["PPO_1"]
+    assert os.path.exists("run/eval/evaluations.csv")
+    capsys.readouterr()
+    assert main(["eval", "run/final_model.zip", "--env", "CartPole-v1", "--episodes", "3",
+                 "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["episodes"] == 3 and result["mean_reward"] > 0
+
+
+def test_resume_after_sigkill(in_tmp):
+    total, interval = 30_720, 2048
+    args = ["train", "PPO", "CartPole-v1", "--steps", str(total), "--set", "n_steps=512",
+            "--set", "batch_size=256", "--set", "n_epochs=4", "--checkpoint-freq", str(interval),
+            "--eval-freq", "100000", "--out", "run", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "mdpo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    progress = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            progress = json.load(open("run/status.json"))["num_timesteps"]
+        except (OSError, ValueError, KeyError):
+            pass
+        if progress >= 8192:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists("run/final_model.zip")
+    result = mdpo(*["train", "--resume", "run", "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("resuming"))
+    resumed_at = int(line.split(" at ")[1].split()[0])
+    # at most one checkpoint interval (plus the rollout in flight) of progress is lost
+    assert resumed_at >= progress - interval - 512
+    assert resumed_at % interval < 512  # checkpoints sit at iteration boundaries
+    status = json.load(open("run/status.json"))
+    assert status["status"] == "completed" and status["num_timesteps"] == total
+    from mdpo import PPO
+
+    assert PPO.load("run/final_model.zip").num_timesteps == total
+    assert os.listdir("run/tb") == ["PPO_1"]  # the resumed run continues the same log

@@ -1,0 +1,40 @@
+"""Learning tests: fixed seeds, real thresholds, budgets stated here.
+
+Budgets (measured on the 2-core CI machine, one torch thread): CartPole-v1 100k steps
+(about 15 s), Pendulum-v1 150k steps (about 25 s). Hyperparameters are the RL Zoo's tuned
+PPO settings for these tasks (without gSDE for Pendulum).
+"""
+
+import os
+
+import pytest
+
+from mdpo import PPO, evaluate_policy
+from mdpo.utils import linear_schedule
+
+SEED = int(os.environ.get("MDPO_LEARNING_SEED", "0"))
+
+
+@pytest.mark.learning
+def test_ppo_solves_cartpole():
+    agent = PPO(
+        "MlpPolicy", "CartPole-v1", n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8,
+        gamma=0.98, n_epochs=20, learning_rate=linear_schedule(1e-3),
+        clip_range=linear_schedule(0.2), seed=SEED, device="cpu",
+    )  # fmt: skip
+    agent.learn(100_000)
+    mean, std = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=1000)
+    print(f"CartPole-v1 PPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= 475
+
+
+@pytest.mark.learning
+def test_ppo_swings_up_pendulum():
+    agent = PPO(
+        "MlpPolicy", "Pendulum-v1", n_envs=4, n_steps=1024, batch_size=64, gae_lambda=0.95,
+        gamma=0.9, n_epochs=10, learning_rate=1e-3, seed=SEED, device="cpu",
+    )  # fmt: skip
+    agent.learn(150_000)
+    mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
+    print(f"Pendulum-v1 PPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= -300
