@@ -197,7 +197,8 @@ class IterationCheckpointCallback(BaseCallback):
 
     Unlike :class:`CheckpointCallback` (which saves mid-rollout, as SB3's), the checkpoint is
     taken when a rollout is about to start: the last rollout has been trained on and the step
-    counter matches the weights, so a resumed run continues exactly where this one was.
+    counter matches the weights and optimizer, so a resumed run continues from that point
+    (with freshly reset envs: episodes in flight at the checkpoint are not restored).
 
     Args:
         save_freq: env steps (summed over the envs) between checkpoints.
@@ -395,9 +396,6 @@ class EvalCallback(BaseCallback):
             writer.writerow(
                 [self.num_timesteps, mean, std, length, " ".join(f"{r:.6g}" for r in returns)]
             )
-
-    def _on_training_end(self) -> None:
-        self.eval_env.close()
 
 
 class StopTrainingOnRewardThreshold(BaseCallback):

@@ -121,12 +121,21 @@ def command_train(args: argparse.Namespace) -> int:
         for given, key in ((args.algo, "algo"), (args.env, "env")):
             if given is not None and given.lower() != str(config[key]).lower():
                 raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
+        if args.set or args.steps is not None:
+            raise ValueError("--resume continues a run as configured: drop --set and --steps")
         run_dir = args.resume
+        status_path = os.path.join(run_dir, "status.json")
+        if os.path.exists(status_path):
+            with open(status_path) as handle:
+                if json.load(handle).get("status") == "completed":
+                    print(f"{run_dir}: already complete")
+                    return 0
     else:
         if args.algo is None or args.env is None:
             raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
         algo = resolve_algo(args.algo)
         check_env_id(args.env)
+        args.steps = 100_000 if args.steps is None else args.steps
         for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
             if getattr(args, name) < 1:
                 raise ValueError(
@@ -162,9 +171,6 @@ def command_train(args: argparse.Namespace) -> int:
     device = args.device if args.resume is None or args.device != "auto" else config["device"]
 
     checkpoint = latest_checkpoint(ckpt_dir) if args.resume else None
-    if args.resume and os.path.exists(final_path) and checkpoint is None:
-        print(f"{run_dir}: already complete ({final_path})")
-        return 0
     if checkpoint is not None:
         agent = algo_cls.load(
             checkpoint,
@@ -289,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(ALGORITHMS)}")
     train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
-    train.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
+    train.add_argument("--steps", type=int, help="env steps (default 100000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--n-envs", type=int, default=1, help="parallel envs (default 1)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -84,7 +84,7 @@ def evaluate_policy(
             callback(locals(), globals())
         if render:
             venv.render()
-    if venv is not env:
+    if isinstance(env, str):  # we made it; envs the caller gave stay theirs
         venv.close()
     mean_return, std_return = float(np.mean(episode_returns)), float(np.std(episode_returns))
     if reward_threshold is not None:

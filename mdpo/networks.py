@@ -67,10 +67,21 @@ def parse_net_arch(
         unknown = set(net_arch) - {"pi", "vf"}
         if unknown:
             raise ValueError(f"net_arch keys must be 'pi' and 'vf', got unknown {sorted(unknown)}")
-        return list(net_arch.get("pi", [])), list(net_arch.get("vf", []))
-    if not all(isinstance(s, int) and s > 0 for s in net_arch):
-        raise ValueError(f"net_arch must be a list of positive layer sizes, got {net_arch!r}")
-    return list(net_arch), list(net_arch)
+        return check_sizes(list(net_arch.get("pi", []))), check_sizes(list(net_arch.get("vf", [])))
+    return check_sizes(list(net_arch)), check_sizes(list(net_arch))
+
+
+MAX_LAYER_SIZE = 1 << 16  # bounds what a (possibly foreign) model file can make us allocate
+
+
+def check_sizes(sizes: list[int]) -> list[int]:
+    """Raise ``ValueError`` unless every layer size is an int in ``[1, MAX_LAYER_SIZE]``."""
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_LAYER_SIZE
+               for s in sizes):  # fmt: skip
+        raise ValueError(
+            f"net_arch layer sizes must be integers in [1, {MAX_LAYER_SIZE}], got {sizes!r}"
+        )
+    return sizes
 
 
 class MlpExtractor(nn.Module):

@@ -242,11 +242,10 @@ class Normalizer:
 
     def obs(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
         """Normalized float32 observations; ``update`` folds them into the statistics first."""
-        obs = np.asarray(obs, dtype=np.float32)
         if not self.normalize_obs:
-            return obs
+            return np.asarray(obs, dtype=np.float32)
         if update and self.training:
-            self.obs_rms.update(obs)
+            self.obs_rms.update(np.asarray(obs))
         scaled = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
         return np.clip(scaled, -self.clip_obs, self.clip_obs).astype(np.float32)
 
@@ -363,6 +362,7 @@ class VecEnvRunner:
         self._obs: np.ndarray | None = None
         self._episode_starts = np.ones(self.n_envs, bool)
         self.env_time = 0.0
+        self.seeded = False
 
     @property
     def needs_reset(self) -> bool:
@@ -372,6 +372,8 @@ class VecEnvRunner:
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset all envs (env ``i`` gets ``seed + i``) and return normalized observations."""
         raw, _ = self.venv.reset(seed=seed)
+        self.seeded = self.seeded or seed is not None
+        self.normalizer.returns = None  # discounted returns restart with the episodes
         self._obs = self.normalizer.obs(raw, update=True)
         self._episode_starts = np.ones(self.n_envs, bool)
         self._ep_returns[:] = 0.0

@@ -102,6 +102,9 @@ def write_archive(path: str, json_parts: dict[str, Any], tensor_parts: dict[str,
                 zf.writestr(f"{name}.json", json.dumps(obj, indent=1))
             for name, obj in tensor_parts.items():
                 zf.writestr(f"{name}.pt", _tensor_bytes(obj))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -124,7 +127,11 @@ class Archive:
             self._members = {info.filename: info for info in self._zip.infolist()}
         except (zipfile.BadZipFile, OSError, ValueError) as err:
             raise ModelFileError(f"{self.path!r} is not a valid zip file: {err}") from None
-        self.meta = self._check_format()
+        try:
+            self.meta = self._check_format()
+        except ModelFileError:
+            self._zip.close()
+            raise
 
     def _check_format(self) -> dict[str, Any]:
         if "mdpo.json" not in self._members:

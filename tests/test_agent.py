@@ -141,3 +141,24 @@ def test_discrete_predict_and_set_env():
     agent.set_env("CartPole-v1")
     agent.learn(32)
     assert agent.get_env().num_envs == 1
+
+
+@pytest.mark.parametrize("vec_env_cls", ["async", "gymnasium-sync"])
+def test_other_vector_envs_give_the_same_rollout(vec_env_cls):
+    """The three vector env kinds step the same envs: same seed, same learning."""
+    results = []
+    for cls in ("sync", vec_env_cls):
+        agent = PPO("MlpPolicy", "CartPole-v1", n_envs=2, vec_env_cls=cls, n_steps=64,
+                    batch_size=64, n_epochs=2, seed=3, device="cpu")  # fmt: skip
+        agent.learn(256)
+        results.append((list(agent.runner.ep_info_buffer), agent.policy.state_dict()))
+        agent.get_env().close()
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        torch.testing.assert_close(results[1][1][key], value, rtol=0, atol=0)
+
+
+def test_progress_bar_runs(capsys):
+    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0, device="cpu")
+    agent.learn(128, progress_bar=True)
+    assert "128" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def test_help():
         (["train", "PPO", "CartPole-v1", "--set", "learning_rate=-1"], "learning_rate must be > 0"),
         (["eval", "missing.zip", "--env", "CartPole-v1"], "does not exist"),
         (["train", "--resume", "not-a-run"], "not a run folder"),
+        (["train", "PPO", "CartPole-v1", "--n-envs", "0"], "--n-envs must be >= 1"),
     ],
 )
 def test_clear_errors(in_tmp, capsys, args, message):
@@ -67,8 +68,9 @@ def test_train_writes_a_run_folder_and_eval_reads_it(in_tmp, capsys):
 
 def test_resume_after_sigkill(in_tmp):
     total, interval = 30_720, 2048
+    # small minibatches make each iteration slow enough (~0.15 s) to be killed mid-run
     args = ["train", "PPO", "CartPole-v1", "--steps", str(total), "--set", "n_steps=512",
-            "--set", "batch_size=256", "--set", "n_epochs=4", "--checkpoint-freq", str(interval),
+            "--set", "batch_size=32", "--set", "n_epochs=10", "--checkpoint-freq", str(interval),
             "--eval-freq", "100000", "--out", "run", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "mdpo", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -99,3 +101,7 @@ def test_resume_after_sigkill(in_tmp):
 
     assert PPO.load("run/final_model.zip").num_timesteps == total
     assert os.listdir("run/tb") == ["PPO_1"]  # the resumed run continues the same log
+    # resuming a completed run does nothing
+    again = mdpo("train", "--resume", "run", "--no-progress")
+    assert again.returncode == 0 and "already complete" in again.stdout
+    assert PPO.load("run/final_model.zip").num_timesteps == total

@@ -54,3 +54,23 @@ def test_gae_with_lambda_one_gives_discounted_returns():
     _, ret = compute_gae(rewards, values, starts, np.array([10.0]), np.array([False]), 0.5, 1.0)
     # hand-computed: 1 + .5·2 + .25·3 ; 2 + .5·3 ; 3 ; 4 + .5·10
     np.testing.assert_allclose(ret[:, 0], [2.75, 3.5, 3.0, 9.0])
+
+
+def test_gae_matches_sb3_rollout_buffer():
+    import torch
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    rng = np.random.default_rng(3)
+    steps, n_envs = 32, 4
+    buf = RolloutBuffer(steps, spaces.Box(-1, 1, (2,)), spaces.Discrete(2), "cpu",
+                        gae_lambda=0.9, gamma=0.97, n_envs=n_envs)  # fmt: skip
+    buf.rewards[:] = rng.normal(size=(steps, n_envs))
+    buf.values[:] = rng.normal(size=(steps, n_envs))
+    buf.episode_starts[:] = rng.random((steps, n_envs)) < 0.2
+    last_values, dones = rng.normal(size=n_envs), rng.random(n_envs) < 0.5
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.episode_starts, last_values, dones,
+                           0.97, 0.9)  # fmt: skip
+    buf.compute_returns_and_advantage(torch.as_tensor(last_values), dones)
+    np.testing.assert_allclose(adv, buf.advantages, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ret, buf.returns, rtol=1e-5, atol=1e-6)

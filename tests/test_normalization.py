@@ -64,3 +64,34 @@ def test_state_dict_round_trip():
     x = np.array([[0.5, -1.0, 2.0]], np.float32)
     np.testing.assert_array_equal(other.obs(x), norm.obs(x))
     assert other.normalize_reward and other.ret_rms.var == norm.ret_rms.var
+
+
+def test_runner_normalization_equals_vecnormalize():
+    """Observations (terminal ones included) and rewards as SB3's VecNormalize gives them."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from mdpo.runners import VecEnvRunner, make_vec_env
+
+    theirs = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2), gamma=0.95)
+    theirs.seed(4)
+    their_obs = theirs.reset()
+    runner = VecEnvRunner(
+        make_vec_env("CartPole-v1", 2), torch.device("cpu"),
+        Normalizer((4,), normalize_obs=True, normalize_reward=True, gamma=0.95),
+    )  # fmt: skip
+    our_obs = runner.reset(seed=4)
+    np.testing.assert_allclose(our_obs, their_obs, rtol=1e-5, atol=1e-6)
+    actions = np.random.default_rng(0).integers(0, 2, size=(300, 2))
+    roll = runner.rollout(300, lambda obs, t: (actions[t], actions[t]))
+    finals = iter(roll.final_obs.numpy())
+    for t in range(300):
+        their_obs, their_rew, dones, infos = theirs.step(actions[t])
+        np.testing.assert_allclose(roll.rewards[t].numpy(), their_rew, rtol=1e-5, atol=1e-6)
+        next_obs = roll.obs[t + 1].numpy() if t + 1 < 300 else roll.last_obs.numpy()
+        np.testing.assert_allclose(next_obs, their_obs, rtol=1e-5, atol=1e-5)
+        for i in np.flatnonzero(dones):
+            np.testing.assert_allclose(next(finals), infos[i]["terminal_observation"],
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert len(roll.final_obs) > 3

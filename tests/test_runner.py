@@ -68,10 +68,16 @@ def test_lean_sync_env_matches_gymnasium_sync_env():
                 np.testing.assert_array_equal(r1[4]["final_obs"][i], r2[4]["final_obs"][i])
 
 
-@pytest.mark.parametrize("truncate", [True, False])
-def test_bootstrap_through_truncation_not_termination(truncate):
+@pytest.mark.parametrize(
+    "kwargs,truncate",
+    [
+        ({"max_episode_steps": 4}, True),
+        ({"terminate_at": 4}, False),
+        ({"terminate_at": 4, "max_episode_steps": 4}, False),  # both: a terminal state wins
+    ],
+)
+def test_bootstrap_through_truncation_not_termination(kwargs, truncate):
     """V(s) = 10·t through a hand-set value head; truncated episodes must get γ·V(final)."""
-    kwargs = {"max_episode_steps": 4} if truncate else {"terminate_at": 4}
     agent = PPO(
         "MlpPolicy", lambda: make_counter(**kwargs), n_steps=6, batch_size=6, gamma=0.5,
         gae_lambda=1.0, seed=0, device="cpu",

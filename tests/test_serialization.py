@@ -201,3 +201,53 @@ def test_load_with_env_checks_spaces(trained):
     agent = PPO.load(path, env="Pendulum-v1", device="cpu")
     agent.learn(128, reset_num_timesteps=False)
     assert agent.num_timesteps == 384
+
+
+def test_activation_class_is_saved_by_name(tmp_path):
+    from torch import nn
+
+    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu",
+                policy_kwargs={"activation_fn": nn.ReLU, "net_arch": [16]})  # fmt: skip
+    path = agent.save(str(tmp_path / "relu"))
+    loaded = PPO.load(path)
+    assert loaded.policy_kwargs == {"activation_fn": "relu", "net_arch": [16]}
+    assert isinstance(loaded.policy.mlp_extractor.policy_net[1], nn.ReLU)
+    with pytest.raises(ValueError, match="policy_kwargs must be plain values"):
+        PPO("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [16], "x": object()})
+
+
+def test_foreign_config_cannot_request_huge_networks(trained, tmp_path):
+    _, path = trained
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "huge.zip", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["policy_kwargs"] = {"net_arch": [10**9]}
+                data = json.dumps(config).encode()
+            dst.writestr(item.filename, data)
+    with pytest.raises(ModelFileError, match="layer sizes"):
+        PPO.load(str(tmp_path / "huge.zip"))
+
+
+def test_discrete_actions_with_an_offset_start(tmp_path):
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    from envs.toy import CounterEnv
+
+    class Shifted(CounterEnv):
+        def __init__(self):
+            super().__init__(terminate_at=5)
+            self.action_space = spaces.Discrete(3, start=-1)
+            self.seen = []
+
+        def step(self, action):
+            assert self.action_space.contains(action), action
+            return super().step(action)
+
+    agent = PPO("MlpPolicy", Shifted(), n_steps=32, batch_size=32, seed=0, device="cpu")
+    agent.learn(64)  # the env asserts every training action is in the space
+    actions, _ = agent.predict(np.zeros((200, 2), np.float32))
+    assert set(actions.tolist()) <= {-1, 0, 1} and -1 in actions
+    assert isinstance(agent.action_space, gym.spaces.Discrete)

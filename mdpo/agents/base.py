@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from torch import nn
 
 from mdpo.callbacks import BaseCallback, CallbackList, ProgressBarCallback, as_callback
 from mdpo.logger import Logger, next_run_dir
+from mdpo.networks import activation_name
 from mdpo.runners import EnvSpec, Normalizer, VecEnvRunner, make_vec_env
 from mdpo.serialization import (
     FORMAT_NAME,
@@ -30,14 +32,30 @@ from mdpo.utils import (
     Schedule,
     check_int,
     get_device,
-    get_rng_state,
     make_schedule,
     set_random_seed,
-    set_rng_state,
 )
 
 # Constructor arguments that are not hyperparameters of the learning algorithm.
 _NOT_CONFIG = {"self", "policy", "env", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+
+
+def json_policy_kwargs(policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Policy keyword arguments in the JSON form model files store (activations by name).
+
+    Raises:
+        ValueError: when a value cannot be described in JSON.
+    """
+    kwargs = dict(policy_kwargs or {})
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = activation_name(kwargs["activation_fn"])
+    try:
+        json.dumps(kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"policy_kwargs must be plain values (JSON), got {kwargs!r}: {err}"
+        ) from None
+    return kwargs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -113,7 +131,7 @@ class Agent(ABC):
         self.env_kwargs = env_kwargs
         self.normalize_obs = bool(normalize_obs)
         self.normalize_reward = bool(normalize_reward)
-        self.policy_kwargs = dict(policy_kwargs or {})
+        self.policy_kwargs = json_policy_kwargs(policy_kwargs)
         self.stats_window_size = check_int(stats_window_size, "stats_window_size")
         self.tensorboard_log = tensorboard_log
         self.verbose = verbose
@@ -166,6 +184,10 @@ class Agent(ABC):
             self.runner.close()
         self.n_envs = venv.num_envs
         self.runner = VecEnvRunner(venv, self.device, self.normalizer, self.stats_window_size)
+        self._check_env_settings()
+
+    def _check_env_settings(self) -> None:  # noqa: B027 - optional hook, nothing by default
+        """Checks of hyperparameters against the env (e.g. batch vs rollout size)."""
 
     @abstractmethod
     def _setup_model(self) -> None:
@@ -234,8 +256,10 @@ class Agent(ABC):
             self._total_timesteps = total_timesteps + self.num_timesteps
         self._num_timesteps_at_start = self.num_timesteps
         if reset_num_timesteps or self.runner.needs_reset:
-            # a resumed run gets fresh episodes: its first reset is seeded by the step count
-            self.runner.reset(seed=self.seed + self.num_timesteps)
+            # each env is seeded once, at its first reset; a resumed run (new envs) is seeded by
+            # its step count so that it does not replay the episodes of the first run
+            seed = None if self.runner.seeded else self.seed + self.num_timesteps
+            self.runner.reset(seed=seed)
         folder = None
         if self.tensorboard_log is not None:
             folder = next_run_dir(self.tensorboard_log, tb_log_name, not reset_num_timesteps)
@@ -308,6 +332,8 @@ class Agent(ABC):
         if isinstance(self.action_space, spaces.Box):
             action = action.reshape(-1, *self.action_space.shape)
             action = np.clip(action, self.action_space.low, self.action_space.high)
+        elif isinstance(self.action_space, spaces.Discrete):
+            action = action + self.action_space.start
         if not batched:
             action = action[0]
         return action, state
@@ -386,12 +412,11 @@ class Agent(ABC):
             config[name] = value
         return config
 
-    def save(self, path: str, include_rng: bool = True) -> str:
+    def save(self, path: str) -> str:
         """Save the agent to a zip of JSON and torch state dicts (nothing pickled).
 
         Args:
             path: file path (``.zip`` appended when missing).
-            include_rng: also save the RNG states (what an exact resume needs).
 
         Returns:
             The path written.
@@ -414,8 +439,8 @@ class Agent(ABC):
             "parameters": self.get_parameters(),
             "normalizer": self.normalizer.state_dict(),
         }
-        if include_rng:
-            tensors["rng"] = {"global": get_rng_state(), "agent": self.rng.get_state()}
+        # training draws its randomness (action noise, minibatch order) from this generator only
+        tensors["rng"] = {"agent": self.rng.get_state()}
         json_parts = {
             "mdpo": meta,
             "config": {"policy": self.policy_name, **self._config()},
@@ -431,7 +456,6 @@ class Agent(ABC):
         env: EnvSpec | None = None,
         device: str | torch.device = "auto",
         custom_objects: dict[str, Any] | None = None,
-        restore_rng: bool = True,
         **kwargs: Any,
     ) -> Agent:
         """Load an agent saved by :meth:`save`.
@@ -441,7 +465,6 @@ class Agent(ABC):
             env: an env to continue training on (its spaces must match), or ``None``.
             device: where to put the networks.
             custom_objects: hyperparameters to override (SB3 compatibility), as ``kwargs``.
-            restore_rng: restore the saved RNG states (exact resume).
             **kwargs: hyperparameters to override.
 
         Raises:
@@ -466,13 +489,15 @@ class Agent(ABC):
             state = archive.json("state")
             params = archive.tensors("parameters", get_device(device))
             normalizer = archive.tensors("normalizer")
-            rng = archive.tensors("rng") if archive.has("rng.pt") and restore_rng else None
+            rng = archive.tensors("rng") if archive.has("rng.pt") else None
         try:
             config = dict(config)
             policy = config.pop("policy")
             for name, value in list(config.items()):
                 if isinstance(value, dict) and value.get("schedule") == "linear":
                     config[name] = LinearSchedule.from_json(value)
+            # env_kwargs go to gymnasium.make: take them from the caller, never from the file
+            config.pop("env_kwargs", None)
             config.update(custom_objects or {})
             config.update(kwargs)
             agent = target(policy, None, device=device, _init_setup_model=False, **config)
@@ -488,13 +513,12 @@ class Agent(ABC):
             agent._iteration = int(state["iteration"])
             agent._total_timesteps = int(state["total_timesteps"])
             agent._current_progress_remaining = float(state["progress_remaining"])
-        except (KeyError, TypeError, ValueError) as err:
+            if rng is not None:
+                agent.rng.set_state(rng["agent"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             if isinstance(err, ModelFileError):
                 raise
             raise ModelFileError(f"{path!r} does not describe a valid {algo} agent: {err}") from err
-        if rng is not None:
-            set_rng_state(rng["global"])
-            agent.rng.set_state(rng["agent"])
         if env is not None:
             agent.set_env(env)
         return agent

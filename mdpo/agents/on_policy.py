@@ -131,10 +131,11 @@ class OnPolicyAgent(Agent):
         rollout = self.runner.rollout(self.n_steps, self._rollout_policy(), on_step)
         if on_step is None:
             self.num_timesteps += rollout.rewards.numel()
-        callback.on_rollout_end()
-        if rollout.stopped:
+        if rollout.stopped:  # as SB3: a stopped rollout is neither ended nor trained on
             return None
-        return self._process_rollout(rollout)
+        batch = self._process_rollout(rollout)
+        callback.on_rollout_end()
+        return batch
 
     @torch.no_grad()
     def _process_rollout(self, rollout: Rollout) -> RolloutBatch:

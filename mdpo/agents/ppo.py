@@ -109,14 +109,16 @@ class PPO(OnPolicyAgent):
             seed=seed,
             device=device,
         )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_env_settings(self) -> None:
         rollout_size = self.n_steps * self.n_envs
-        if self.runner is not None and self.batch_size > rollout_size:
+        if self.batch_size > rollout_size:
             raise ValueError(
                 f"batch_size={self.batch_size} is larger than the rollout "
                 f"(n_steps × n_envs = {self.n_steps} × {self.n_envs} = {rollout_size})"
             )
-        if _init_setup_model:
-            self._setup_model()
 
     def train(self, batch: RolloutBatch) -> None:
         """Run ``n_epochs`` passes of minibatch updates over one rollout."""
@@ -126,12 +128,12 @@ class PPO(OnPolicyAgent):
         clip_range_vf = None
         if self.clip_range_vf_schedule is not None:
             clip_range_vf = self.clip_range_vf_schedule(progress)
-        check_now = self.device.type == "cpu"  # on CUDA, check finiteness once at the end
-        # per-minibatch values kept as tensors; reduced once at the end (no per-step sync)
-        losses: dict[str, list[torch.Tensor]] = {"pg": [], "value": [], "entropy": [], "loss": []}
-        log_ratios: list[torch.Tensor] = []
+        # per-minibatch values stay tensors and are reduced once at the end; logged as SB3
+        # does: losses and clip fraction over all minibatches, approx KL over the last epoch
+        pg_losses, value_losses, entropy_losses, clip_fractions = [], [], [], []
         continue_training = True
         for epoch in range(self.n_epochs):
+            log_ratios: list[torch.Tensor] = []
             for mb in batch.minibatches(self.batch_size, self.rng):
                 values, log_prob, entropy = self.policy.evaluate_actions(mb.obs, mb.actions)
                 advantages = mb.advantages
@@ -154,10 +156,12 @@ class PPO(OnPolicyAgent):
                     loss = loss + self.ent_coef * entropy_loss
                 log_ratio = log_ratio.detach()
                 log_ratios.append(log_ratio)
-                for key, value in zip(losses, (policy_loss, value_loss, entropy_loss, loss)):
-                    losses[key].append(value.detach())
-                if check_now:
-                    self._check_finite({"loss": loss})
+                pg_losses.append(policy_loss.detach())
+                value_losses.append(value_loss.detach())
+                entropy_losses.append(entropy_loss.detach())
+                clipped = torch.abs(ratio.detach() - 1.0) > clip_range
+                clip_fractions.append(torch.mean(clipped.float()))
+                self._check_finite({"loss": loss})  # before the step: parameters stay good
                 if self.target_kl is not None:
                     approx_kl = float(torch.mean(torch.expm1(log_ratio) - log_ratio))
                     if approx_kl > 1.5 * self.target_kl:
@@ -169,23 +173,17 @@ class PPO(OnPolicyAgent):
                 loss.backward()
                 self.flat_params.clip_grad_norm_(self.max_grad_norm)
                 self.optimizer.step()
-                self._n_updates += 1
+            self._n_updates += 1  # SB3 counts epochs
             if not continue_training:
                 break
-        means = {key: torch.stack(values).mean() for key, values in losses.items()}
-        if not check_now:
-            self._check_finite({"loss": means["loss"]})
-        log_ratio = torch.cat(log_ratios)
-        ratio = torch.exp(log_ratio)
         record = self.logger.record
-        record("train/policy_gradient_loss", float(means["pg"]))
-        record("train/value_loss", float(means["value"]))
-        record("train/entropy_loss", float(means["entropy"]))
-        record("train/loss", float(means["loss"]))
-        record("train/approx_kl", float(torch.mean((ratio - 1.0) - log_ratio)))
-        record(
-            "train/clip_fraction", float(torch.mean((torch.abs(ratio - 1.0) > clip_range).float()))
-        )
+        record("train/policy_gradient_loss", float(torch.stack(pg_losses).mean()))
+        record("train/value_loss", float(torch.stack(value_losses).mean()))
+        record("train/entropy_loss", float(torch.stack(entropy_losses).mean()))
+        record("train/loss", float(loss.detach()))
+        record("train/clip_fraction", float(torch.stack(clip_fractions).mean()))
+        kls = [torch.mean(torch.expm1(lr) - lr) for lr in log_ratios]
+        record("train/approx_kl", float(torch.stack(kls).mean()))
         record("train/explained_variance", explained_variance(batch.old_values, batch.returns))
         if self.policy.continuous:
             record("train/std", float(self.policy.log_std.detach().exp().mean()))
