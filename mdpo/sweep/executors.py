@@ -1,0 +1,256 @@
+"""Running a sweep: planning (skip what is done), a local process pool, and Ray.
+
+Every run is executed by :func:`mdpo.sweep.worker.run_one` in a process of its own (a
+subprocess locally, a Ray worker on a cluster), so that a run that raises or is killed is
+recorded as failed while the others go on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from mdpo.sweep.spec import RunConfig, SweepSpec, SweepSpecError
+from mdpo.sweep.worker import code_version, run_one, write_json_atomic
+
+
+@dataclass
+class SweepPlan:
+    """The runs of a sweep folder: those already completed, and those to (re)run."""
+
+    out: str
+    done: list[RunConfig] = field(default_factory=list)
+    todo: list[RunConfig] = field(default_factory=list)
+
+    def run_dir(self, run: RunConfig) -> str:
+        return os.path.join(self.out, "runs", run.run_id)
+
+
+def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
+    """Set up ``out`` for ``spec``: completed runs are kept, the others start clean.
+
+    Raises:
+        SweepSpecError: a completed run in ``out`` was made with other settings.
+    """
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    sweep_path = os.path.join(out, "sweep.json")
+    history: list[dict[str, Any]] = []
+    if os.path.exists(sweep_path):
+        with open(sweep_path) as handle:
+            history = json.load(handle).get("invocations", [])
+    history.append({"command": command, "code_version": code_version(),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+    write_json_atomic(sweep_path, {"name": spec.name, "spec": spec.source, "invocations": history})
+    plan = SweepPlan(out)
+    for run in spec.runs():
+        run_dir = plan.run_dir(run)
+        if os.path.exists(os.path.join(run_dir, "result.json")):
+            with open(os.path.join(run_dir, "config.json")) as handle:
+                if json.load(handle) != run.to_json():
+                    raise SweepSpecError(
+                        f"run {run.run_id} in {out!r} was completed with other settings; the "
+                        "spec changed: use another --out"
+                    )
+            plan.done.append(run)
+            continue
+        if os.path.exists(run_dir):  # failed or interrupted: start again from nothing
+            shutil.rmtree(run_dir)
+        os.makedirs(run_dir)
+        write_json_atomic(os.path.join(run_dir, "config.json"), run.to_json())
+        plan.todo.append(run)
+    return plan
+
+
+def record_failure(run_dir: str, error: str) -> None:
+    """Mark a run failed unless its own process already recorded why."""
+    status_path = os.path.join(run_dir, "status.json")
+    try:
+        with open(status_path) as handle:
+            if json.load(handle).get("status") in ("failed", "completed"):
+                return
+    except (OSError, ValueError):
+        pass
+    write_json_atomic(status_path, {"status": "failed", "error": error})
+
+
+def run_status(run_dir: str) -> dict[str, Any]:
+    """``status.json`` of a run (``{"status": "pending"}`` when absent or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, "status.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {"status": "pending"}
+
+
+class Progress:
+    """One line: runs done / running / failed, with an ETA from the runs finished so far."""
+
+    def __init__(self, total: int, done: int, parallel: int, stream: TextIO | None = None):
+        self.total, self.done, self.parallel = total, done, max(parallel, 1)
+        self.failed = self.running = 0
+        self.durations: list[float] = []
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.time()
+        self._last = ""
+
+    def update(self, running: int, finished: float | None = None, failed: bool = False) -> None:
+        self.running = running
+        if finished is not None:
+            self.durations.append(finished)
+            if failed:
+                self.failed += 1
+            else:
+                self.done += 1
+        remaining = self.total - self.done - self.failed
+        eta = "?"
+        if self.durations and remaining:
+            seconds = sum(self.durations) / len(self.durations) * remaining / self.parallel
+            eta = time.strftime("%H:%M:%S", time.gmtime(seconds))
+        elif not remaining:
+            eta = "0"
+        line = (f"sweep: {self.done}/{self.total} done, {self.running} running, "
+                f"{self.failed} failed, ETA {eta}")  # fmt: skip
+        if line != self._last:
+            self._last = line
+            self.stream.write(("\r" + line) if self.tty else line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def run_local(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> list[RunConfig]:
+    """Run ``plan.todo`` as subprocesses, ``workers`` at a time; returns the failed runs."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pending = list(plan.todo)
+    running: dict[subprocess.Popen, tuple[RunConfig, Any, float]] = {}
+    failed: list[RunConfig] = []
+    progress = Progress(len(plan.done) + len(plan.todo), len(plan.done), workers, stream)
+    progress.update(0)
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                run = pending.pop(0)
+                run_dir = plan.run_dir(run)
+                log = open(os.path.join(run_dir, "log.txt"), "w")
+                proc = subprocess.Popen([sys.executable, "-m", "mdpo.sweep.worker", run_dir],
+                                        stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                running[proc] = (run, log, time.time())
+                progress.update(len(running))
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None]:
+                run, log, started = running.pop(proc)
+                log.close()
+                run_dir = plan.run_dir(run)
+                ok = proc.returncode == 0 and run_status(run_dir).get("status") == "completed"
+                if not ok:
+                    record_failure(run_dir, f"the run's process exited with code {proc.returncode}")
+                    failed.append(run)
+                progress.update(len(running), time.time() - started, failed=not ok)
+    except BaseException:
+        for proc, (run, log, _) in running.items():
+            proc.terminate()
+            proc.wait()
+            log.close()
+            record_failure(plan.run_dir(run), "interrupted: the sweep was stopped")
+        raise
+    finally:
+        progress.close()
+    return failed
+
+
+def _zip_folder(folder: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(root, name)
+                zf.write(path, os.path.relpath(path, folder))
+    return buffer.getvalue()
+
+
+def _ray_task(config: dict[str, Any]) -> bytes:
+    """Run one run in a temporary folder on whichever node Ray picked; return the folder."""
+    run = RunConfig.from_json(config)
+    folder = tempfile.mkdtemp(prefix="mdpo-run-")
+    try:
+        write_json_atomic(os.path.join(folder, "config.json"), config)
+        try:
+            run_one(run, folder)
+        except Exception:  # recorded in status.json, which travels back
+            pass
+        return _zip_folder(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _install_run_folder(data: bytes, run_dir: str) -> None:
+    """Replace ``run_dir`` by the folder a Ray task sent back, atomically."""
+    incoming = run_dir + ".incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(incoming)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.replace(incoming, run_dir)
+
+
+def run_ray(
+    plan: SweepPlan, workers: int, address: str | None = None, stream: TextIO | None = None
+) -> list[RunConfig]:
+    """Run ``plan.todo`` as Ray tasks (one CPU each); returns the failed runs.
+
+    With ``address`` the tasks go to that cluster; otherwise a local Ray instance with
+    ``workers`` CPUs is started for the sweep. Tasks run in temporary folders on their nodes
+    and send the run folder back, so no shared filesystem is needed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise SweepSpecError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    parallel = int(ray.cluster_resources().get("CPU", workers))
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+    futures = {task.remote(run.to_json()): (run, time.time()) for run in plan.todo}
+    failed: list[RunConfig] = []
+    progress = Progress(len(plan.done) + len(plan.todo), len(plan.done), parallel, stream)
+    progress.update(min(parallel, len(futures)))
+    try:
+        while futures:
+            ready, _ = ray.wait(list(futures), num_returns=1, timeout=1.0)
+            for ref in ready:
+                run, started = futures.pop(ref)
+                run_dir = plan.run_dir(run)
+                try:
+                    _install_run_folder(ray.get(ref), run_dir)
+                except Exception as err:  # the task or its worker died
+                    record_failure(run_dir, f"Ray task failed: {type(err).__name__}: {err}")
+                ok = run_status(run_dir).get("status") == "completed"
+                if not ok:
+                    failed.append(run)
+                progress.update(min(parallel, len(futures)), time.time() - started, not ok)
+    except BaseException:
+        for ref, (run, _) in futures.items():
+            ray.cancel(ref, force=True)
+            record_failure(plan.run_dir(run), "interrupted: the sweep was stopped")
+        raise
+    finally:
+        progress.close()
+        if started_here:
+            ray.shutdown()
+    return failed

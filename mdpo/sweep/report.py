@@ -1,0 +1,202 @@
+"""Sweep reports: tables with confidence intervals, learning curves, per-run costs."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from mdpo.sweep.stats import bootstrap_ci, summarize
+from mdpo.sweep.worker import code_version
+
+
+def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Completed results (``result.json``) and the other runs by status."""
+    results, others = [], defaultdict(list)
+    for run_dir in sorted(glob.glob(os.path.join(sweep_dir, "runs", "*"))):
+        if not os.path.isdir(run_dir) or run_dir.endswith(".incoming"):
+            continue
+        path = os.path.join(run_dir, "result.json")
+        if os.path.exists(path):
+            with open(path) as handle:
+                results.append(json.load(handle))
+            continue
+        try:
+            with open(os.path.join(run_dir, "status.json")) as handle:
+                status = json.load(handle)
+        except (OSError, ValueError):
+            status = {"status": "pending"}
+        label = os.path.basename(run_dir)
+        if status.get("error"):
+            label += f": {status['error'].splitlines()[0][:200]}"
+        others[status.get("status", "pending")].append(label)
+    return results, dict(others)
+
+
+def group_name(result: dict[str, Any]) -> str:
+    config = result["config"]
+    if config["variant"] == "default":
+        return config["label"]
+    return f"{config['label']} [{config['variant']}]"
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (algorithm, env): final-return statistics and run costs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        groups[(group_name(result), result["config"]["env"])].append(result)
+    rows = []
+    for (group, env), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        stats = summarize([r["final_return"] for r in runs])
+        rows.append({
+            "algorithm": group, "env": env, **stats,
+            "seeds": " ".join(str(r["config"]["seed"]) for r in runs),
+            "median_wall_time_s": statistics.median(r["wall_time_s"] for r in runs),
+            "median_steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
+        })  # fmt: skip
+    return rows
+
+
+def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarray, ...]]]:
+    """Per env, per algorithm: steps, mean over seeds, CI low, CI high."""
+    grouped: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        grouped[result["config"]["env"]][group_name(result)].append(
+            {p["nominal_timesteps"]: p["mean_return"] for p in result["curve"]}
+        )
+    out: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}
+    for env, by_algo in grouped.items():
+        out[env] = {}
+        for algo, runs in by_algo.items():
+            steps = sorted(set.intersection(*(set(r) for r in runs)))
+            means, lows, highs = [], [], []
+            for step in steps:
+                values = [r[step] for r in runs]
+                means.append(float(np.mean(values)))
+                low, high = bootstrap_ci(values, np.mean, n_resamples=1000)
+                lows.append(low)
+                highs.append(high)
+            out[env][algo] = tuple(np.array(a) for a in (steps, means, lows, highs))
+    return out
+
+
+def plot_curves(data: dict[str, dict[str, tuple[np.ndarray, ...]]], path: str) -> None:
+    """One panel per env; per algorithm the mean over seeds and its 95% CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted(data)
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for algo in sorted(data[env]):
+            steps, mean, low, high = data[env][algo]
+            ax.plot(steps, mean, label=algo)
+            ax.fill_between(steps, low, high, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("mean evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def write_report(sweep_dir: str, out: str, command: str) -> str:
+    """Write ``README.md``, ``summary.csv``, ``runs.csv`` and ``curves.png`` into ``out``.
+
+    Returns:
+        The path of the Markdown report.
+
+    Raises:
+        ValueError: no completed run in ``sweep_dir``.
+    """
+    results, others = load_results(sweep_dir)
+    if not results:
+        raise ValueError(f"{sweep_dir!r} has no completed runs (no runs/*/result.json)")
+    os.makedirs(out, exist_ok=True)
+    rows = summary_rows(results)
+    with open(os.path.join(out, "summary.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    run_fields = [
+        "run_id", "algorithm", "env", "seed", "final_return", "num_timesteps",
+        "wall_time_s", "train_time_s", "eval_time_s", "steps_per_s", "code_version",
+    ]  # fmt: skip
+    run_rows = [{
+        "run_id": r["run_id"], "algorithm": group_name(r), "env": r["config"]["env"],
+        "seed": r["config"]["seed"], "final_return": r["final_return"],
+        "num_timesteps": r["num_timesteps"], "wall_time_s": round(r["wall_time_s"], 1),
+        "train_time_s": round(r["train_time_s"], 1), "eval_time_s": round(r["eval_time_s"], 1),
+        "steps_per_s": round(r["steps_per_s"], 1), "code_version": r["code_version"],
+    } for r in results]  # fmt: skip
+    with open(os.path.join(out, "runs.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=run_fields)
+        writer.writeheader()
+        writer.writerows(run_rows)
+    plot_curves(curves(results), os.path.join(out, "curves.png"))
+
+    sweep: dict[str, Any] = {}
+    if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
+        with open(os.path.join(sweep_dir, "sweep.json")) as handle:
+            sweep = json.load(handle)
+    import yaml
+
+    config = results[0]["config"]
+    lines = [
+        f"# Sweep report: {sweep.get('name', os.path.basename(sweep_dir))}",
+        "",
+        f"Budget {config['budget']} env steps per run; deterministic evaluation every "
+        f"{config['eval_every']} steps with {config['eval_episodes']} episodes on a separate "
+        "env (same initial states at every evaluation). Final return = the last evaluation's "
+        "mean return. Mean and IQM (interquartile mean, as rliable: floor(n/4) runs cut at "
+        "each end, so with 3 seeds it equals the mean) over seeds, with 95% percentile-bootstrap "
+        "confidence intervals over runs.",
+        "",
+        "| algorithm | env | runs | final return: mean [95% CI] | IQM [95% CI] | "
+        "median wall time | median train steps/s |",
+        "|---|---|---:|---|---|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['algorithm']} | {row['env']} | {row['n']} | {_fmt(row['mean'])} "
+            f"[{_fmt(row['mean_ci_low'])}, {_fmt(row['mean_ci_high'])}] | {_fmt(row['iqm'])} "
+            f"[{_fmt(row['iqm_ci_low'])}, {_fmt(row['iqm_ci_high'])}] | "
+            f"{row['median_wall_time_s']:.0f} s | {row['median_steps_per_s']:.0f} |"
+        )
+    lines += ["", "![learning curves](curves.png)", "", "## Runs", "",
+              "| run | final return | steps | wall time | train steps/s |",
+              "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in run_rows:
+        lines.append(f"| {r['run_id']} | {r['final_return']:.1f} | {r['num_timesteps']} | "
+                     f"{r['wall_time_s']:.0f} s | {r['steps_per_s']:.0f} |")  # fmt: skip
+    if others:
+        lines += ["", "## Runs without a result", ""]
+        for status, names in sorted(others.items()):
+            lines += [f"- {status}: {name}" for name in names]
+    lines += ["", "## Provenance", "", "Commands:", ""]
+    for inv in sweep.get("invocations", []):
+        lines.append(f"- `{inv['command']}` ({inv['time']}, {inv['code_version']})")
+    lines.append(f"- `{command}` ({time.strftime('%Y-%m-%dT%H:%M:%S')}, {code_version()})")
+    versions = sorted({r["code_version"] for r in results})
+    spec_yaml = yaml.safe_dump(sweep.get("spec", {}), sort_keys=False).rstrip()
+    lines += ["", f"Code version of the runs: {', '.join(versions)}", "", "Spec:", "",
+              "```yaml", spec_yaml, "```", ""]  # fmt: skip
+    path = os.path.join(out, "README.md")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+    return path

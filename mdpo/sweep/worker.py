@@ -1,0 +1,212 @@
+"""One sweep run: train, evaluate on a schedule, write the run folder.
+
+The run folder holds ``config.json``, ``status.json`` (running / completed / failed with the
+error), ``tb/`` (TensorBoard events), ``eval.csv`` (the evaluation curve as it grows),
+``final_model.zip`` and, written last and atomically, ``result.json``: what reports read. A run
+without ``result.json`` is unfinished, whatever else its folder holds.
+
+``python -m mdpo.sweep.worker RUN_DIR`` runs the run whose ``config.json`` is in ``RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from mdpo.sweep.spec import RunConfig, algorithm_class
+
+EVAL_SEED_OFFSET = 10_000  # eval envs use seeds far from the training env's
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def code_version() -> str:
+    """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
+    from mdpo import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "mdpo")
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if not commit:
+        return f"mdpo {__version__}"
+    return f"mdpo {__version__} @ {commit[:12]}{'-dirty' if dirty else ''}"
+
+
+class EvalSchedule:
+    """Deterministic evaluation every ``every`` steps (and at 0 and at the end).
+
+    The eval env is separate from the training env and is reset with the same seed at every
+    evaluation, so every evaluation (and every algorithm) sees the same initial states.
+    """
+
+    def __init__(self, run: RunConfig, path: str):
+        from mdpo.runners import make_vec_env
+
+        self.run = run
+        self.path = path
+        self.env = make_vec_env(run.env)
+        self.next_at = 0
+        self.rows: list[dict[str, Any]] = []
+        self.eval_time = 0.0
+
+    def maybe_evaluate(self, model: Any, num_timesteps: int, force: bool = False) -> None:
+        if num_timesteps < self.next_at and not force:
+            return
+        if self.rows and self.rows[-1]["timesteps"] == num_timesteps:
+            return
+        from mdpo.evaluation import evaluate_policy
+
+        tic = time.perf_counter()
+        returns, lengths = evaluate_policy(
+            model, self.env, n_eval_episodes=self.run.eval_episodes, deterministic=True,
+            return_episode_rewards=True, seed=EVAL_SEED_OFFSET + self.run.seed,
+        )  # fmt: skip
+        self.eval_time += time.perf_counter() - tic
+        row = {
+            "timesteps": num_timesteps,
+            # the scheduled step (equal across seeds and algorithms), for averaging curves
+            "nominal_timesteps": num_timesteps if force else self.next_at,
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "mean_length": float(np.mean(lengths)),
+            "returns": [float(r) for r in returns],
+        }
+        self.rows.append(row)
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["timesteps", "nominal_timesteps", "mean_return", "std_return",
+                                 "mean_length", "returns"])  # fmt: skip
+            writer.writerow([row["timesteps"], row["nominal_timesteps"], row["mean_return"],
+                             row["std_return"], row["mean_length"],
+                             " ".join(f"{r:.6g}" for r in returns)])  # fmt: skip
+        while self.next_at <= num_timesteps:
+            self.next_at += self.run.eval_every
+
+
+def make_callback(run: RunConfig, schedule: EvalSchedule, ours: bool):
+    """A callback of the right library that drives the evaluation schedule."""
+    if ours:
+        from mdpo.callbacks import BaseCallback
+    else:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+    class SweepEval(BaseCallback):
+        def _on_training_start(self) -> None:
+            schedule.maybe_evaluate(self.model, self.model.num_timesteps)
+
+        def _on_step(self) -> bool:
+            schedule.maybe_evaluate(self.model, self.model.num_timesteps)
+            return True
+
+    return SweepEval()
+
+
+def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
+    """Train and evaluate one run into ``run_dir``; returns the result (also written there).
+
+    Any exception is recorded in ``status.json`` as a failure and re-raised.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    os.makedirs(run_dir, exist_ok=True)
+    status_path = os.path.join(run_dir, "status.json")
+    started = time.time()
+    running = {"status": "running", "pid": os.getpid(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    write_json_atomic(status_path, running)
+    try:
+        cls = algorithm_class(run.algorithm)
+        ours = ":" not in run.algorithm
+        kwargs = dict(run.hyperparameters)
+        if ours:
+            kwargs["n_envs"] = run.n_envs
+            env: Any = run.env
+        else:
+            from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+
+            env = sb3_make_vec_env(run.env, n_envs=run.n_envs, seed=run.seed)
+        model = cls("MlpPolicy", env, seed=run.seed, device=run.device,
+                    tensorboard_log=os.path.join(run_dir, "tb"), verbose=0, **kwargs)  # fmt: skip
+        schedule = EvalSchedule(run, os.path.join(run_dir, "eval.csv"))
+        tic = time.perf_counter()
+        model.learn(run.budget, callback=make_callback(run, schedule, ours), tb_log_name="run")
+        train_wall = time.perf_counter() - tic
+        schedule.maybe_evaluate(model, model.num_timesteps, force=True)
+        model.save(os.path.join(run_dir, "final_model.zip"))
+        steps = int(model.num_timesteps)
+        result = {
+            "run_id": run.run_id,
+            "config": run.to_json(),
+            "final_return": schedule.rows[-1]["mean_return"],
+            "final_returns": schedule.rows[-1]["returns"],
+            "num_timesteps": steps,
+            "curve": [
+                {k: row[k] for k in ("timesteps", "nominal_timesteps", "mean_return", "std_return")}
+                for row in schedule.rows
+            ],
+            "wall_time_s": time.time() - started,
+            "train_time_s": train_wall - schedule.eval_time,
+            "eval_time_s": schedule.eval_time,
+            "steps_per_s": steps / max(train_wall - schedule.eval_time, 1e-9),
+            "code_version": code_version(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_json_atomic(os.path.join(run_dir, "result.json"), result)
+        done = {"status": "completed", "final_return": result["final_return"],
+                "wall_time_s": result["wall_time_s"]}  # fmt: skip
+        write_json_atomic(status_path, done)
+        return result
+    except BaseException as err:
+        write_json_atomic(status_path, {
+            "status": "failed", "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(), "wall_time_s": time.time() - started,
+        })  # fmt: skip
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m mdpo.sweep.worker RUN_DIR``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m mdpo.sweep.worker RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = argv[0]
+    with open(os.path.join(run_dir, "config.json")) as handle:
+        run = RunConfig.from_json(json.load(handle))
+    try:
+        run_one(run, run_dir)
+    except Exception as err:  # recorded in status.json; the exit code tells the executor
+        print(f"run {run.run_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
