@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from mdpo.utils import code_version
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -64,20 +66,6 @@ def worker(kind: str, env_id: str, steps: int, seed: int) -> dict:
         "env_share": env_s / elapsed,
         "final_log_std": float(np.mean(agent.policy.log_std.detach().numpy())),
     }
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "mdpo", "benchmarks"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:
@@ -152,7 +140,7 @@ def main() -> None:
         writer.writerows(rows)
     meta = {
         "command": command,
-        "commit": git_commit(),
+        "commit": code_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
@@ -170,7 +158,7 @@ def main() -> None:
         f"# PPO training speed on {args.env}: mdpo vs Stable-Baselines3",
         "",
         f"Command: `{command}`  ",
-        f"Commit: `{meta['commit']}`, {meta['date']}  ",
+        f"Code version: `{meta['commit']}`, {meta['date']}  ",
         f"Machine: {meta['machine']}; Python {meta['python']}, torch {meta['torch']}, "
         f"gymnasium {meta['gymnasium']}, stable-baselines3 {meta['stable_baselines3']}",
         "",

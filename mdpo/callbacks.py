@@ -12,6 +12,7 @@ import numpy as np
 
 from mdpo.evaluation import evaluate_policy
 from mdpo.runners import EnvSpec, make_vec_env
+from mdpo.utils import check_int
 
 if TYPE_CHECKING:
     from mdpo.agents.base import Agent
@@ -165,9 +166,7 @@ class CheckpointCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
-            raise ValueError(f"save_freq must be a positive integer, got {save_freq!r}")
-        self.save_freq = save_freq
+        self.save_freq = check_int(save_freq, "save_freq")
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.keep_last = keep_last
@@ -182,14 +181,8 @@ class CheckpointCallback(BaseCallback):
 
     def save(self) -> str:
         """Write a checkpoint now and prune old ones; returns its path."""
-        path = os.path.join(self.save_path, f"{self.name_prefix}_{self.num_timesteps}_steps.zip")
-        self.model.save(path)
-        if self.verbose >= 2:
-            print(f"Saving model checkpoint to {path}")
-        if self.keep_last is not None:
-            for old in list_checkpoints(self.save_path, self.name_prefix)[: -self.keep_last]:
-                os.remove(old)
-        return path
+        return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
+                               self.verbose)  # fmt: skip
 
 
 class IterationCheckpointCallback(BaseCallback):
@@ -217,9 +210,7 @@ class IterationCheckpointCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
-            raise ValueError(f"save_freq must be a positive integer, got {save_freq!r}")
-        self.save_freq = save_freq
+        self.save_freq = check_int(save_freq, "save_freq")
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.keep_last = keep_last
@@ -237,15 +228,23 @@ class IterationCheckpointCallback(BaseCallback):
     def save(self) -> str:
         """Write a checkpoint now and prune old ones; returns its path."""
         steps = self.model.num_timesteps
-        path = os.path.join(self.save_path, f"{self.name_prefix}_{steps}_steps.zip")
-        self.model.save(path)
         self._next_save = (steps // self.save_freq + 1) * self.save_freq
-        if self.verbose >= 2:
-            print(f"Saving model checkpoint to {path}")
-        if self.keep_last is not None:
-            for old in list_checkpoints(self.save_path, self.name_prefix)[: -self.keep_last]:
-                os.remove(old)
-        return path
+        return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
+                               self.verbose)  # fmt: skip
+
+
+def save_checkpoint(
+    model: Agent, folder: str, name_prefix: str, keep_last: int | None, verbose: int = 0
+) -> str:
+    """Save ``{folder}/{name_prefix}_{steps}_steps.zip``; keep only the newest ``keep_last``."""
+    path = os.path.join(folder, f"{name_prefix}_{model.num_timesteps}_steps.zip")
+    model.save(path)
+    if verbose >= 2:
+        print(f"Saving model checkpoint to {path}")
+    if keep_last is not None:
+        for old in list_checkpoints(folder, name_prefix)[:-keep_last]:
+            os.remove(old)
+    return path
 
 
 def list_checkpoints(folder: str, name_prefix: str | None = None) -> list[str]:
@@ -300,8 +299,7 @@ class EvalCallback(BaseCallback):
         seed: int | None = None,
     ):
         super().__init__(verbose)
-        if isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1:
-            raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
+        check_int(eval_freq, "eval_freq")
         self.eval_env = make_vec_env(eval_env)
         self.callback_on_new_best = callback_on_new_best
         self.callback_after_eval = callback_after_eval

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -119,3 +121,23 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+def code_version() -> str:
+    """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
+    from mdpo import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "mdpo")
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if not commit:
+        return f"mdpo {__version__}"
+    return f"mdpo {__version__} @ {commit[:12]}{'-dirty' if dirty else ''}"

@@ -24,6 +24,29 @@ def trained(tmp_path_factory):
     return agent, str(path)
 
 
+def rewrite(src, dst, change):
+    """Copy the zip ``src`` to ``dst`` with ``change(name, data) -> data`` applied to members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = change(item.filename, zin.read(item))
+            if data is not None:
+                zout.writestr(item.filename, data)
+    return str(dst)
+
+
+def edit_json(member, **updates):
+    """A ``change`` for :func:`rewrite` that updates keys of one JSON member."""
+
+    def change(name, data):
+        if name != member:
+            return data
+        doc = json.loads(data)
+        doc.update(updates)
+        return json.dumps(doc).encode()
+
+    return change
+
+
 def ser_linear():
     from mdpo.utils import linear_schedule
 
@@ -99,13 +122,10 @@ def test_missing_file_and_member(tmp_path, trained):
     with pytest.raises(ModelFileError, match="does not exist"):
         PPO.load(str(tmp_path / "nope.zip"))
     _, path = trained
-    broken = tmp_path / "broken.zip"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(broken, "w") as dst:
-        for item in src.infolist():
-            if item.filename != "parameters.pt":
-                dst.writestr(item, src.read(item))
+    broken = rewrite(path, tmp_path / "broken.zip",
+                     lambda name, data: None if name == "parameters.pt" else data)  # fmt: skip
     with pytest.raises(ModelFileError, match="no member 'parameters.pt'"):
-        PPO.load(str(broken))
+        PPO.load(broken)
 
 
 def test_foreign_zip_sb3(tmp_path):
@@ -125,23 +145,18 @@ class _Exploit:
 def test_pickle_payload_is_refused_without_running(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, path = trained
-    hostile = tmp_path / "hostile.zip"
     payload = io.BytesIO()
     torch.save({"policy": _Exploit()}, payload)
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(hostile, "w") as dst:
-        for item in src.infolist():
-            data = payload.getvalue() if item.filename == "parameters.pt" else src.read(item)
-            dst.writestr(item.filename, data)
+    hostile = rewrite(path, tmp_path / "hostile.zip",
+                      lambda n, d: payload.getvalue() if n == "parameters.pt" else d)  # fmt: skip
     with pytest.raises(ModelFileError, match="could not be loaded as plain tensors"):
-        PPO.load(str(hostile))
+        PPO.load(hostile)
     assert not (tmp_path / "PWNED").exists()
     # a plain pickle in a JSON member is just invalid JSON
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "h2.zip", "w") as dst:
-        for item in src.infolist():
-            data = pickle.dumps(_Exploit()) if item.filename == "config.json" else src.read(item)
-            dst.writestr(item.filename, data)
+    pickled = pickle.dumps(_Exploit())
+    hostile = rewrite(path, tmp_path / "h2.zip", lambda n, d: pickled if n == "config.json" else d)
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        PPO.load(str(tmp_path / "h2.zip"))
+        PPO.load(hostile)
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -168,30 +183,16 @@ def test_zip_bomb_with_a_lying_directory_is_caught(tmp_path):
 
 def test_wrong_algorithm_is_named(trained, tmp_path):
     _, path = trained
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "x.zip", "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "mdpo.json":
-                meta = json.loads(data)
-                meta["algo"] = "SAC"
-                data = json.dumps(meta).encode()
-            dst.writestr(item.filename, data)
+    other = rewrite(path, tmp_path / "x.zip", edit_json("mdpo.json", algo="SAC"))
     with pytest.raises(ModelFileError, match="holds a SAC agent, not PPO"):
-        PPO.load(str(tmp_path / "x.zip"))
+        PPO.load(other)
 
 
 def test_newer_format_version_is_refused(trained, tmp_path):
     _, path = trained
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "v.zip", "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "mdpo.json":
-                meta = json.loads(data)
-                meta["format_version"] = 99
-                data = json.dumps(meta).encode()
-            dst.writestr(item.filename, data)
+    newer = rewrite(path, tmp_path / "v.zip", edit_json("mdpo.json", format_version=99))
     with pytest.raises(ModelFileError, match="upgrade mdpo"):
-        PPO.load(str(tmp_path / "v.zip"))
+        PPO.load(newer)
 
 
 def test_load_with_env_checks_spaces(trained):
@@ -218,16 +219,10 @@ def test_activation_class_is_saved_by_name(tmp_path):
 
 def test_foreign_config_cannot_request_huge_networks(trained, tmp_path):
     _, path = trained
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "huge.zip", "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                config["policy_kwargs"] = {"net_arch": [10**9]}
-                data = json.dumps(config).encode()
-            dst.writestr(item.filename, data)
+    huge = rewrite(path, tmp_path / "huge.zip",
+                   edit_json("config.json", policy_kwargs={"net_arch": [10**9]}))  # fmt: skip
     with pytest.raises(ModelFileError, match="layer sizes"):
-        PPO.load(str(tmp_path / "huge.zip"))
+        PPO.load(huge)
 
 
 def test_discrete_actions_with_an_offset_start(tmp_path):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from mdpo.sweep.spec import RunConfig, SweepSpec, SweepSpecError
-from mdpo.sweep.worker import code_version, run_one, write_json_atomic
+from mdpo.sweep.worker import run_one, write_json_atomic
+from mdpo.utils import code_version
 
 
 @dataclass

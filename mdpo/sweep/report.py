@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mdpo.sweep.stats import bootstrap_ci, summarize
-from mdpo.sweep.worker import code_version
+from mdpo.utils import code_version
 
 
 def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mdpo.sweep.spec import RunConfig, algorithm_class
+from mdpo.utils import code_version
 
 EVAL_SEED_OFFSET = 10_000  # eval envs use seeds far from the training env's
 
@@ -34,26 +34,6 @@ def write_json_atomic(path: str, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def code_version() -> str:
-    """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
-    from mdpo import __version__
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "mdpo")
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
-    if not commit:
-        return f"mdpo {__version__}"
-    return f"mdpo {__version__} @ {commit[:12]}{'-dirty' if dirty else ''}"
 
 
 class EvalSchedule:
