@@ -99,8 +99,8 @@ def plot_curves(data: dict[str, dict[str, tuple[np.ndarray, ...]]], path: str) -
     for ax, env in zip(axes[0], envs):
         for algo in sorted(data[env]):
             steps, mean, low, high = data[env][algo]
-            ax.plot(steps, mean, label=algo)
-            ax.fill_between(steps, low, high, alpha=0.2)
+            (line,) = ax.plot(steps, mean, label=algo)
+            ax.fill_between(steps, low, high, alpha=0.2, color=line.get_color())
         ax.set_title(env)
         ax.set_xlabel("env steps")
         ax.set_ylabel("mean evaluation return")
