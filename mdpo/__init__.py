@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from mdpo.agents import ALGORITHMS, PPO, Agent, NonFiniteLossError, OnPolicyAgent  # noqa: E402
+from mdpo.agents import ALGORITHMS, MDPO, PPO, TRPO, Agent, NonFiniteLossError, OnPolicyAgent  # noqa: E402
 from mdpo.callbacks import (  # noqa: E402
     BaseCallback,
     CallbackList,
@@ -21,7 +21,9 @@ def load(path: str, env=None, device: str = "auto", **kwargs) -> Agent:
 
 __all__ = [
     "ALGORITHMS",
+    "MDPO",
     "PPO",
+    "TRPO",
     "Agent",
     "BaseCallback",
     "CallbackList",

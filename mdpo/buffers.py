@@ -53,7 +53,11 @@ def compute_gae(
 
 @dataclass
 class RolloutBatch:
-    """Flat on-policy samples, all on one device."""
+    """Flat on-policy samples, all on one device.
+
+    ``old_dist_params`` are the Gaussian means or categorical logits of the policy that
+    collected the data (KL-based updates need the whole old distribution).
+    """
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -61,6 +65,7 @@ class RolloutBatch:
     old_log_prob: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    old_dist_params: torch.Tensor
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -73,10 +78,15 @@ class RolloutBatch:
         return RolloutBatch(*(column[index] for column in self.columns()))
 
     def minibatches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
     ) -> Iterator[RolloutBatch]:
-        """Minibatches over a random permutation; the last one may be smaller (as SB3)."""
+        """Minibatches over a random permutation.
+
+        The last one may be smaller (as SB3), or is dropped with ``drop_last`` (unless it is
+        the only one).
+        """
         size = len(self)
         shuffled = self[torch.randperm(size, generator=generator).to(self.obs.device)]
-        for start in range(0, size, batch_size):  # slices of the shuffled copy are views
+        stop = size - size % batch_size if drop_last and size >= batch_size else size
+        for start in range(0, stop, batch_size):  # slices of the shuffled copy are views
             yield shuffled[start : start + batch_size]

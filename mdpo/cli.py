@@ -279,23 +279,31 @@ def command_eval(args: argparse.Namespace) -> int:
 
 def command_sweep_run(args: argparse.Namespace) -> int:
     """``mdpo sweep run``: run (or finish) every run of a spec."""
-    from mdpo.sweep.executors import prepare, run_local, run_ray, run_status
+    from mdpo.sweep.executors import (
+        prepare,
+        run_local,
+        run_ray,
+        run_status,
+        sigterm_as_interrupt,
+        sweep_lock,
+    )
     from mdpo.sweep.spec import load_spec, safe_name
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     spec = load_spec(args.spec)
     out = args.out or os.path.join("sweeps", safe_name(spec.name))
-    plan = prepare(spec, out, "mdpo " + shlex.join(args.argv))
-    total = len(plan.done) + len(plan.todo)
-    print(
-        f"sweep {spec.name!r}: {total} runs, {len(plan.done)} already completed, "
-        f"{len(plan.todo)} to run ({args.backend}, {args.workers} workers); folder {out}"
-    )
-    if args.backend == "ray":
-        failed = run_ray(plan, args.workers, args.address)
-    else:
-        failed = run_local(plan, args.workers)
+    with sweep_lock(out), sigterm_as_interrupt():
+        plan = prepare(spec, out, "mdpo " + shlex.join(args.argv))
+        total = len(plan.done) + len(plan.todo)
+        print(
+            f"sweep {spec.name!r}: {total} runs, {len(plan.done)} already completed, "
+            f"{len(plan.todo)} to run ({args.backend}, {args.workers} workers); folder {out}"
+        )
+        if args.backend == "ray":
+            failed = run_ray(plan, args.workers, args.address)
+        else:
+            failed = run_local(plan, args.workers)
     for run in failed:
         error = run_status(plan.run_dir(run)).get("error", "unknown error").splitlines()[0]
         print(f"failed: {run.run_id}: {error}", file=sys.stderr)

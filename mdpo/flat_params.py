@@ -9,26 +9,29 @@ flat vector is also what TRPO's conjugate gradient works on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 
 class FlatParams:
-    """Re-home ``module``'s parameters into one contiguous tensor.
+    """Re-home parameters into one contiguous tensor.
 
-    After construction, ``module``'s parameters are views of :attr:`data` and their gradients
-    views of :attr:`grad`. Move the module to its device *before* flattening, never call
+    After construction, the parameters are views of :attr:`data` and their gradients views of
+    :attr:`grad`. Move the module to its device *before* flattening, never call
     ``zero_grad(set_to_none=True)`` on it (that would detach the gradient views; use
-    :meth:`zero_grad`), and give optimizers ``[flat.data]``.
+    :meth:`zero_grad`), and give optimizers this object. A parameter belongs to one
+    ``FlatParams`` at most.
 
     Args:
-        module: the module whose parameters (all of them) are flattened.
+        params: the parameters to flatten (a module's ``parameters()`` or a subset).
     """
 
-    def __init__(self, module: nn.Module):
-        self.params = [p for p in module.parameters()]
+    def __init__(self, params: Iterable[nn.Parameter]):
+        self.params = list(params)
         if not self.params:
-            raise ValueError("the module has no parameters to flatten")
+            raise ValueError("there are no parameters to flatten")
         self.data = torch.cat([p.detach().reshape(-1) for p in self.params])
         self.grad = torch.zeros_like(self.data)
         offset = 0
@@ -54,6 +57,11 @@ class FlatParams:
         norm = torch.linalg.vector_norm(self.grad)
         self.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
         return norm
+
+    def set_(self, vector: torch.Tensor) -> None:
+        """Overwrite all parameters with the flat ``vector``."""
+        with torch.no_grad():
+            self.data.copy_(vector)
 
 
 class FlatAdam:

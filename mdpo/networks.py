@@ -188,6 +188,15 @@ class ActorCriticPolicy(nn.Module):
                         nn.init.orthogonal_(layer.weight, gain=gain)
                         nn.init.zeros_(layer.bias)
 
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the policy (its MLP, the action head and the log-std)."""
+        params = [*self.mlp_extractor.policy_net.parameters(), *self.action_net.parameters()]
+        return params + ([self.log_std] if self.continuous else [])
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the value function."""
+        return [*self.mlp_extractor.value_net.parameters(), *self.value_net.parameters()]
+
     def flatten(self, obs: torch.Tensor) -> torch.Tensor:
         """Flatten the observation dimensions: ``[B, *obs_shape] → [B, obs_dim]``."""
         return obs.reshape(obs.shape[0], self.obs_dim).float()
@@ -215,11 +224,21 @@ class ActorCriticPolicy(nn.Module):
         log_prob, entropy = self.log_prob_entropy(self.distribution_params(obs), actions)
         return self.predict_values(obs), log_prob, entropy
 
-    def kl(self, params_p: torch.Tensor, params_q: torch.Tensor, log_std_q=None) -> torch.Tensor:
-        """KL(π_p ‖ π_q) per state; for Gaussians ``params_p`` uses this policy's log-std."""
+    def kl_divergence(
+        self,
+        params_p: torch.Tensor,
+        params_q: torch.Tensor,
+        log_std_p: torch.Tensor | None = None,
+        log_std_q: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-state KL(p ‖ q) of two distributions of this policy's family.
+
+        ``params_*`` are Gaussian means or categorical logits; Gaussian log-stds default to
+        this policy's current one.
+        """
         if self.continuous:
-            log_std_p = self.log_std.expand_as(params_p)
-            log_std_q = log_std_p if log_std_q is None else log_std_q.expand_as(params_q)
+            log_std_p = self.log_std if log_std_p is None else log_std_p
+            log_std_q = self.log_std if log_std_q is None else log_std_q
             return gaussian_kl(params_p, log_std_p, params_q, log_std_q)
         return categorical_kl(params_p, params_q)
 

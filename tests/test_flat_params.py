@@ -15,7 +15,7 @@ def make_net(seed=0):
 
 def test_gradients_land_in_the_flat_vector():
     net = make_net()
-    flat = FlatParams(net)
+    flat = FlatParams(net.parameters())
     x = torch.randn(4, 5)
     net(x).pow(2).sum().backward()
     reference = torch.autograd.grad(net(x).pow(2).sum(), list(net.parameters()))
@@ -27,7 +27,7 @@ def test_gradients_land_in_the_flat_vector():
 def test_adam_and_clipping_equal_torch():
     net_ref = make_net()
     net = copy.deepcopy(net_ref)
-    flat = FlatParams(net)
+    flat = FlatParams(net.parameters())
     opt = FlatAdam(flat, lr=1e-2, eps=1e-5)
     opt_ref = torch.optim.Adam(net_ref.parameters(), lr=1e-2, eps=1e-5)
     for step in range(20):
@@ -46,15 +46,15 @@ def test_adam_and_clipping_equal_torch():
 
 
 def test_optimizer_state_round_trip_and_size_check():
-    flat = FlatParams(make_net())
+    flat = FlatParams(make_net().parameters())
     opt = FlatAdam(flat, lr=1e-3)
     flat.grad.fill_(0.1)
     opt.step()
-    other = FlatAdam(FlatParams(make_net()), lr=5.0)
+    other = FlatAdam(FlatParams(make_net().parameters()), lr=5.0)
     other.load_state_dict(opt.state_dict())
     assert other.steps == 1 and other.param_groups[0]["lr"] == 1e-3
     torch.testing.assert_close(other.exp_avg, opt.exp_avg)
-    small = FlatAdam(FlatParams(nn.Linear(2, 2)))
+    small = FlatAdam(FlatParams(nn.Linear(2, 2).parameters()))
     try:
         small.load_state_dict(opt.state_dict())
     except ValueError as err:

@@ -107,7 +107,8 @@ def test_clipped_branch_has_no_policy_gradient(log_ratio, moves):
     with torch.no_grad():
         _, log_prob, _ = agent.policy.evaluate_actions(obs, action)
         value = agent.policy.predict_values(obs)
-    batch = RolloutBatch(obs, action, value, log_prob - log_ratio, torch.ones(1), value)
+    batch = RolloutBatch(obs, action, value, log_prob - log_ratio, torch.ones(1), value,
+                         old_dist_params=torch.zeros(1, 1))  # fmt: skip
     before = agent.policy.action_net.bias.detach().clone()
     agent.train(batch)
     changed = not torch.equal(agent.policy.action_net.bias, before)

@@ -56,7 +56,11 @@ def spec_with(**changes):
         ({"hyperparameters": {"grid": {}}}, "grid is empty"),
         ({"hyperparameters": {"grid": {"gamma": []}}}, "grid.gamma must be a non-empty list"),
         ({"hyperparameters": {"list": []}}, "list is empty"),
-        ({"hyperparameters": {"list": [{"seed": 3}]}}, "unknown hyperparameter 'seed'"),
+        ({"hyperparameters": {"list": [{"seed": 3}]}}, "may not set 'seed': the sweep sets it"),
+        ({"algorithms": ["PPO", {"name": "PPO", "label": "PPO "}]}, "share the folder"),
+        ({"device": "cdua"}, "device must be"),
+        ({"hyperparameters": {"grid": 5}}, "grid is empty"),
+        ({"algorithms": [{"name": "PPO", "hyperparameters": [1]}]}, "must be a mapping"),
         ({"algorithms": [{"name": "PPO", "hyperparameters": {"gama": 0.9}}]},
          "did you mean 'gamma'"),
         ({"algorithms": ["PPO", "PPO"]}, "labels repeat"),
@@ -81,6 +85,11 @@ def test_spec_expansion():
     assert len(runs) == 3 * 2 * 2
     assert {r.variant for r in runs} == {"gamma=0.9,n_steps=64", "gamma=0.99,n_steps=64"}
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_yaml_exponents_without_a_dot_are_numbers():
+    spec = parse_spec(spec_with(hyperparameters={"list": [{"learning_rate": "1e-3"}]}))
+    assert spec.runs()[0].hyperparameters["learning_rate"] == 1e-3
 
 
 def test_bad_yaml_file(tmp_path):
@@ -154,8 +163,19 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(in_tmp):
 def test_changed_spec_is_refused_for_completed_runs(in_tmp):
     path = write_spec(in_tmp / "spec.yaml", spec_with(algorithms=["PPO"], seeds=[0]))
     assert main(["sweep", "run", path, "--workers", "1", "--out", "sw"]) == 0
+    before = open("sw/sweep.json").read()
+    runs = sorted(os.listdir("sw/runs"))
     write_spec(in_tmp / "spec.yaml", spec_with(algorithms=["PPO"], seeds=[0], budget=2048))
     assert main(["sweep", "run", path, "--workers", "1", "--out", "sw"]) == 2
+    assert open("sw/sweep.json").read() == before  # nothing written or deleted
+    assert sorted(os.listdir("sw/runs")) == runs
+    # a second sweep on a folder in use is refused
+    from mdpo.sweep.executors import sweep_lock
+    from mdpo.sweep.spec import SweepSpecError
+
+    with sweep_lock("sw"), pytest.raises(SweepSpecError, match="another sweep is running"):
+        with sweep_lock("sw"):
+            pass
 
 
 def test_ray_backend_end_to_end(in_tmp):

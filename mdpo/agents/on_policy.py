@@ -66,7 +66,11 @@ class OnPolicyAgent(Agent):
         self.policy = self.policy_class(
             self.observation_space, self.action_space, **self.policy_kwargs
         ).to(self.device)
-        self.flat_params = FlatParams(self.policy)
+        self._setup_optimizers()
+
+    def _setup_optimizers(self) -> None:
+        """One Adam over all policy and value parameters (PPO's arrangement)."""
+        self.flat_params = FlatParams(self.policy.parameters())
         self.optimizer = FlatAdam(self.flat_params, lr=self.lr_schedule(1.0), eps=self.adam_eps)
 
     def _state_modules(self) -> dict[str, Any]:
@@ -169,6 +173,7 @@ class OnPolicyAgent(Agent):
             actions=actions,
             old_values=values.reshape(-1),
             old_log_prob=log_prob,
+            old_dist_params=params,
             advantages=torch.from_numpy(advantages.reshape(-1)).to(self.device),
             returns=torch.from_numpy(returns.reshape(-1)).to(self.device),
         )

@@ -7,15 +7,20 @@ recorded as failed while the others go on.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -39,9 +44,30 @@ class SweepPlan:
 def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
     """Set up ``out`` for ``spec``: completed runs are kept, the others start clean.
 
+    Everything is checked before anything is written or deleted.
+
     Raises:
         SweepSpecError: a completed run in ``out`` was made with other settings.
     """
+    plan = SweepPlan(out)
+    for run in spec.runs():
+        result_path = os.path.join(plan.run_dir(run), "result.json")
+        if not os.path.exists(result_path):
+            plan.todo.append(run)
+            continue
+        try:
+            with open(result_path) as handle:
+                done_config = json.load(handle)["config"]
+        except (OSError, ValueError, KeyError):
+            plan.todo.append(run)  # unreadable: redo it
+            continue
+        if done_config != run.to_json():
+            raise SweepSpecError(
+                f"run {run.run_id} in {out!r} was completed with other settings; the spec "
+                "changed: use another --out"
+            )
+        plan.done.append(run)
+
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     sweep_path = os.path.join(out, "sweep.json")
     history: list[dict[str, Any]] = []
@@ -51,24 +77,52 @@ def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
     history.append({"command": command, "code_version": code_version(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
     write_json_atomic(sweep_path, {"name": spec.name, "spec": spec.source, "invocations": history})
-    plan = SweepPlan(out)
-    for run in spec.runs():
+    for run in plan.todo:  # failed or interrupted runs start again from nothing
         run_dir = plan.run_dir(run)
-        if os.path.exists(os.path.join(run_dir, "result.json")):
-            with open(os.path.join(run_dir, "config.json")) as handle:
-                if json.load(handle) != run.to_json():
-                    raise SweepSpecError(
-                        f"run {run.run_id} in {out!r} was completed with other settings; the "
-                        "spec changed: use another --out"
-                    )
-            plan.done.append(run)
-            continue
-        if os.path.exists(run_dir):  # failed or interrupted: start again from nothing
+        if os.path.exists(run_dir):
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
         write_json_atomic(os.path.join(run_dir, "config.json"), run.to_json())
-        plan.todo.append(run)
     return plan
+
+
+@contextlib.contextmanager
+def sweep_lock(out: str) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep folder; a second sweep on it fails at once."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, ".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SweepSpecError(f"another sweep is running in {out!r}") from None
+        yield
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` so that running runs are stopped and recorded."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """In a child process: be killed when the sweep's process dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def record_failure(run_dir: str, error: str) -> None:
@@ -81,6 +135,11 @@ def record_failure(run_dir: str, error: str) -> None:
     except (OSError, ValueError):
         pass
     write_json_atomic(status_path, {"status": "failed", "error": error})
+
+
+def run_completed(run_dir: str) -> bool:
+    """A run is complete when its ``result.json`` exists, whatever its process said."""
+    return os.path.exists(os.path.join(run_dir, "result.json"))
 
 
 def run_status(run_dir: str) -> dict[str, Any]:
@@ -105,17 +164,20 @@ class Progress:
         self._last = ""
 
     def update(self, running: int, finished: float | None = None, failed: bool = False) -> None:
+        """Redraw with ``running`` runs in flight; ``finished`` is the duration of a run that
+        just ended (completed, or failed when ``failed``)."""
         self.running = running
         if finished is not None:
-            self.durations.append(finished)
             if failed:
                 self.failed += 1
-            else:
+            else:  # failures are often quick: only completed runs predict the others
+                self.durations.append(finished)
                 self.done += 1
         remaining = self.total - self.done - self.failed
         eta = "?"
         if self.durations and remaining:
-            seconds = sum(self.durations) / len(self.durations) * remaining / self.parallel
+            parallel = min(self.parallel, remaining)
+            seconds = sum(self.durations) / len(self.durations) * remaining / parallel
             eta = time.strftime("%H:%M:%S", time.gmtime(seconds))
         elif not remaining:
             eta = "0"
@@ -145,8 +207,10 @@ def run_local(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> li
                 run = pending.pop(0)
                 run_dir = plan.run_dir(run)
                 log = open(os.path.join(run_dir, "log.txt"), "w")
-                proc = subprocess.Popen([sys.executable, "-m", "mdpo.sweep.worker", run_dir],
-                                        stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mdpo.sweep.worker", run_dir], stdout=log,
+                    stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+                )  # fmt: skip
                 running[proc] = (run, log, time.time())
                 progress.update(len(running))
             time.sleep(0.2)
@@ -154,7 +218,7 @@ def run_local(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> li
                 run, log, started = running.pop(proc)
                 log.close()
                 run_dir = plan.run_dir(run)
-                ok = proc.returncode == 0 and run_status(run_dir).get("status") == "completed"
+                ok = run_completed(run_dir)
                 if not ok:
                     record_failure(run_dir, f"the run's process exited with code {proc.returncode}")
                     failed.append(run)
@@ -197,13 +261,23 @@ def _ray_task(config: dict[str, Any]) -> bytes:
 
 
 def _install_run_folder(data: bytes, run_dir: str) -> None:
-    """Replace ``run_dir`` by the folder a Ray task sent back, atomically."""
+    """Replace ``run_dir`` by the folder a Ray task sent back.
+
+    ``result.json`` is moved in last, so the run counts as complete only once everything
+    else is in place.
+    """
     incoming = run_dir + ".incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(incoming)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.replace(incoming, run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    names = sorted(os.listdir(incoming), key=lambda name: name == "result.json")
+    for name in names:
+        target = os.path.join(run_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(incoming, name), target)
+    shutil.rmtree(incoming, ignore_errors=True)
 
 
 def run_ray(
@@ -221,13 +295,16 @@ def run_ray(
         raise SweepSpecError('the ray backend needs Ray: pip install -e ".[ray]"') from None
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
+        if address:  # the cluster's nodes need mdpo (and the envs) installed
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     parallel = int(ray.cluster_resources().get("CPU", workers))
+    if address and parallel != workers:
+        print(f"ray: the cluster has {parallel} CPUs; --workers {workers} is not used",
+              file=sys.stderr)  # fmt: skip
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-    futures = {task.remote(run.to_json()): (run, time.time()) for run in plan.todo}
+    futures = {task.remote(run.to_json()): run for run in plan.todo}
     failed: list[RunConfig] = []
     progress = Progress(len(plan.done) + len(plan.todo), len(plan.done), parallel, stream)
     progress.update(min(parallel, len(futures)))
@@ -235,18 +312,21 @@ def run_ray(
         while futures:
             ready, _ = ray.wait(list(futures), num_returns=1, timeout=1.0)
             for ref in ready:
-                run, started = futures.pop(ref)
+                run = futures.pop(ref)
                 run_dir = plan.run_dir(run)
                 try:
                     _install_run_folder(ray.get(ref), run_dir)
                 except Exception as err:  # the task or its worker died
+                    os.makedirs(run_dir, exist_ok=True)
                     record_failure(run_dir, f"Ray task failed: {type(err).__name__}: {err}")
-                ok = run_status(run_dir).get("status") == "completed"
+                ok = run_completed(run_dir)
                 if not ok:
                     failed.append(run)
-                progress.update(min(parallel, len(futures)), time.time() - started, not ok)
+                # queued time is not run time: take the duration the run measured itself
+                duration = float(run_status(run_dir).get("wall_time_s", 0.0))
+                progress.update(min(parallel, len(futures)), duration, not ok)
     except BaseException:
-        for ref, (run, _) in futures.items():
+        for ref, run in futures.items():
             ray.cancel(ref, force=True)
             record_failure(plan.run_dir(run), "interrupted: the sweep was stopped")
         raise

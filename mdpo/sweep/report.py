@@ -17,11 +17,30 @@ from mdpo.sweep.stats import bootstrap_ci, summarize
 from mdpo.utils import code_version
 
 
+def spec_run_ids(sweep_dir: str) -> set[str] | None:
+    """The run ids of the spec the sweep was last run with (``None`` if unknown)."""
+    from mdpo.sweep.spec import SweepSpecError, parse_spec
+
+    try:
+        with open(os.path.join(sweep_dir, "sweep.json")) as handle:
+            spec = parse_spec(json.load(handle)["spec"])
+    except (OSError, ValueError, KeyError, SweepSpecError):
+        return None
+    return {run.run_id for run in spec.runs()}
+
+
 def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """Completed results (``result.json``) and the other runs by status."""
+    """Completed results (``result.json``) and the other runs by status.
+
+    Only the runs of the sweep's current spec count: folders left by runs the spec no longer
+    has are ignored.
+    """
     results, others = [], defaultdict(list)
+    wanted = spec_run_ids(sweep_dir)
     for run_dir in sorted(glob.glob(os.path.join(sweep_dir, "runs", "*"))):
         if not os.path.isdir(run_dir) or run_dir.endswith(".incoming"):
+            continue
+        if wanted is not None and os.path.basename(run_dir) not in wanted:
             continue
         path = os.path.join(run_dir, "result.json")
         if os.path.exists(path):

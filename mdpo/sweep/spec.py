@@ -193,6 +193,11 @@ def _check_names(overrides: dict[str, Any], entries: list[AlgorithmEntry], where
         raise SweepSpecError(
             f"{where} must be a mapping of hyperparameter: value, got {overrides!r}"
         )
+    clash = sorted(set(overrides) & RESERVED)
+    if clash:
+        raise SweepSpecError(f"{where} may not set {clash[0]!r}: the sweep sets it")
+    for key, value in list(overrides.items()):
+        overrides[key] = _number_or_value(value)
     for entry in entries:
         allowed = hyperparameter_names(algorithm_class(entry.name))
         unknown = sorted(set(overrides) - allowed)
@@ -204,6 +209,16 @@ def _check_names(overrides: dict[str, Any], entries: list[AlgorithmEntry], where
             raise SweepSpecError(
                 f"{where}: unknown hyperparameter {unknown[0]!r} for {entry.name}{hint}"
             )
+
+
+def _number_or_value(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: take number-like strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_spec(data: Any) -> SweepSpec:
@@ -257,8 +272,10 @@ def parse_spec(data: Any) -> SweepSpec:
         if extra:
             raise SweepSpecError(f"unknown key {extra[0]!r} for algorithm {item['name']!r}")
         algorithm_class(item["name"])
-        entry = AlgorithmEntry(item["name"], str(item.get("label", item["name"])),
-                               dict(item.get("hyperparameters") or {}))  # fmt: skip
+        own = item.get("hyperparameters") or {}
+        if not isinstance(own, dict):
+            raise SweepSpecError(f"hyperparameters of {item['name']!r} must be a mapping")
+        entry = AlgorithmEntry(item["name"], str(item.get("label", item["name"])), dict(own))
         _check_names(entry.hyperparameters, [entry], f"algorithm {entry.label!r}")
         entries.append(entry)
     labels = [e.label for e in entries]
@@ -295,16 +312,26 @@ def parse_spec(data: Any) -> SweepSpec:
             variants = hyper["list"]
             if not isinstance(variants, list) or not variants:
                 raise SweepSpecError("hyperparameters.list is empty: give a list of mappings")
+            variants = [dict(v) if isinstance(v, dict) else v for v in variants]
         for variant in variants:
             _check_names(variant, entries, "hyperparameters")
-            clash = sorted(set(variant) & RESERVED)
-            if clash:
-                raise SweepSpecError(f"hyperparameters may not set {clash[0]!r}: the sweep does")
     n_envs = _positive_int(data.get("n_envs", 1), "n_envs")
     device = str(data.get("device", "cpu"))
-    name = str(data.get("name", "sweep"))
-    return SweepSpec(name, budget, seeds, envs, entries, eval_every, eval_episodes, variants,
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise SweepSpecError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    name = data.get("name") or "sweep"
+    if not isinstance(name, str):
+        raise SweepSpecError(f"name must be a string, got {name!r}")
+    spec = SweepSpec(name, budget, seeds, envs, entries, eval_every, eval_episodes, variants,
                      n_envs, device, source=data)  # fmt: skip
+    ids = [run.run_id for run in spec.runs()]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SweepSpecError(
+            f"two runs would share the folder {dup!r}: make the labels or variants differ by "
+            "more than punctuation"
+        )
+    return spec
 
 
 def load_spec(path: str) -> SweepSpec:

@@ -97,11 +97,15 @@ def make_callback(run: RunConfig, schedule: EvalSchedule, ours: bool):
         from stable_baselines3.common.callbacks import BaseCallback
 
     class SweepEval(BaseCallback):
+        # evaluations happen as a rollout starts: the data collected so far has been trained
+        # on (on-policy agents update between rollouts; off-policy ones every few steps)
         def _on_training_start(self) -> None:
             schedule.maybe_evaluate(self.model, self.model.num_timesteps)
 
-        def _on_step(self) -> bool:
+        def _on_rollout_start(self) -> None:
             schedule.maybe_evaluate(self.model, self.model.num_timesteps)
+
+        def _on_step(self) -> bool:
             return True
 
     return SweepEval()
@@ -137,8 +141,9 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
         schedule = EvalSchedule(run, os.path.join(run_dir, "eval.csv"))
         tic = time.perf_counter()
         model.learn(run.budget, callback=make_callback(run, schedule, ours), tb_log_name="run")
-        train_wall = time.perf_counter() - tic
-        schedule.maybe_evaluate(model, model.num_timesteps, force=True)
+        train_time = time.perf_counter() - tic - schedule.eval_time  # evaluations excluded
+        schedule.maybe_evaluate(model, model.num_timesteps, force=True)  # the final model
+        schedule.env.close()
         model.save(os.path.join(run_dir, "final_model.zip"))
         steps = int(model.num_timesteps)
         result = {
@@ -152,9 +157,9 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
                 for row in schedule.rows
             ],
             "wall_time_s": time.time() - started,
-            "train_time_s": train_wall - schedule.eval_time,
+            "train_time_s": train_time,
             "eval_time_s": schedule.eval_time,
-            "steps_per_s": steps / max(train_wall - schedule.eval_time, 1e-9),
+            "steps_per_s": steps / max(train_time, 1e-9),
             "code_version": code_version(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
