@@ -205,6 +205,10 @@ class ActorCriticPolicy(nn.Module):
         """The Gaussian mean or the categorical logits for flat observations."""
         return self.action_net(self.mlp_extractor.policy_net(obs))
 
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The distribution parameters (mean or logits) for flat observations."""
+        return self.distribution_params(obs)
+
     def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
         """State values ``V(s)`` for flat observations, shape ``[B]``."""
         return self.value_net(self.mlp_extractor.value_net(obs)).squeeze(-1)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from mdpo import PPO, evaluate_policy
+from mdpo import MDPO, PPO, TRPO, evaluate_policy
 from mdpo.utils import linear_schedule
 
 SEED = int(os.environ.get("MDPO_LEARNING_SEED", "0"))
@@ -38,3 +38,47 @@ def test_ppo_swings_up_pendulum():
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 PPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
     assert mean >= -300
+
+
+# TRPO: sb3-contrib defaults on CartPole (40k steps, ~6 s); Pendulum with 2 envs of 1024 steps
+# and γ 0.9 (150k steps, ~15 s). MDPO: the paper's defaults on CartPole (40k steps, ~8 s);
+# Pendulum with the minibatch option and γ 0.9 (150k steps, ~35 s).
+@pytest.mark.learning
+def test_trpo_solves_cartpole():
+    agent = TRPO("MlpPolicy", "CartPole-v1", seed=SEED, device="cpu")
+    agent.learn(40_960)
+    mean, std = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=1000)
+    print(f"CartPole-v1 TRPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= 475
+
+
+@pytest.mark.learning
+def test_trpo_swings_up_pendulum():
+    agent = TRPO("MlpPolicy", "Pendulum-v1", n_envs=2, n_steps=1024, gamma=0.9, seed=SEED,
+                 device="cpu")  # fmt: skip
+    agent.learn(150_000)
+    mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
+    print(f"Pendulum-v1 TRPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= -400
+
+
+@pytest.mark.learning
+def test_mdpo_solves_cartpole():
+    agent = MDPO("MlpPolicy", "CartPole-v1", seed=SEED, device="cpu")
+    agent.learn(40_960)
+    mean, std = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=1000)
+    print(f"CartPole-v1 MDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= 475
+
+
+@pytest.mark.learning
+def test_mdpo_swings_up_pendulum():
+    agent = MDPO(
+        "MlpPolicy", "Pendulum-v1", n_envs=4, n_steps=1024, gamma=0.9, learning_rate=1e-3,
+        policy_batch_size=64, vf_batch_size=64, vf_epochs=10, vf_learning_rate=1e-3,
+        seed=SEED, device="cpu",
+    )  # fmt: skip
+    agent.learn(150_000)
+    mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
+    print(f"Pendulum-v1 MDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= -400

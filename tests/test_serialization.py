@@ -246,3 +246,26 @@ def test_discrete_actions_with_an_offset_start(tmp_path):
     actions, _ = agent.predict(np.zeros((200, 2), np.float32))
     assert set(actions.tolist()) <= {-1, 0, 1} and -1 in actions
     assert isinstance(agent.action_space, gym.spaces.Discrete)
+
+
+@pytest.mark.parametrize("algo", ["TRPO", "MDPO"])
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_other_on_policy_agents_round_trip(algo, env_id, tmp_path):
+    import mdpo
+
+    cls = getattr(mdpo, algo)
+    extra = {"vf_batch_size": 64} if algo == "MDPO" else {"batch_size": 64}
+    agent = cls("MlpPolicy", env_id, n_steps=128, seed=0, device="cpu", **extra)
+    agent.learn(256)
+    path = agent.save(str(tmp_path / algo))
+    loaded = load(path, env=env_id, device="cpu")
+    assert type(loaded) is cls and loaded.num_timesteps == 256
+    obs = np.random.default_rng(0).normal(size=(8, *agent.observation_space.shape))
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0],
+                                  loaded.predict(obs, deterministic=True)[0])  # fmt: skip
+    for name, state in agent.get_parameters().items():
+        if name != "policy":  # optimizer states
+            other = loaded.get_parameters()[name]
+            torch.testing.assert_close(other["exp_avg"], state["exp_avg"])
+    loaded.learn(128, reset_num_timesteps=False)  # and training goes on
+    assert loaded.num_timesteps == 384

@@ -87,6 +87,23 @@ def test_spec_expansion():
     assert len({r.run_id for r in runs}) == len(runs)
 
 
+def test_algorithms_restricted_to_some_envs():
+    spec = parse_spec(
+        spec_with(
+            envs=["CartPole-v1", "Acrobot-v1"],
+            seeds=[0],
+            algorithms=["PPO", {"name": "sb3:PPO", "envs": ["Acrobot-v1"]}],
+        )
+    )
+    assert sorted((r.algorithm, r.env) for r in spec.runs()) == [
+        ("PPO", "Acrobot-v1"),
+        ("PPO", "CartPole-v1"),
+        ("sb3:PPO", "Acrobot-v1"),
+    ]
+    with pytest.raises(SweepSpecError, match="subset of the spec's envs"):
+        parse_spec(spec_with(algorithms=[{"name": "PPO", "envs": ["Hopper-v5"]}]))
+
+
 def test_yaml_exponents_without_a_dot_are_numbers():
     spec = parse_spec(spec_with(hyperparameters={"list": [{"learning_rate": "1e-3"}]}))
     assert spec.runs()[0].hyperparameters["learning_rate"] == 1e-3

@@ -12,6 +12,7 @@ A spec is a YAML file::
       - name: PPO                # with a label and hyperparameters of its own
         label: PPO-lr1e-3
         hyperparameters: {learning_rate: 0.001}
+      - {name: sb3-contrib:TRPO, envs: [Hopper-v5]}   # only on some of the envs
     eval: {every: 10000, episodes: 10}   # deterministic episodes on a separate env
     n_envs: 1                    # optional
     device: cpu                  # optional (auto, cpu, cuda)
@@ -83,11 +84,13 @@ def hyperparameter_names(cls: type) -> set[str]:
 
 @dataclass(frozen=True)
 class AlgorithmEntry:
-    """One algorithm of a spec: its name, display label and own hyperparameters."""
+    """One algorithm of a spec: name, display label, own hyperparameters, and the envs it runs
+    on (``None``: all of the spec's)."""
 
     name: str
     label: str
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    envs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class SweepSpec:
         for seed, env, algo, variant in itertools.product(
             self.seeds, self.envs, self.algorithms, self.variants
         ):
+            if algo.envs is not None and env not in algo.envs:
+                continue
             hyper = {**algo.hyperparameters, **variant}
             runs.append(
                 RunConfig(
@@ -268,14 +273,24 @@ def parse_spec(data: Any) -> SweepSpec:
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
             raise SweepSpecError(f"an algorithm is a name or a mapping with 'name', got {item!r}")
-        extra = sorted(set(item) - {"name", "label", "hyperparameters"})
+        extra = sorted(set(item) - {"name", "label", "hyperparameters", "envs"})
         if extra:
             raise SweepSpecError(f"unknown key {extra[0]!r} for algorithm {item['name']!r}")
         algorithm_class(item["name"])
         own = item.get("hyperparameters") or {}
         if not isinstance(own, dict):
             raise SweepSpecError(f"hyperparameters of {item['name']!r} must be a mapping")
-        entry = AlgorithmEntry(item["name"], str(item.get("label", item["name"])), dict(own))
+        only = item.get("envs")
+        if only is not None:
+            if isinstance(only, str):
+                only = [only]
+            if not isinstance(only, list) or not only or set(only) - set(envs):
+                raise SweepSpecError(
+                    f"envs of {item['name']!r} must be a non-empty subset of the spec's envs "
+                    f"{envs}, got {only!r}"
+                )
+            only = tuple(only)
+        entry = AlgorithmEntry(item["name"], str(item.get("label", item["name"])), dict(own), only)
         _check_names(entry.hyperparameters, [entry], f"algorithm {entry.label!r}")
         entries.append(entry)
     labels = [e.label for e in entries]

@@ -1,11 +1,18 @@
-"""PPO training speed: mdpo against Stable-Baselines3, same hyperparameters, in one run.
+"""Training speed: an mdpo agent against its Stable-Baselines3 anchor, in one run.
+
+Pairs (the anchor gets the same hyperparameters):
+
+- PPO  against SB3's PPO (SB3's defaults for both);
+- TRPO against sb3-contrib's TRPO (sb3-contrib's defaults for both);
+- MDPO against SB3's PPO with the same rollout, network, learning rate and VecNormalize's
+  observation and reward normalization (MDPO normalizes by default).
 
 Each measurement runs in its own process with one torch thread and one env; the three kinds
-(raw env stepping with random actions, SB3's PPO, ours) are interleaved in every repeat so
+(raw env stepping with random actions, the anchor, ours) are interleaved in every repeat so
 that machine noise hits them alike. Reported: env-steps/s of each, the per-repeat ratio
-ours / SB3 and its median.
+ours / anchor and its median.
 
-    python benchmarks/ppo_speed.py --env Hopper-v5 --steps 16384 --repeats 5
+    python benchmarks/speed.py --algo PPO --env Hopper-v5 --steps 16384 --repeats 5
 """
 
 from __future__ import annotations
@@ -26,7 +33,35 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def worker(kind: str, env_id: str, steps: int, seed: int) -> dict:
+PAIRING = {
+    "PPO": "Both with SB3's PPO defaults (n_steps 2048, batch 64, 10 epochs, [64, 64] tanh);",
+    "TRPO": "Both with sb3-contrib's TRPO defaults (n_steps 2048, critic batch 128, 10 critic "
+    "epochs, CG 15 steps, [64, 64] tanh);",
+    "MDPO": "MDPO with its defaults (n_steps 2048, 10 full-batch policy steps, 5 value epochs, "
+    "observation and reward normalization) against SB3's PPO with the same n_steps, "
+    "network and learning rate and VecNormalize;",
+}
+ANCHORS = {"PPO": "SB3 PPO", "TRPO": "sb3-contrib TRPO", "MDPO": "SB3 PPO + VecNormalize"}
+
+
+def make_anchor(algo: str, env_id: str, seed: int):
+    """The Stable-Baselines3 / sb3-contrib agent that ``algo`` is measured against."""
+    if algo == "TRPO":
+        from sb3_contrib import TRPO
+
+        return TRPO("MlpPolicy", env_id, seed=seed, device="cpu")
+    from stable_baselines3 import PPO
+
+    if algo == "PPO":
+        return PPO("MlpPolicy", env_id, seed=seed, device="cpu")
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=0.99)
+    return PPO("MlpPolicy", env, seed=seed, device="cpu")
+
+
+def worker(kind: str, algo: str, env_id: str, steps: int, seed: int) -> dict:
     """One measurement in this process; returns steps/s and details."""
     import numpy as np
     import torch
@@ -46,16 +81,14 @@ def worker(kind: str, env_id: str, steps: int, seed: int) -> dict:
                 env.reset()
         return {"steps_per_s": steps / (time.perf_counter() - start)}
     if kind == "sb3":
-        from stable_baselines3 import PPO
-
-        agent = PPO("MlpPolicy", env_id, seed=seed, device="cpu")
+        agent = make_anchor(algo, env_id, seed)
         start = time.perf_counter()
         agent.learn(steps)
         elapsed = time.perf_counter() - start
         return {"steps_per_s": agent.num_timesteps / elapsed, "updates": agent._n_updates}
-    from mdpo import PPO
+    import mdpo
 
-    agent = PPO("MlpPolicy", env_id, seed=seed, device="cpu")
+    agent = getattr(mdpo, algo)("MlpPolicy", env_id, seed=seed, device="cpu")
     start = time.perf_counter()
     agent.learn(steps)
     elapsed = time.perf_counter() - start
@@ -72,18 +105,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--algo", choices=sorted(ANCHORS), default="PPO")
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--steps", type=int, default=16384, help="env steps per training run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(ROOT, "results", "ppo_speed"))
+    parser.add_argument("--out", help="default results/speed/ALGO")
     parser.add_argument("--worker", choices=["raw", "sb3", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.env, args.steps, args.seed)))
+        print(json.dumps(worker(args.worker, args.algo, args.env, args.steps, args.seed)))
         return
-
-    command = "python benchmarks/ppo_speed.py " + " ".join(sys.argv[1:])
+    args.out = args.out or os.path.join(ROOT, "results", "speed", args.algo)
+    anchor = ANCHORS[args.algo]
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     rows = []
     for repeat in range(args.repeats):
         row = {"repeat": repeat}
@@ -116,7 +151,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"repeat {repeat}: raw {row['raw_steps_per_s']:.0f}/s  "
-            f"SB3 {row['sb3_steps_per_s']:.0f}/s  mdpo {row['ours_steps_per_s']:.0f}/s  "
+            f"{anchor} {row['sb3_steps_per_s']:.0f}/s  mdpo {row['ours_steps_per_s']:.0f}/s  "
             f"ratio {row['ratio']:.2f}x",
             flush=True,
         )
@@ -124,8 +159,9 @@ def main() -> None:
     median = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "repeat"}
     ratios = [r["ratio"] for r in rows]
     print(
-        f"median: raw {median['raw_steps_per_s']:.0f}/s, SB3 {median['sb3_steps_per_s']:.0f}/s, "
-        f"mdpo {median['ours_steps_per_s']:.0f}/s, ratio mdpo/SB3 {median['ratio']:.2f}x "
+        f"median: raw {median['raw_steps_per_s']:.0f}/s, {anchor} "
+        f"{median['sb3_steps_per_s']:.0f}/s, mdpo {median['ours_steps_per_s']:.0f}/s, "
+        f"ratio mdpo/anchor {median['ratio']:.2f}x "
         f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
     )
 
@@ -147,6 +183,8 @@ def main() -> None:
         "torch": torch.__version__,
         "gymnasium": gymnasium.__version__,
         "stable_baselines3": stable_baselines3.__version__,
+        "algo": args.algo,
+        "anchor": anchor,
         "env": args.env,
         "steps": args.steps,
         "repeats": args.repeats,
@@ -155,19 +193,18 @@ def main() -> None:
     with open(os.path.join(args.out, "summary.json"), "w") as handle:
         json.dump(meta, handle, indent=1)
     lines = [
-        f"# PPO training speed on {args.env}: mdpo vs Stable-Baselines3",
+        f"# {args.algo} training speed on {args.env}: mdpo vs {anchor}",
         "",
         f"Command: `{command}`  ",
         f"Code version: `{meta['commit']}`, {meta['date']}  ",
         f"Machine: {meta['machine']}; Python {meta['python']}, torch {meta['torch']}, "
         f"gymnasium {meta['gymnasium']}, stable-baselines3 {meta['stable_baselines3']}",
         "",
-        f"Both with SB3's PPO defaults (n_steps 2048, batch 64, 10 epochs, [64, 64] tanh), 1 env, "
-        f"1 torch thread, CPU, {args.steps} env steps per run; each run in its own process, the "
-        "three kinds interleaved per repeat. Raw = `env.step` with random actions, no agent "
-        "(the ceiling).",
+        f"{PAIRING[args.algo]} 1 env, 1 torch thread, CPU, {args.steps} env steps per run; each "
+        "run in its own process, the three kinds interleaved per repeat. Raw = `env.step` with "
+        "random actions, no agent (the ceiling).",
         "",
-        "| repeat | raw env steps/s | SB3 PPO steps/s | mdpo PPO steps/s | mdpo / SB3 |",
+        f"| repeat | raw env steps/s | {anchor} steps/s | mdpo {args.algo} steps/s | ratio |",
         "|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

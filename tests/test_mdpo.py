@@ -1,0 +1,97 @@
+"""On-policy MDPO: the KL term, the step-size schedule, and m = 1 as a policy-gradient step."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mdpo import MDPO, BaseCallback
+from mdpo.agents.mdpo_on import step_size_t_k, tsallis_log
+from mdpo.networks import categorical_kl, gaussian_kl, gaussian_log_prob
+
+
+def test_gaussian_kl_against_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mean_p, mean_q = torch.tensor([0.3, -1.0]), torch.tensor([-0.2, -0.5])
+    log_std_p, log_std_q = torch.tensor([-0.3, 0.2]), torch.tensor([0.1, -0.4])
+    samples = mean_p + torch.exp(log_std_p) * torch.randn(400_000, 2, generator=g)
+    estimate = (gaussian_log_prob(samples, mean_p, log_std_p)
+                - gaussian_log_prob(samples, mean_q, log_std_q)).mean()  # fmt: skip
+    exact = gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)
+    assert float(exact) == pytest.approx(float(estimate), abs=0.01)
+    assert float(gaussian_kl(mean_p, log_std_p, mean_p, log_std_p)) == 0.0
+
+
+def test_categorical_kl_against_monte_carlo():
+    logits_p, logits_q = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.0, 0.3, 1.0])
+    p, q = torch.softmax(logits_p, -1), torch.softmax(logits_q, -1)
+    draws = torch.multinomial(
+        p, 200_000, replacement=True, generator=torch.Generator().manual_seed(1)
+    )
+    estimate = torch.log(p[draws] / q[draws]).mean()
+    assert float(categorical_kl(logits_p, logits_q)) == pytest.approx(float(estimate), abs=0.01)
+
+
+def test_mdpo_divergence_is_new_to_old():
+    """The objective's KL is KL(π_θ ‖ π_k): with only π_θ's std changed it is not symmetric."""
+    agent = MDPO("MlpPolicy", "Pendulum-v1", n_steps=64, vf_batch_size=64, seed=0, device="cpu")
+    agent.runner.reset(seed=0)
+    batch = agent._process_rollout(agent.runner.rollout(64, agent._rollout_policy()))
+    old_log_std = agent.policy.log_std.detach().clone()
+    with torch.no_grad():
+        agent.policy.log_std.add_(0.5)
+        params = agent.policy.distribution_params(batch.obs)
+        log_prob, _ = agent.policy.log_prob_entropy(params, batch.actions)
+        div = agent.divergence(batch, params, log_prob, old_log_std)
+    # KL(N(μ, e^{2(s+.5)}) ‖ N(μ, e^{2s})) = (e − 1)/2 − 0.5 per dimension
+    assert float(div) == pytest.approx((math.e - 1) / 2 - 0.5, rel=1e-5)
+
+
+def test_step_size_schedule_values():
+    assert [step_size_t_k(k, 4, "annealed") for k in (1, 2, 3, 4)] == [1.0, 0.75, 0.5, 0.25]
+    assert step_size_t_k(9, 4, "annealed") == 0.25  # floored at 1/K past the budget
+    assert step_size_t_k(3, 4, 0.3) == 0.3
+    assert tsallis_log(torch.tensor(2.0), 1.0) == pytest.approx(math.log(2.0))
+    assert float(tsallis_log(torch.tensor(2.0), 0.5)) == pytest.approx((2**0.5 - 1) / 0.5)
+
+
+def test_t_k_follows_the_real_budget():
+    seen = []
+
+    class Watch(BaseCallback):
+        def _on_rollout_start(self):  # after the previous iteration's update
+            seen.append(self.model.logger.values.get("train/t_k"))
+
+    agent = MDPO("MlpPolicy", "CartPole-v1", n_steps=64, vf_batch_size=64, seed=0, device="cpu")
+    agent.learn(320, log_interval=0, callback=Watch())  # no dumps: values stay readable
+    seen.append(agent.logger.values["train/t_k"])
+    # K = 320 / 64 = 5 iterations: t_k = 1, 0.8, 0.6, 0.4, 0.2
+    assert seen[1:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def test_one_step_equals_a_policy_gradient_step():
+    """m = 1 at θ = θ_k: ratio = 1 and ∇KL = 0, so the step is Adam on −mean(log π · Â)."""
+    agent = MDPO("MlpPolicy", "Pendulum-v1", n_steps=256, n_policy_steps=1, vf_epochs=0,
+                 learning_rate=1e-2, seed=0, device="cpu")  # fmt: skip
+    agent.runner.reset(seed=0)
+    batch = agent._process_rollout(agent.runner.rollout(256, agent._rollout_policy()))
+    agent._iteration, agent._total_timesteps = 1, 256 * 10
+    reference = copy.deepcopy(agent.policy)
+    actor = reference.actor_parameters()
+    optimizer = torch.optim.Adam(actor, lr=1e-2, eps=1e-5)
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    log_prob, _ = reference.log_prob_entropy(
+        reference.distribution_params(batch.obs), batch.actions
+    )
+    pg_loss = -(log_prob * adv).mean()  # vanilla policy gradient, no ratio, no KL
+    optimizer.zero_grad()
+    pg_loss.backward()
+    torch.nn.utils.clip_grad_norm_(actor, 0.5)
+    optimizer.step()
+
+    agent.train(batch)
+    for mine, theirs in zip(agent.policy.actor_parameters(), actor):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert float(np.abs(agent.actor_params.grad.numpy()).sum()) > 0
