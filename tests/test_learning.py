@@ -42,7 +42,9 @@ def test_ppo_swings_up_pendulum():
 
 # TRPO: sb3-contrib defaults on CartPole (40k steps, ~6 s); Pendulum with 2 envs of 1024 steps
 # and γ 0.9 (150k steps, ~15 s). MDPO: the paper's defaults on CartPole (40k steps, ~8 s);
-# Pendulum with the minibatch option and γ 0.9 (150k steps, ~35 s).
+# Pendulum (150k steps, ~30 s) with PPO-like minibatches, γ 0.9, an unclipped value loss and a
+# constant step size t_k = 1 (the annealed schedule reached -228/-173/-247 over seeds 0-2 with
+# 512-step rollouts but failed one seed of three with 1024: the constant one is the steadier).
 @pytest.mark.learning
 def test_trpo_solves_cartpole():
     agent = TRPO("MlpPolicy", "CartPole-v1", seed=SEED, device="cpu")
@@ -76,7 +78,7 @@ def test_mdpo_swings_up_pendulum():
     agent = MDPO(
         "MlpPolicy", "Pendulum-v1", n_envs=4, n_steps=1024, gamma=0.9, learning_rate=1e-3,
         policy_batch_size=64, vf_batch_size=64, vf_epochs=10, vf_learning_rate=1e-3,
-        seed=SEED, device="cpu",
+        clip_range_vf=None, t_k=1.0, seed=SEED, device="cpu",
     )  # fmt: skip
     agent.learn(150_000)
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
