@@ -67,9 +67,8 @@ class MDPO(OnPolicyAgent):
         policy_batch_size: ``None`` for full-batch steps (the paper); an int makes each of the
             ``m`` steps a pass over shuffled minibatches of that size.
         t_k: ``"annealed"`` (the paper's schedule) or a constant step size.
-        tsallis_q: 1 for the KL (MDPO-KL); another value replaces the KL by the Tsallis
-            divergence estimate of the original code, ``mean(log_q π_θ(a|s) − log_q π_k(a|s))``
-            with ``q = 2 − tsallis_q``.
+        tsallis_q: 1 for the KL (MDPO-KL); another value replaces the KL by a Tsallis
+            divergence estimate with ``q = 2 − tsallis_q`` (see :meth:`divergence`).
         vf_learning_rate: value Adam learning rate or schedule (3e-4).
         vf_epochs: value epochs per iteration (5).
         vf_batch_size: value minibatch size (128; a last partial minibatch is dropped).
@@ -173,27 +172,43 @@ class MDPO(OnPolicyAgent):
         }
 
     def current_t_k(self) -> float:
-        """The step size of the current iteration over the real training budget."""
+        """The step size of the current iteration over the real training budget.
+
+        ``k`` counts the rollouts collected so far (from the step counter, so a resumed run
+        continues the schedule) and ``K = ceil(total_timesteps / rollout)``. A further
+        ``learn(..., reset_num_timesteps=False)`` with a new budget stretches ``K`` over the
+        longer run, as SB3's learning-rate schedules do.
+        """
         rollout = self.n_steps * self.n_envs
         n_iterations = max(1, math.ceil(self._total_timesteps / rollout))
-        return step_size_t_k(max(self._iteration, 1), n_iterations, self.t_k)
+        iteration = max(1, math.ceil(self.num_timesteps / rollout))
+        return step_size_t_k(iteration, n_iterations, self.t_k)
 
     def divergence(
         self, batch: RolloutBatch, params: torch.Tensor, log_prob: torch.Tensor,
         old_log_std: torch.Tensor | None,
     ) -> torch.Tensor:  # fmt: skip
-        """Mean divergence of π_θ from π_k: closed-form KL(π_θ ‖ π_k), or the Tsallis estimate."""
+        """Mean divergence of π_θ from π_k: closed-form KL(π_θ ‖ π_k), or the Tsallis estimate.
+
+        The Tsallis estimate is ``mean(r_θ · (log_q π_θ(a|s) − log_q π_k(a|s)))`` over the
+        rollout's actions (drawn from π_k, hence the ratio ``r_θ``): it tends to
+        KL(π_θ ‖ π_k) as q → 1. The original code omits the ratio, which makes its estimate
+        tend to −KL(π_k ‖ π_θ) ≤ 0, a bonus for moving away from π_k; we do not copy that.
+        """
         if self.tsallis_q == 1.0:
             kl = self.policy.kl_divergence(params, batch.old_dist_params, None, old_log_std)
             return kl.mean()
         q = 2.0 - self.tsallis_q
-        return torch.mean(tsallis_log(log_prob.exp(), q) - tsallis_log(batch.old_log_prob.exp(), q))
+        ratio = torch.exp(log_prob - batch.old_log_prob)
+        log_q_new = tsallis_log(log_prob.exp(), q)
+        log_q_old = tsallis_log(batch.old_log_prob.exp(), q)
+        return torch.mean(ratio * (log_q_new - log_q_old))
 
     def train(self, batch: RolloutBatch) -> None:
         """``m`` policy steps on the mirror-descent objective, then the value epochs."""
         policy = self.policy
         progress = self._current_progress_remaining
-        lr = self._set_learning_rate(self.policy_optimizer)
+        self._set_learning_rate(self.policy_optimizer)
         vf_lr = self.vf_lr_schedule(progress)
         self.value_optimizer.param_groups[0]["lr"] = vf_lr
         t_k = self.current_t_k()
@@ -262,4 +277,3 @@ class MDPO(OnPolicyAgent):
             record("train/std", float(policy.log_std.detach().exp().mean()))
         record("train/n_updates", self._n_updates)
         record("train/vf_learning_rate", vf_lr)
-        del lr

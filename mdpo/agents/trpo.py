@@ -199,7 +199,9 @@ class TRPO(OnPolicyAgent):
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-        objective, _ = self._surrogate_and_kl(data, advantages, old_log_std)
+        params = policy.distribution_params(data.obs)
+        log_prob, _ = policy.log_prob_entropy(params, data.actions)
+        objective = torch.mean(advantages * torch.exp(log_prob - data.old_log_prob))
         self._check_finite({"policy objective": objective})
         gradient = flat_grad(objective, self.actor_params.params)
         fvp = self.fisher_vector_product(data.obs, data.old_dist_params, old_log_std)
@@ -221,6 +223,7 @@ class TRPO(OnPolicyAgent):
             if not success:
                 self.actor_params.set_(start)
                 new_objective, kl = objective.detach(), torch.zeros(())
+        del fvp  # frees the graph kept for the Fisher-vector products
 
         value_losses = []
         for _ in range(self.n_critic_updates):
@@ -236,7 +239,7 @@ class TRPO(OnPolicyAgent):
         record = self.logger.record
         record("train/policy_objective", float(new_objective))
         record("train/kl", float(kl))
-        record("train/kl_divergence_loss", float(kl))  # sb3-contrib's name
+        record("train/kl_divergence_loss", float(kl))  # sb3-contrib's name (old ‖ new here)
         record("train/line_search_success", float(success))
         record("train/is_line_search_success", float(success))  # sb3-contrib's name
         record("train/step_size", float(step_size) * coefficient if success else 0.0)
