@@ -99,3 +99,22 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path):
     last = PPO.load(str(saved[-1]), device="cpu")
     for tensor in last.policy.state_dict().values():
         assert np.isfinite(tensor.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "algo,kwargs,match",
+    [
+        ("TRPO", {"line_search_shrinking_factor": 1.0}, "must be in \\(0, 1\\)"),
+        ("TRPO", {"target_kl": 0}, "target_kl must be > 0"),
+        ("TRPO", {"n_steps": 64, "batch_size": 128}, "batch_size=128 is larger than the rollout"),
+        ("MDPO", {"t_k": 0.0}, "t_k must be > 0"),
+        ("MDPO", {"t_k": "linear"}, "t_k must be a number"),
+        ("MDPO", {"n_policy_steps": 0}, "n_policy_steps must be >= 1"),
+        ("MDPO", {"n_steps": 64}, "vf_batch_size=128 is larger than the rollout"),
+    ],
+)
+def test_bad_hyperparameters_of_trpo_and_mdpo(algo, kwargs, match):
+    import mdpo
+
+    with pytest.raises(ValueError, match=match):
+        getattr(mdpo, algo)("MlpPolicy", "CartPole-v1", **kwargs)

@@ -83,6 +83,7 @@ class MDPO(OnPolicyAgent):
     """
 
     algo_name = "MDPO"
+    minibatch_attributes = ("policy_batch_size", "vf_batch_size")
 
     def __init__(
         self,
@@ -146,16 +147,6 @@ class MDPO(OnPolicyAgent):
         )  # fmt: skip
         if _init_setup_model:
             self._setup_model()
-
-    def _check_env_settings(self) -> None:
-        rollout_size = self.n_steps * self.n_envs
-        for name in ("policy_batch_size", "vf_batch_size"):
-            size = getattr(self, name)
-            if size is not None and size > rollout_size:
-                raise ValueError(
-                    f"{name}={size} is larger than the rollout "
-                    f"(n_steps × n_envs = {self.n_steps} × {self.n_envs} = {rollout_size})"
-                )
 
     def _setup_optimizers(self) -> None:
         self.actor_params = FlatParams(self.policy.actor_parameters())

@@ -62,6 +62,19 @@ class OnPolicyAgent(Agent):
         self.adam_eps = float(adam_eps)
         super().__init__(policy, env, learning_rate, **kwargs)
 
+    # minibatch-size attributes that must fit in a rollout (checked whenever an env is attached)
+    minibatch_attributes: tuple[str, ...] = ()
+
+    def _check_env_settings(self) -> None:
+        rollout_size = self.n_steps * self.n_envs
+        for name in self.minibatch_attributes:
+            size = getattr(self, name)
+            if size is not None and size > rollout_size:
+                raise ValueError(
+                    f"{name}={size} is larger than the rollout "
+                    f"(n_steps × n_envs = {self.n_steps} × {self.n_envs} = {rollout_size})"
+                )
+
     def _setup_model(self) -> None:
         self.policy = self.policy_class(
             self.observation_space, self.action_space, **self.policy_kwargs

@@ -43,6 +43,7 @@ class PPO(OnPolicyAgent):
     """
 
     algo_name = "PPO"
+    minibatch_attributes = ("batch_size",)
 
     def __init__(
         self,
@@ -111,14 +112,6 @@ class PPO(OnPolicyAgent):
         )
         if _init_setup_model:
             self._setup_model()
-
-    def _check_env_settings(self) -> None:
-        rollout_size = self.n_steps * self.n_envs
-        if self.batch_size > rollout_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the rollout "
-                f"(n_steps × n_envs = {self.n_steps} × {self.n_envs} = {rollout_size})"
-            )
 
     def train(self, batch: RolloutBatch) -> None:
         """Run ``n_epochs`` passes of minibatch updates over one rollout."""

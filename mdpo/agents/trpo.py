@@ -82,6 +82,7 @@ class TRPO(OnPolicyAgent):
     """
 
     algo_name = "TRPO"
+    minibatch_attributes = ("batch_size",)
 
     def __init__(
         self,
@@ -141,14 +142,9 @@ class TRPO(OnPolicyAgent):
             self._setup_model()
 
     def _check_env_settings(self) -> None:
-        rollout_size = self.n_steps * self.n_envs
-        if self.normalize_advantage and rollout_size < 2:
+        super()._check_env_settings()
+        if self.normalize_advantage and self.n_steps * self.n_envs < 2:
             raise ValueError("normalize_advantage needs n_steps × n_envs >= 2")
-        if self.batch_size > rollout_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the rollout "
-                f"(n_steps × n_envs = {self.n_steps} × {self.n_envs} = {rollout_size})"
-            )
 
     def _setup_optimizers(self) -> None:
         self.actor_params = FlatParams(self.policy.actor_parameters())
