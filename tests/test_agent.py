@@ -44,6 +44,12 @@ def test_same_seed_same_learning_curve():
     assert rec_c.returns != rec_a.returns
 
 
+def test_agent_stream_is_not_the_weight_init_stream():
+    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, seed=5, device="cpu")
+    torch.manual_seed(5)  # the stream the weights were drawn from
+    assert not torch.equal(torch.randn(100), torch.randn(100, generator=agent.rng))
+
+
 def test_callback_steps_and_stop():
     agent, record = run(0, steps=512)
     assert record.calls == 512 // 2 and agent.num_timesteps == 512

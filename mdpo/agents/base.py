@@ -139,7 +139,11 @@ class Agent(ABC):
             seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
         self.seed = check_int(seed, "seed", minimum=0)
         set_random_seed(self.seed)
-        self.rng = torch.Generator().manual_seed(self.seed)
+        # the agent's own stream (action noise, minibatch order), independent of the global one
+        # that initialised the weights: seeding both with `seed` would make the first action
+        # noise repeat the normals the first weight matrix was drawn from
+        agent_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
+        self.rng = torch.Generator().manual_seed(agent_seed)
 
         self.num_timesteps = 0
         self._total_timesteps = 0
