@@ -145,6 +145,7 @@ def test_local_sweep_end_to_end_with_a_failing_run(in_tmp, capsys):
     assert "PPO [batch_size=128,n_epochs=2,n_steps=256]" in summary
     readme = open("rep/README.md").read()
     assert "failed:" in readme and "mdpo sweep run" in readme and "```yaml" in readme
+    assert "**Partial: 6 of 8 runs have a result**" in readme
     assert os.path.getsize("rep/curves.png") > 1000
 
 

@@ -176,9 +176,18 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
     import yaml
 
     config = results[0]["config"]
+    missing = sum(len(names) for names in others.values())
     lines = [
         f"# Sweep report: {sweep.get('name', os.path.basename(sweep_dir))}",
         "",
+    ]
+    if missing:
+        lines += [
+            f"**Partial: {len(results)} of {len(results) + missing} runs have a result** "
+            "(the others are listed at the end; rerun the sweep command to finish them).",
+            "",
+        ]
+    lines += [
         f"Budget {config['budget']} env steps per run; deterministic evaluation every "
         f"{config['eval_every']} steps with {config['eval_episodes']} episodes on a separate "
         "env (same initial states at every evaluation). Final return = the last evaluation's "
