@@ -113,3 +113,61 @@ def test_clipped_branch_has_no_policy_gradient(log_ratio, moves):
     agent.train(batch)
     changed = not torch.equal(agent.policy.action_net.bias, before)
     assert changed == moves
+
+
+@pytest.mark.parametrize("env_id,max_steps", [("Hopper-v5", 40), ("Pendulum-v1", 50)])
+def test_learn_equals_sb3_end_to_end(env_id, max_steps, monkeypatch):
+    """Collection, truncation bootstrap, GAE and updates together: four iterations of
+    ``learn`` from the same weights, env seeds, action noise and shuffles end with SB3's
+    parameters. Short time limits make the rollouts cross truncations (and, on Hopper,
+    terminations)."""
+    import gymnasium as gym
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    n_steps, iterations = 256, 4
+    hyper = dict(n_steps=n_steps, batch_size=64, n_epochs=3)
+    ours = PPO("MlpPolicy", env_id, seed=3, device="cpu",
+               env_kwargs={"max_episode_steps": max_steps}, **hyper)  # fmt: skip
+    venv = DummyVecEnv([lambda: gym.make(env_id, max_episode_steps=max_steps)])
+    theirs = SB3PPO("MlpPolicy", venv, seed=3, device="cpu", **hyper)
+    theirs.policy.load_state_dict(ours.policy.state_dict())
+
+    # ours draws each rollout's noise as one randn((n_steps, n_envs, dim)) from self.rng
+    ours.rng = torch.Generator().manual_seed(123)
+    generator = torch.Generator().manual_seed(123)
+    dim = ours.policy.action_dim
+    rows = iter(
+        [row for _ in range(iterations)
+         for row in torch.randn((n_steps, 1, dim), generator=generator)[:, 0]]
+    )  # fmt: skip
+    monkeypatch.setattr(
+        DiagGaussianDistribution, "sample",
+        lambda self: self.distribution.mean + self.distribution.stddev * next(rows),
+    )  # fmt: skip
+
+    # SB3 draws one np.random.permutation per epoch; record them and replay them to ours
+    permutations = []
+    permutation = np.random.permutation
+
+    def recording_permutation(n):
+        permutations.append(permutation(n))
+        return permutations[-1]
+
+    def replayed_minibatches(self, batch_size, generator=None):
+        shuffled = self[torch.as_tensor(permutations.pop(0))]
+        for start in range(0, len(self), batch_size):
+            yield shuffled[start : start + batch_size]
+
+    monkeypatch.setattr(np.random, "permutation", recording_permutation)
+    theirs.learn(n_steps * iterations)
+    monkeypatch.setattr(np.random, "permutation", permutation)
+    monkeypatch.setattr(RolloutBatch, "minibatches", replayed_minibatches)
+    before = {k: v.clone() for k, v in ours.policy.state_dict().items()}
+    ours.learn(n_steps * iterations)
+
+    assert not permutations, "both ran the same number of epochs"
+    mine = ours.policy.state_dict()
+    for key, value in theirs.policy.state_dict().items():
+        torch.testing.assert_close(mine[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    assert all(not torch.equal(mine[k], before[k]) for k in before), "learning moved nothing"
