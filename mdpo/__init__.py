@@ -2,7 +2,18 @@
 
 __version__ = "0.1.0"
 
-from mdpo.agents import ALGORITHMS, MDPO, PPO, TRPO, Agent, NonFiniteLossError, OnPolicyAgent  # noqa: E402
+from mdpo.agents import (  # noqa: E402
+    ALGORITHMS,
+    MDPO,
+    PPO,
+    SAC,
+    TRPO,
+    Agent,
+    NonFiniteLossError,
+    OffPolicyAgent,
+    OffPolicyMDPO,
+    OnPolicyAgent,
+)
 from mdpo.callbacks import (  # noqa: E402
     BaseCallback,
     CallbackList,
@@ -23,14 +34,17 @@ __all__ = [
     "ALGORITHMS",
     "MDPO",
     "PPO",
+    "SAC",
     "TRPO",
     "Agent",
+    "OffPolicyMDPO",
     "BaseCallback",
     "CallbackList",
     "CheckpointCallback",
     "EvalCallback",
     "ModelFileError",
     "NonFiniteLossError",
+    "OffPolicyAgent",
     "OnPolicyAgent",
     "StopTrainingOnRewardThreshold",
     "evaluate_policy",

@@ -90,3 +90,132 @@ class RolloutBatch:
         stop = size - size % batch_size if drop_last and size >= batch_size else size
         for start in range(0, stop, batch_size):  # slices of the shuffled copy are views
             yield shuffled[start : start + batch_size]
+
+
+@dataclass
+class ReplaySample:
+    """A minibatch of transitions. ``dones`` is 1 for terminations only: truncated episodes
+    are bootstrapped from ``next_obs`` (their real final observation)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    next_obs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+
+
+class ReplayBuffer:
+    """Circular buffer of transitions, stored as torch tensors on the agent's device.
+
+    Storage grows on demand up to ``capacity`` (a short run does not allocate a million rows),
+    then old transitions are overwritten. Actions are stored as the policy produced them
+    (squashed into ``[-1, 1]``).
+
+    Args:
+        capacity: the most transitions kept.
+        obs_dim: flat observation size.
+        action_dim: action size.
+        device: where the tensors live.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device):
+        self.capacity, self.obs_dim, self.action_dim = capacity, obs_dim, action_dim
+        self.device = device
+        self.pos, self.size = 0, 0
+        self._allocate(0)
+
+    def _allocate(self, rows: int) -> None:
+        def grown(old: torch.Tensor | None, *shape: int) -> torch.Tensor:
+            new = torch.zeros((rows, *shape), dtype=torch.float32, device=self.device)
+            if old is not None:
+                new[: old.shape[0]] = old
+            return new
+
+        self.obs = grown(getattr(self, "obs", None), self.obs_dim)
+        self.next_obs = grown(getattr(self, "next_obs", None), self.obs_dim)
+        self.actions = grown(getattr(self, "actions", None), self.action_dim)
+        self.rewards = grown(getattr(self, "rewards", None))
+        self.dones = grown(getattr(self, "dones", None))
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` transitions in all (at most ``capacity``)."""
+        rows = min(rows, self.capacity)
+        if rows > self.obs.shape[0]:
+            self._allocate(rows)
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        next_obs: torch.Tensor,
+        rewards: torch.Tensor,
+        dones: torch.Tensor,
+    ) -> None:
+        """Append ``M`` transitions (flat ``[M, ...]`` tensors on any device)."""
+        count = obs.shape[0]
+        if self.obs.shape[0] < min(self.size + count, self.capacity):
+            self.reserve(max(2 * self.obs.shape[0], self.size + count, 1024))
+        index = (torch.arange(count) + self.pos) % self.capacity
+        if count <= self.capacity - self.pos:  # the common case: one contiguous slice
+            index = slice(self.pos, self.pos + count)
+        columns = (self.obs, self.actions, self.next_obs, self.rewards, self.dones)
+        for column, values in zip(columns, (obs, actions, next_obs, rewards, dones)):
+            column[index] = values.reshape(count, *column.shape[1:]).to(column)
+        self.pos = (self.pos + count) % self.capacity
+        self.size = min(self.size + count, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplaySample:
+        """``batch_size`` transitions drawn uniformly with replacement."""
+        if self.size == 0:
+            raise RuntimeError("the replay buffer is empty")
+        index = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
+        return ReplaySample(
+            self.obs[index],
+            self.actions[index],
+            self.next_obs[index],
+            self.rewards[index],
+            self.dones[index],
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """The stored transitions (in storage order) and the write position."""
+        rows = self.size
+        return {
+            "obs": self.obs[:rows].clone(),
+            "actions": self.actions[:rows].clone(),
+            "next_obs": self.next_obs[:rows].clone(),
+            "rewards": self.rewards[:rows].clone(),
+            "dones": self.dones[:rows].clone(),
+            "pos": torch.tensor(self.pos),
+            "capacity": torch.tensor(self.capacity),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`; raises ``ValueError`` when it does not fit this buffer."""
+        rows = int(state["obs"].shape[0])
+        shapes = {
+            "obs": (rows, self.obs_dim),
+            "next_obs": (rows, self.obs_dim),
+            "actions": (rows, self.action_dim),
+            "rewards": (rows,),
+            "dones": (rows,),
+        }
+        for name, shape in shapes.items():
+            if tuple(state[name].shape) != shape:
+                raise ValueError(
+                    f"replay buffer column {name!r} has shape {tuple(state[name].shape)}, "
+                    f"expected {shape}"
+                )
+        pos = int(state["pos"])
+        full = rows == self.capacity
+        if rows > self.capacity or (full and not 0 <= pos < rows) or (not full and pos != rows):
+            raise ValueError(
+                f"replay buffer state holds {rows} rows at position {pos}, which does not fit "
+                f"a buffer of capacity {self.capacity}"
+            )
+        self.pos, self.size = 0, 0
+        self._allocate(0)
+        self.reserve(rows)
+        for name in shapes:
+            getattr(self, name)[:rows] = state[name].to(self.device)
+        self.size, self.pos = rows, pos

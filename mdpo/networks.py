@@ -59,15 +59,28 @@ def mlp(in_dim: int, sizes: list[int], activation: str) -> nn.Sequential:
 
 def parse_net_arch(
     net_arch: list[int] | dict[str, list[int]] | None,
+    critic_key: str = "vf",
+    default: tuple[int, ...] = (64, 64),
 ) -> tuple[list[int], list[int]]:
-    """Return (policy sizes, value sizes). A list means the same sizes for both (SB3 >= 1.8)."""
+    """Return (policy sizes, critic sizes). A list means the same sizes for both (SB3 >= 1.8).
+
+    Args:
+        net_arch: a list, ``dict(pi=[...], <critic_key>=[...])`` or ``None`` (``default``).
+        critic_key: the critic's key: ``"vf"`` (value function) or ``"qf"`` (Q-functions).
+        default: hidden sizes of both when ``net_arch`` is ``None``.
+    """
     if net_arch is None:
-        return [64, 64], [64, 64]
+        return list(default), list(default)
     if isinstance(net_arch, dict):
-        unknown = set(net_arch) - {"pi", "vf"}
+        unknown = set(net_arch) - {"pi", critic_key}
         if unknown:
-            raise ValueError(f"net_arch keys must be 'pi' and 'vf', got unknown {sorted(unknown)}")
-        return check_sizes(list(net_arch.get("pi", []))), check_sizes(list(net_arch.get("vf", [])))
+            raise ValueError(
+                f"net_arch keys must be 'pi' and {critic_key!r}, got unknown {sorted(unknown)}"
+            )
+        return (
+            check_sizes(list(net_arch.get("pi", []))),
+            check_sizes(list(net_arch.get(critic_key, []))),
+        )
     return check_sizes(list(net_arch)), check_sizes(list(net_arch))
 
 
@@ -288,3 +301,111 @@ class ActorCriticPolicy(nn.Module):
             return x
 
         return forward
+
+
+# ------------------------------------------------------------------------------ off-policy nets
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's and the original MDPO's clip of the actor's log-std
+SQUASH_EPS = 1e-6  # inside log(1 − tanh(u)² + ε), as SB3 and the original MDPO
+
+
+def squashed_gaussian_log_prob(
+    u: torch.Tensor, action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+) -> torch.Tensor:
+    """Per-dimension log-density of ``action = tanh(u)``, ``u ~ N(mean, exp(log_std)²)``.
+
+    ``log N(u) − log(1 − tanh(u)² + ε)``, shape ``[B, d]`` (sum over the last dimension for the
+    joint log-density). Computed at ``u`` so that the change of variables needs no ``atanh``.
+    """
+    z = (u - mean) * torch.exp(-log_std)
+    gaussian = -0.5 * z * z - log_std - 0.5 * LOG_2PI
+    return gaussian - torch.log(1.0 - action * action + SQUASH_EPS)
+
+
+class SquashedGaussianActor(nn.Module):
+    """Gaussian with a state-dependent log-std, squashed by ``tanh`` into ``[-1, 1]``.
+
+    SAC's actor (module names as SB3's ``Actor``: ``latent_pi``, ``mu``, ``log_std``) and the
+    original MDPO's; the log-std is clipped to ``[-20, 2]``.
+
+    Args:
+        obs_dim: flat observation size.
+        action_dim: action size.
+        net_arch: hidden sizes (default ``[256, 256]``).
+        activation: activation name.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, net_arch: list[int], activation: str):
+        super().__init__()
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.latent_pi = mlp(obs_dim, net_arch, activation)
+        latent = net_arch[-1] if net_arch else obs_dim
+        self.mu = nn.Linear(latent, action_dim)
+        self.log_std = nn.Linear(latent, action_dim)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, log_std)`` of the pre-squash Gaussian for flat observations."""
+        latent = self.latent_pi(obs)
+        return self.mu(latent), self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(
+        self, obs: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reparameterized sample ``a = tanh(mean + std·noise)``.
+
+        Returns:
+            ``(action, u, per-dimension log-prob [B, d], mean, log_std)``.
+        """
+        mean, log_std = self(obs)
+        u = mean + torch.exp(log_std) * noise
+        action = torch.tanh(u)
+        return action, u, squashed_gaussian_log_prob(u, action, mean, log_std), mean, log_std
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None) -> torch.Tensor:
+        """Squashed actions in ``[-1, 1]``: ``tanh(mean)``, or a sample."""
+        mean, log_std = self(obs)
+        if deterministic:
+            return torch.tanh(mean)
+        noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device)
+        return torch.tanh(mean + torch.exp(log_std) * noise)
+
+
+class CriticEnsemble(nn.Module):
+    """``n`` MLP critics on the same input, evaluated as one batched computation.
+
+    Every layer of all critics is one batched product (``baddbmm``; the shared input is
+    broadcast, not copied), so twin Q-networks cost one pass of kernels instead of two, and
+    autograd one backward pass. Each critic is initialised as an ``nn.Linear`` stack would be
+    (PyTorch's default, as SB3's critics).
+
+    Args:
+        in_dim: input size (observation, plus action for Q-functions).
+        net_arch: hidden sizes.
+        activation: activation name.
+        n_critics: number of critics.
+    """
+
+    def __init__(self, in_dim: int, net_arch: list[int], activation: str, n_critics: int = 2):
+        super().__init__()
+        self.n_critics = n_critics
+        sizes = [in_dim, *net_arch, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layers = [nn.Linear(fan_in, fan_out) for _ in range(n_critics)]
+            self.weights.append(
+                nn.Parameter(torch.stack([lin.weight.detach().T for lin in layers]))
+            )
+            self.biases.append(
+                nn.Parameter(torch.stack([lin.bias.detach()[None] for lin in layers]))
+            )
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``)."""
+        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
+        last = len(self.weights) - 1
+        h = torch.baddbmm(self.biases[0], x.expand(self.n_critics, *x.shape), self.weights[0])
+        for i in range(1, last + 1):
+            h = torch.baddbmm(self.biases[i], self.activation(h), self.weights[i])
+        return h.squeeze(-1)

@@ -114,10 +114,20 @@ def write_archive(path: str, json_parts: dict[str, Any], tensor_parts: dict[str,
 
 
 class Archive:
-    """Read side of a model zip, with every failure turned into a :class:`ModelFileError`."""
+    """Read side of a model zip, with every failure turned into a :class:`ModelFileError`.
 
-    def __init__(self, path: str):
+    Args:
+        path: the zip file.
+        expected_format: the ``format`` its ``mdpo.json`` must name (agents by default).
+        member_limit: the most bytes read from one member.
+    """
+
+    def __init__(
+        self, path: str, expected_format: str = FORMAT_NAME, member_limit: int | None = None
+    ):
         self.path = str(path)
+        self.expected_format = expected_format
+        self.member_limit = MAX_MEMBER_BYTES if member_limit is None else member_limit
         if not os.path.exists(self.path) and os.path.exists(self.path + ".zip"):
             self.path += ".zip"
         if not os.path.isfile(self.path):
@@ -140,8 +150,11 @@ class Archive:
                 hint = " It looks like a Stable-Baselines3 model."
             raise ModelFileError(f"{self.path!r} is not an mdpo model file (no mdpo.json).{hint}")
         meta = self.json("mdpo")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"{self.path!r} is not an mdpo model file (bad mdpo.json)")
+        if not isinstance(meta, dict) or meta.get("format") != self.expected_format:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ModelFileError(
+                f"{self.path!r} is not an {self.expected_format} file (mdpo.json says {found!r})"
+            )
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ModelFileError(
                 f"{self.path!r} has format version {meta.get('format_version')}; this mdpo "
@@ -153,8 +166,9 @@ class Archive:
         """Whether member ``name`` exists."""
         return name in self._members
 
-    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    def read(self, name: str, limit: int | None = None) -> bytes:
         """Bytes of member ``name``, refusing more than ``limit`` whatever the directory says."""
+        limit = self.member_limit if limit is None else limit
         info = self._members.get(name)
         if info is None:
             raise ModelFileError(f"{self.path!r} has no member {name!r}")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from mdpo import MDPO, PPO, TRPO, evaluate_policy
+from mdpo import MDPO, PPO, SAC, TRPO, OffPolicyMDPO, evaluate_policy
 from mdpo.utils import linear_schedule
 
 SEED = int(os.environ.get("MDPO_LEARNING_SEED", "0"))
@@ -84,3 +84,26 @@ def test_mdpo_swings_up_pendulum():
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 MDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
     assert mean >= -400
+
+
+# Off-policy, Pendulum-v1 (threshold -250, deterministic evaluation): SAC with SB3's defaults
+# and the RL Zoo's learning rate 1e-3, 8k steps (~60 s); off-policy MDPO-KL with its defaults
+# (λ 0.2, c 1, m 1000) but 1000 warm-up steps instead of 10 000 and learning rate 1e-3, 10k
+# steps (~80 s).
+@pytest.mark.learning
+def test_sac_swings_up_pendulum():
+    agent = SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=SEED, device="cpu")
+    agent.learn(8_000)
+    mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
+    print(f"Pendulum-v1 SAC seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= -250
+
+
+@pytest.mark.learning
+def test_mdpo_off_policy_swings_up_pendulum():
+    agent = OffPolicyMDPO("MlpPolicy", "Pendulum-v1", learning_starts=1000, learning_rate=1e-3,
+                          seed=SEED, device="cpu")  # fmt: skip
+    agent.learn(10_000)
+    mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
+    print(f"Pendulum-v1 OffPolicyMDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
+    assert mean >= -250

@@ -193,6 +193,10 @@ class Agent(ABC):
     def _check_env_settings(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """Checks of hyperparameters against the env (e.g. batch vs rollout size)."""
 
+    def _generators(self) -> dict[str, torch.Generator]:
+        """The random generators training draws from, by name (saved in model files)."""
+        return {"agent": self.rng}
+
     @abstractmethod
     def _setup_model(self) -> None:
         """Build networks and optimizers (the spaces are known)."""
@@ -269,6 +273,20 @@ class Agent(ABC):
             folder = next_run_dir(self.tensorboard_log, tb_log_name, not reset_num_timesteps)
         self.logger = Logger(folder, self.verbose)
 
+    def _step_counter(self, callback: BaseCallback):
+        """The runner's per-step hook: count the step and run ``callback.on_step``; ``None``
+        when there are no callbacks (the runner then skips the call, and the caller counts
+        the steps of the whole rollout at once)."""
+        if isinstance(callback, CallbackList) and not callback.callbacks:
+            return None
+        n_envs = self.n_envs
+
+        def on_step() -> bool:
+            self.num_timesteps += n_envs
+            return callback.on_step()
+
+        return on_step
+
     def _update_progress(self) -> None:
         self._current_progress_remaining = 1.0 - self.num_timesteps / max(self._total_timesteps, 1)
 
@@ -332,15 +350,19 @@ class Agent(ABC):
             ``(action, state)``; Box actions are clipped to the action bounds.
         """
         obs, batched = self._obs_to_tensor(observation)
-        action = self.policy.act(obs, deterministic=deterministic).cpu().numpy()
-        if isinstance(self.action_space, spaces.Box):
-            action = action.reshape(-1, *self.action_space.shape)
-            action = np.clip(action, self.action_space.low, self.action_space.high)
-        elif isinstance(self.action_space, spaces.Discrete):
-            action = action + self.action_space.start
+        action = self._env_action(self.policy.act(obs, deterministic=deterministic).cpu().numpy())
         if not batched:
             action = action[0]
         return action, state
+
+    def _env_action(self, action: np.ndarray) -> np.ndarray:
+        """The policy's batch of actions as the env takes them (Box: clipped to the bounds)."""
+        if isinstance(self.action_space, spaces.Box):
+            action = action.reshape(-1, *self.action_space.shape)
+            return np.clip(action, self.action_space.low, self.action_space.high)
+        if isinstance(self.action_space, spaces.Discrete):
+            return action + self.action_space.start
+        return action
 
     # ----------------------------------------------------------------------------- env access
     def get_env(self) -> Any:
@@ -443,8 +465,8 @@ class Agent(ABC):
             "parameters": self.get_parameters(),
             "normalizer": self.normalizer.state_dict(),
         }
-        # training draws its randomness (action noise, minibatch order) from this generator only
-        tensors["rng"] = {"agent": self.rng.get_state()}
+        # training draws its randomness (action noise, minibatches) from these generators only
+        tensors["rng"] = {name: gen.get_state() for name, gen in self._generators().items()}
         json_parts = {
             "mdpo": meta,
             "config": {"policy": self.policy_name, **self._config()},
@@ -518,7 +540,9 @@ class Agent(ABC):
             agent._total_timesteps = int(state["total_timesteps"])
             agent._current_progress_remaining = float(state["progress_remaining"])
             if rng is not None:
-                agent.rng.set_state(rng["agent"])
+                for name, generator in agent._generators().items():
+                    if name in rng:
+                        generator.set_state(rng[name].cpu())
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             if isinstance(err, ModelFileError):
                 raise

@@ -15,7 +15,7 @@ from torch import nn
 
 from mdpo.agents.base import Agent
 from mdpo.buffers import RolloutBatch, compute_gae
-from mdpo.callbacks import BaseCallback, CallbackList
+from mdpo.callbacks import BaseCallback
 from mdpo.flat_params import FlatAdam, FlatParams
 from mdpo.networks import ActorCriticPolicy
 from mdpo.runners import EnvSpec, Rollout
@@ -137,14 +137,7 @@ class OnPolicyAgent(Agent):
     def collect_rollouts(self, callback: BaseCallback) -> RolloutBatch | None:
         """Collect one rollout and turn it into flat training samples (``None`` if stopped)."""
         callback.on_rollout_start()
-        on_step = None
-        if not (isinstance(callback, CallbackList) and not callback.callbacks):
-            n_envs = self.n_envs
-
-            def on_step() -> bool:
-                self.num_timesteps += n_envs
-                return callback.on_step()
-
+        on_step = self._step_counter(callback)
         rollout = self.runner.rollout(self.n_steps, self._rollout_policy(), on_step)
         if on_step is None:
             self.num_timesteps += rollout.rewards.numel()

@@ -1,0 +1,259 @@
+"""Off-policy training speed: SAC and off-policy MDPO against Stable-Baselines3's SAC.
+
+Measured in separate processes with one torch thread, float32, on CPU, interleaved per
+repeat so that machine noise hits every kind alike:
+
+- ``updates/s``: gradient steps per second of ``train()`` on a replay buffer filled by
+  ``--fill`` steps of uniform random actions (batch 256, SB3's SAC defaults for all);
+- ``env-steps/s``: training throughput after warm-up (``learn`` with one gradient step per
+  env step, SB3's default schedule), measured over ``--steps`` env steps;
+- the ceiling: the update's floating-point operations (matrix products; counted from the
+  network sizes) divided by this machine's measured float32 matmul rate on 256×256 products,
+  and each implementation's fraction of it.
+
+    python benchmarks/speed_offpolicy.py --env Hopper-v5 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from mdpo.utils import code_version
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+KINDS = ("sb3", "SAC", "OffPolicyMDPO")
+LABELS = {"sb3": "SB3 SAC", "SAC": "mdpo SAC", "OffPolicyMDPO": "mdpo MDPO-KL (off-policy)"}
+
+
+def matmul_gflops(size: int = 256, seconds: float = 1.0) -> float:
+    """Measured float32 GFLOP/s of ``[size, size] @ [size, size]`` on one thread."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(20):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(50):
+            a @ b
+        count += 50
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def update_flops(obs_dim: int, action_dim: int, batch: int, hidden: int = 256) -> dict:
+    """Matrix-product FLOPs of one gradient step (2·m·n·k per product, two hidden layers).
+
+    ``sac_sb3``: SB3's SAC as written (the actor's backward also computes the critics'
+    weight gradients, which are thrown away). ``sac_needed``: what SAC needs (the actor's
+    backward goes through the critics to the action only). ``mdpo``: off-policy MDPO with
+    the original's twin Q + V + target V and the frozen π_k.
+    """
+
+    def mlp(inputs: int, outputs: int) -> int:  # forward FLOPs per sample
+        return 2 * (inputs * hidden + hidden * hidden + hidden * outputs)
+
+    actor, q, v = mlp(obs_dim, 2 * action_dim), mlp(obs_dim + action_dim, 1), mlp(obs_dim, 1)
+    # forward F; backward with weight and input gradients 2F; input gradients only F
+    sac_needed = (
+        3 * actor  # actor on s: forward + backward
+        + actor  # actor on s' (no grad)
+        + 2 * q  # twin target Q on (s', a')
+        + 3 * 2 * q  # twin Q on (s, a): forward + backward
+        + 2 * 2 * q  # twin Q on (s, ã): forward + input gradient
+    )
+    sac_sb3 = sac_needed + 2 * q  # plus the critics' weight gradients in the actor's backward
+    mdpo = (
+        3 * actor  # actor on s
+        + actor  # π_k on s
+        + 2 * 2 * q  # twin Q on (s, ã): forward + input gradient
+        + 3 * 2 * q  # twin Q on (s, a)
+        + 3 * v  # V on s
+        + v  # target V on s'
+    )
+    return {
+        k: n * batch for k, n in (("sac_sb3", sac_sb3), ("sac_needed", sac_needed), ("mdpo", mdpo))
+    }
+
+
+def make_agent(kind: str, env_id: str, seed: int, learning_starts: int):
+    if kind == "sb3":
+        from stable_baselines3 import SAC
+
+        return SAC("MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts)
+    import mdpo
+
+    return getattr(mdpo, kind)(
+        "MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts
+    )
+
+
+def worker(kind: str, env_id: str, fill: int, updates: int, steps: int, seed: int) -> dict:
+    """One measurement in this process."""
+    import torch
+
+    torch.set_num_threads(1)
+    if kind == "flops":
+        return {"gflops": matmul_gflops()}
+    agent = make_agent(kind, env_id, seed, learning_starts=fill)
+    agent.learn(fill)  # warm-up only: uniform random actions fill the buffer, no update
+    train = (lambda n: agent.train(n, 256)) if kind == "sb3" else agent.train
+    train(10)  # first-call costs out of the timing
+    start = time.perf_counter()
+    train(updates)
+    updates_per_s = updates / (time.perf_counter() - start)
+    start = time.perf_counter()
+    agent.learn(steps, reset_num_timesteps=False)
+    steps_per_s = steps / (time.perf_counter() - start)
+    return {"updates_per_s": updates_per_s, "steps_per_s": steps_per_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--fill", type=int, default=2000, help="warm-up steps filling the buffer")
+    parser.add_argument("--updates", type=int, default=400, help="timed gradient steps")
+    parser.add_argument("--steps", type=int, default=1000, help="timed env steps after warm-up")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", "speed", "offpolicy"))
+    parser.add_argument("--worker", choices=["flops", *KINDS], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = worker(args.worker, args.env, args.fill, args.updates, args.steps, args.seed)
+        print(json.dumps(result))
+        return
+
+    import gymnasium as gym
+
+    probe = gym.make(args.env)
+    obs_dim = int(probe.observation_space.shape[0])
+    action_dim = int(probe.action_space.shape[0])
+    flops = update_flops(obs_dim, action_dim, 256)
+    command = "python benchmarks/speed_offpolicy.py " + " ".join(sys.argv[1:])
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def run(kind: str, seed: int) -> dict:
+        cmd = [sys.executable, __file__, "--worker", kind, "--env", args.env, "--fill",
+               str(args.fill), "--updates", str(args.updates), "--steps", str(args.steps),
+               "--seed", str(seed)]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            sys.exit(f"{kind} run failed:\n{result.stderr}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for repeat in range(args.repeats):
+        row: dict = {"repeat": repeat, "gflops": run("flops", 0)["gflops"]}
+        for kind in KINDS:
+            data = run(kind, args.seed + repeat)
+            row[f"{kind}_updates_per_s"] = data["updates_per_s"]
+            row[f"{kind}_steps_per_s"] = data["steps_per_s"]
+        for kind in KINDS[1:]:
+            row[f"{kind}_update_ratio"] = row[f"{kind}_updates_per_s"] / row["sb3_updates_per_s"]
+            row[f"{kind}_step_ratio"] = row[f"{kind}_steps_per_s"] / row["sb3_steps_per_s"]
+        rows.append(row)
+        print(
+            f"repeat {repeat}: matmul {row['gflops']:.0f} GFLOP/s | updates/s "
+            + ", ".join(f"{LABELS[k]} {row[f'{k}_updates_per_s']:.1f}" for k in KINDS)
+            + " | env-steps/s "
+            + ", ".join(f"{LABELS[k]} {row[f'{k}_steps_per_s']:.1f}" for k in KINDS),
+            flush=True,
+        )
+
+    median = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "repeat"}
+    gflops = median["gflops"]
+    ceilings = {  # updates/s if every FLOP ran at the measured matmul rate
+        "sb3": gflops * 1e9 / flops["sac_needed"],
+        "SAC": gflops * 1e9 / flops["sac_needed"],
+        "OffPolicyMDPO": gflops * 1e9 / flops["mdpo"],
+    }
+    print(f"update FLOPs: SAC as SB3 computes it {flops['sac_sb3'] / 1e9:.3f} G, SAC needed "
+          f"{flops['sac_needed'] / 1e9:.3f} G, MDPO {flops['mdpo'] / 1e9:.3f} G; matmul "
+          f"{gflops:.0f} GFLOP/s (median)")  # fmt: skip
+    for kind in KINDS:
+        fraction = median[f"{kind}_updates_per_s"] / ceilings[kind]
+        line = (f"{LABELS[kind]}: {median[f'{kind}_updates_per_s']:.1f} updates/s "
+                f"(ceiling {ceilings[kind]:.0f}, {fraction:.0%} of it), "
+                f"{median[f'{kind}_steps_per_s']:.1f} env-steps/s")  # fmt: skip
+        if kind != "sb3":
+            line += (f"; ratio to SB3: updates {median[f'{kind}_update_ratio']:.2f}x, "
+                     f"env-steps {median[f'{kind}_step_ratio']:.2f}x")  # fmt: skip
+        print(line)
+
+    import stable_baselines3
+    import torch
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "runs.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {
+        "command": command,
+        "commit": code_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gym.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "env": args.env,
+        "flops": flops,
+        "ceilings_updates_per_s": ceilings,
+        "median": median,
+    }
+    with open(os.path.join(args.out, "summary.json"), "w") as handle:
+        json.dump(meta, handle, indent=1)
+    lines = [
+        f"# Off-policy training speed on {args.env}: mdpo SAC and MDPO vs SB3 SAC",
+        "",
+        f"Command: `{command}`  ",
+        f"Code version: `{meta['commit']}`, {meta['date']}  ",
+        f"Machine: {meta['machine']}; Python {meta['python']}, torch {meta['torch']}, "
+        f"gymnasium {meta['gymnasium']}, stable-baselines3 {meta['stable_baselines3']}",
+        "",
+        "All with SB3's SAC defaults ([256, 256] ReLU, batch 256, one gradient step per env "
+        "step), float32, 1 torch thread, CPU; MDPO with the original's critics (twin Q + V + "
+        "target V). Each measurement in its own process, kinds interleaved per repeat.",
+        "",
+        f"Update FLOPs (matrix products, batch 256): SAC as SB3 computes it "
+        f"{flops['sac_sb3'] / 1e9:.3f} GFLOP, SAC's necessary work "
+        f"{flops['sac_needed'] / 1e9:.3f} GFLOP, off-policy MDPO {flops['mdpo'] / 1e9:.3f} "
+        f"GFLOP. Measured float32 matmul rate (256×256, 1 thread): {gflops:.0f} GFLOP/s "
+        "(median). Ceiling = necessary FLOPs / rate.",
+        "",
+        "| | updates/s | ceiling | fraction | ratio to SB3 | env-steps/s after warm-up "
+        "| ratio to SB3 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in KINDS:
+        ratio_u = "1" if kind == "sb3" else f"**{median[f'{kind}_update_ratio']:.2f}x**"
+        ratio_s = "1" if kind == "sb3" else f"{median[f'{kind}_step_ratio']:.2f}x"
+        lines.append(
+            f"| {LABELS[kind]} | {median[f'{kind}_updates_per_s']:.1f} | "
+            f"{ceilings[kind]:.0f} | {median[f'{kind}_updates_per_s'] / ceilings[kind]:.0%} | "
+            f"{ratio_u} | {median[f'{kind}_steps_per_s']:.1f} | {ratio_s} |"
+        )
+    lines += [
+        "",
+        "Per repeat: `runs.csv`. Medians over repeats; ratios are per-repeat medians.",
+        "",
+    ]
+    with open(os.path.join(args.out, "README.md"), "w") as handle:
+        handle.write("\n".join(lines))
+    print(f"wrote {args.out}/README.md, runs.csv, summary.json")
+
+
+if __name__ == "__main__":
+    main()
