@@ -18,16 +18,14 @@ ours / anchor and its median.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from mdpo.utils import code_version
+from common import run_metadata, write_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -165,24 +163,11 @@ def main() -> None:
         f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
     )
 
-    import gymnasium
-    import stable_baselines3
-    import torch
 
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "runs.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(os.path.join(args.out, "runs.csv"), rows)
     meta = {
-        "command": command,
-        "commit": code_version(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
+        **run_metadata(command),
         "algo": args.algo,
         "anchor": anchor,
         "env": args.env,

@@ -150,7 +150,8 @@ class CheckpointCallback(BaseCallback):
         save_path: folder of the checkpoints.
         name_prefix: file name prefix; files are ``{prefix}_{num_timesteps}_steps.zip``.
         keep_last: keep only the newest this many checkpoints (all when ``None``).
-        save_replay_buffer: accepted for SB3 compatibility; agents save what they need.
+        save_replay_buffer: also save an off-policy agent's replay buffer (see
+            :func:`replay_buffer_path`).
         save_vecnormalize: accepted for SB3 compatibility; statistics are in the model file.
         verbose: print a line per checkpoint when >= 2.
     """
@@ -170,6 +171,7 @@ class CheckpointCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.keep_last = keep_last
+        self.save_replay_buffer = save_replay_buffer
 
     def _init_callback(self) -> None:
         os.makedirs(self.save_path, exist_ok=True)
@@ -182,7 +184,7 @@ class CheckpointCallback(BaseCallback):
     def save(self) -> str:
         """Write a checkpoint now and prune old ones; returns its path."""
         return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
-                               self.verbose)  # fmt: skip
+                               self.verbose, self.save_replay_buffer)  # fmt: skip
 
 
 class IterationCheckpointCallback(BaseCallback):
@@ -198,6 +200,8 @@ class IterationCheckpointCallback(BaseCallback):
         save_path: folder of the checkpoints.
         name_prefix: file name prefix (``{prefix}_{num_timesteps}_steps.zip``).
         keep_last: keep only the newest this many checkpoints (all when ``None``).
+        save_replay_buffer: also save an off-policy agent's replay buffer, so that a resumed
+            run continues with its data (default True).
         verbose: print a line per checkpoint when >= 2.
     """
 
@@ -207,6 +211,7 @@ class IterationCheckpointCallback(BaseCallback):
         save_path: str,
         name_prefix: str = "rl_model",
         keep_last: int | None = 2,
+        save_replay_buffer: bool = True,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -214,6 +219,7 @@ class IterationCheckpointCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.keep_last = keep_last
+        self.save_replay_buffer = save_replay_buffer
         self._next_save = save_freq
 
     def _on_training_start(self) -> None:
@@ -230,21 +236,39 @@ class IterationCheckpointCallback(BaseCallback):
         steps = self.model.num_timesteps
         self._next_save = (steps // self.save_freq + 1) * self.save_freq
         return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
-                               self.verbose)  # fmt: skip
+                               self.verbose, self.save_replay_buffer)  # fmt: skip
 
 
 def save_checkpoint(
-    model: Agent, folder: str, name_prefix: str, keep_last: int | None, verbose: int = 0
+    model: Agent,
+    folder: str,
+    name_prefix: str,
+    keep_last: int | None,
+    verbose: int = 0,
+    save_replay_buffer: bool = False,
 ) -> str:
-    """Save ``{folder}/{name_prefix}_{steps}_steps.zip``; keep only the newest ``keep_last``."""
+    """Save ``{folder}/{name_prefix}_{steps}_steps.zip``; keep only the newest ``keep_last``.
+
+    With ``save_replay_buffer`` (off-policy agents), the replay buffer goes next to it, in
+    :func:`replay_buffer_path`, and is pruned with it.
+    """
     path = os.path.join(folder, f"{name_prefix}_{model.num_timesteps}_steps.zip")
+    if save_replay_buffer and hasattr(model, "save_replay_buffer"):
+        model.save_replay_buffer(replay_buffer_path(path))  # first: the checkpoint marks done
     model.save(path)
     if verbose >= 2:
         print(f"Saving model checkpoint to {path}")
     if keep_last is not None:
         for old in list_checkpoints(folder, name_prefix)[:-keep_last]:
             os.remove(old)
+            if os.path.exists(replay_buffer_path(old)):
+                os.remove(replay_buffer_path(old))
     return path
+
+
+def replay_buffer_path(checkpoint: str) -> str:
+    """Where the replay buffer of ``checkpoint`` (``..._steps.zip``) is kept."""
+    return checkpoint[: -len(".zip")] + "_replay_buffer.zip"
 
 
 def list_checkpoints(folder: str, name_prefix: str | None = None) -> list[str]:

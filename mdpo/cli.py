@@ -21,6 +21,7 @@ from mdpo.callbacks import (
     EvalCallback,
     IterationCheckpointCallback,
     latest_checkpoint,
+    replay_buffer_path,
 )
 from mdpo.runners import check_env_id
 
@@ -179,6 +180,9 @@ def command_train(args: argparse.Namespace) -> int:
             tensorboard_log=os.path.join(run_dir, "tb"),
             verbose=args.verbose,
         )
+        buffer_file = replay_buffer_path(checkpoint)
+        if hasattr(agent, "load_replay_buffer") and os.path.exists(buffer_file):
+            agent.load_replay_buffer(buffer_file)
         print(f"resuming {run_dir} from {checkpoint} at {agent.num_timesteps} steps")
     else:
         agent = algo_cls(

@@ -64,6 +64,11 @@ class FlatParams:
             self.data.copy_(vector)
 
 
+# torch's fused Adam kernel (CPU and CUDA): the same arithmetic as the unfused ops below (the
+# tests compare both with torch.optim.Adam), in one pass over memory
+_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+
+
 class FlatAdam:
     """Adam on a :class:`FlatParams` vector: torch.optim.Adam's arithmetic in five tensor ops.
 
@@ -91,6 +96,7 @@ class FlatAdam:
         self.exp_avg = torch.zeros_like(flat.data)
         self.exp_avg_sq = torch.zeros_like(flat.data)
         self.steps = 0
+        self._step_tensor = torch.zeros((), dtype=torch.float32, device=flat.data.device)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -99,6 +105,14 @@ class FlatAdam:
         beta1, beta2 = group["betas"]
         self.steps += 1
         grad = self.flat.grad
+        if _FUSED_ADAM is not None:  # one pass over memory instead of seven
+            self._step_tensor.fill_(self.steps)
+            _FUSED_ADAM(
+                [self.flat.data], [grad], [self.exp_avg], [self.exp_avg_sq], [],
+                [self._step_tensor], lr=group["lr"], beta1=beta1, beta2=beta2,
+                weight_decay=0.0, eps=group["eps"], amsgrad=False, maximize=False,
+            )  # fmt: skip
+            return
         self.exp_avg.lerp_(grad, 1.0 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         bias_correction1 = 1.0 - beta1**self.steps

@@ -52,7 +52,9 @@ def mlp(in_dim: int, sizes: list[int], activation: str) -> nn.Sequential:
     """``Linear → activation`` blocks, SB3's layout (``0`` Linear, ``1`` act, ``2`` Linear ...)."""
     layers: list[nn.Module] = []
     for size in sizes:
-        layers += [nn.Linear(in_dim, size), ACTIVATIONS[activation]()]
+        # ReLU in place: the Linear before it does not keep its output for the backward pass
+        act = nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
+        layers += [nn.Linear(in_dim, size), act]
         in_dim = size
     return nn.Sequential(*layers)
 
@@ -399,7 +401,10 @@ class CriticEnsemble(nn.Module):
             self.biases.append(
                 nn.Parameter(torch.stack([lin.bias.detach()[None] for lin in layers]))
             )
-        self.activation = ACTIVATIONS[activation]()
+        # in place where possible: baddbmm does not keep its output for the backward pass
+        self.activation = (
+            nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
+        )
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``)."""

@@ -105,3 +105,29 @@ def test_resume_after_sigkill(in_tmp):
     again = mdpo("train", "--resume", "run", "--no-progress")
     assert again.returncode == 0 and "already complete" in again.stdout
     assert PPO.load("run/final_model.zip").num_timesteps == total
+
+
+def test_off_policy_checkpoints_keep_the_replay_buffer(in_tmp):
+    """Checkpoints of an off-policy run carry its replay buffer, and a resumed run continues
+    with it (the buffer of the next checkpoint holds the old transitions plus the new)."""
+    args = ["train", "SAC", "Pendulum-v1", "--steps", "600", "--set", "learning_starts=100",
+            "--set", "batch_size=32", "--checkpoint-freq", "200", "--eval-freq", "100000",
+            "--out", "run", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    checkpoints = sorted(os.listdir("run/checkpoints"))
+    assert checkpoints == [
+        "rl_model_200_steps.zip", "rl_model_200_steps_replay_buffer.zip",
+        "rl_model_400_steps.zip", "rl_model_400_steps_replay_buffer.zip",
+    ]  # fmt: skip
+    config = json.load(open("run/config.json"))
+    config["total_timesteps"] = 800  # as if the run had stopped after its last checkpoint
+    json.dump(config, open("run/config.json", "w"))
+    os.remove("run/status.json")
+    result = mdpo("train", "--resume", "run", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "from run/checkpoints/rl_model_400_steps.zip at 400 steps" in result.stdout
+    from mdpo import SAC
+
+    agent = SAC.load("run/checkpoints/rl_model_600_steps.zip")
+    agent.load_replay_buffer("run/checkpoints/rl_model_600_steps_replay_buffer.zip")
+    assert agent.replay_buffer.size == 600  # 400 restored + 200 collected after the resume

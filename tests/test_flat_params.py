@@ -2,9 +2,11 @@
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
+from mdpo import flat_params
 from mdpo.flat_params import FlatAdam, FlatParams
 
 
@@ -24,7 +26,11 @@ def test_gradients_land_in_the_flat_vector():
     assert flat.grad.abs().sum() == 0 and all(p.grad.abs().sum() == 0 for p in net.parameters())
 
 
-def test_adam_and_clipping_equal_torch():
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_and_clipping_equal_torch(fused, monkeypatch):
+    """Both paths: torch's fused kernel and the unfused tensor ops (where it is missing)."""
+    if not fused:
+        monkeypatch.setattr(flat_params, "_FUSED_ADAM", None)
     net_ref = make_net()
     net = copy.deepcopy(net_ref)
     flat = FlatParams(net.parameters())
