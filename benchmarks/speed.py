@@ -163,7 +163,6 @@ def main() -> None:
         f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
     )
 
-
     os.makedirs(args.out, exist_ok=True)
     write_rows(os.path.join(args.out, "runs.csv"), rows)
     meta = {

@@ -189,7 +189,6 @@ def main() -> None:
                      f"env-steps {median[f'{kind}_step_ratio']:.2f}x")  # fmt: skip
         print(line)
 
-
     os.makedirs(args.out, exist_ok=True)
     write_rows(os.path.join(args.out, "runs.csv"), rows)
     meta = {
