@@ -406,6 +406,16 @@ class CriticEnsemble(nn.Module):
             nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
         )
 
+    def forward_member(self, index: int, *inputs: torch.Tensor) -> torch.Tensor:
+        """Values ``[B]`` of critic ``index`` alone (when only one member needs gradients)."""
+        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.addmm(bias[index], x, weight[index])
+            if i < last:
+                x = self.activation(x)
+        return x.squeeze(-1)
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``)."""
         x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]

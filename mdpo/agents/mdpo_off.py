@@ -256,14 +256,16 @@ class OffPolicyMDPO(OffPolicyAgent):
             log_pi = policy_log(log_prob_dims, q_prime)
             log_pi_old = policy_log(old_log_prob_dims, q_prime)
 
-            q_pi = policy.critic(data.obs, actions_pi)
+            # the actor needs Q1 (with its gradient to ã); V's target needs min(Q1, Q2) at ã
+            q1_pi = policy.critic.forward_member(0, data.obs, actions_pi)
             regularizer = 1e-3 * (mean**2).mean() + 1e-3 * (log_std**2).mean()
-            actor_loss = self.actor_objective(log_pi, log_pi_old, q_pi[0]).mean() + regularizer
+            actor_loss = self.actor_objective(log_pi, log_pi_old, q1_pi).mean() + regularizer
 
             with torch.no_grad():
                 next_value = policy.value_target(data.next_obs)[0]
                 q_backup = data.rewards + (1.0 - data.dones) * gamma * next_value
-                v_backup = q_pi.min(0).values - self.ent_coef * log_pi
+                q2_pi = policy.critic.forward_member(1, data.obs, actions_pi)
+                v_backup = torch.minimum(q1_pi, q2_pi) - self.ent_coef * log_pi
             current_q = policy.critic(data.obs, data.actions)
             value = policy.value(data.obs)[0]
             q_loss = 0.5 * ((current_q - q_backup) ** 2).mean(-1).sum()
