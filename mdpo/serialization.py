@@ -118,12 +118,16 @@ class Archive:
 
     Args:
         path: the zip file.
-        expected_format: the ``format`` its ``mdpo.json`` must name (agents by default).
+        expected_format: the ``format`` its ``mdpo.json`` must name (agents by default);
+            ``None`` for a zip of another kind (no ``mdpo.json`` needed).
         member_limit: the most bytes read from one member.
     """
 
     def __init__(
-        self, path: str, expected_format: str = FORMAT_NAME, member_limit: int | None = None
+        self,
+        path: str,
+        expected_format: str | None = FORMAT_NAME,
+        member_limit: int | None = None,
     ):
         self.path = str(path)
         self.expected_format = expected_format
@@ -144,6 +148,8 @@ class Archive:
             raise
 
     def _check_format(self) -> dict[str, Any]:
+        if self.expected_format is None:  # a foreign zip (e.g. Stable-Baselines3's)
+            return {}
         if "mdpo.json" not in self._members:
             hint = ""
             if "data" in self._members and "policy.pth" in self._members:
@@ -193,14 +199,14 @@ class Archive:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ModelFileError(f"{name}.json in {self.path!r} is not valid JSON: {err}") from None
 
-    def tensors(self, name: str, device: torch.device | str = "cpu") -> Any:
-        """Load member ``name.pt`` with ``torch.load(weights_only=True)``."""
-        data = self.read(f"{name}.pt")
+    def tensors(self, name: str, device: torch.device | str = "cpu", suffix: str = ".pt") -> Any:
+        """Load member ``name + suffix`` with ``torch.load(weights_only=True)``."""
+        data = self.read(f"{name}{suffix}")
         try:
             return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
         except Exception as err:  # torch raises several types for bad or unsafe payloads
             raise ModelFileError(
-                f"{name}.pt in {self.path!r} could not be loaded as plain tensors "
+                f"{name}{suffix} in {self.path!r} could not be loaded as plain tensors "
                 f"(corrupt, or it carries objects other than tensors): {err}"
             ) from None
 
