@@ -140,9 +140,10 @@ class SB3Model:
                 shape = tuple(int(n) for n in entry["_shape"])
                 if int(np.prod(shape)) > MAX_SPACE_SIZE:
                     raise ValueError(f"shape {shape} is too large")
-                low = parse_array(entry["low"], shape)
-                high = parse_array(entry["high"], shape)
-                return spaces.Box(low, high, shape, np.dtype(entry["dtype"]))
+                dtype = np.dtype(entry["dtype"])
+                low = parse_array(entry["low"], shape).astype(dtype)
+                high = parse_array(entry["high"], shape).astype(dtype)
+                return spaces.Box(low, high, shape, dtype)
             if kind.endswith("spaces.discrete.Discrete'>"):
                 return spaces.Discrete(int(entry["n"]), start=int(entry.get("start", 0)))
         except (KeyError, TypeError, ValueError) as err:
@@ -220,10 +221,8 @@ HYPERPARAMETERS = {  # SB3 data keys we carry over when our class has the same n
 
 def _hyperparameters(model: SB3Model, target: type[Agent]) -> dict[str, Any]:
     accepted = set(inspect.signature(target.__init__).parameters)
-    if model.algo not in ("PPO", "TRPO") and target in (PPO, TRPO, MDPO):
-        accepted &= {"gamma", "gae_lambda"}  # another algorithm's step sizes do not carry
-    if target is OffPolicyMDPO:
-        accepted -= {"ent_coef", "learning_starts"}  # λ = 0.2 and warm-up are MDPO's own
+    if target.algo_name != model.algo:  # another algorithm's step sizes and schedule do not carry
+        accepted &= {"gamma", "gae_lambda", "tau", "buffer_size", "batch_size"}
     found: dict[str, Any] = {}
     for key in HYPERPARAMETERS[model.algo]:
         if key not in accepted or key not in model.data:

@@ -475,6 +475,41 @@ class Agent(ABC):
         }
         return write_archive(path, json_parts, tensors)
 
+    def save_sb3(self, path: str) -> str:
+        """Write this agent as a Stable-Baselines3 zip (see :func:`mdpo.sb3.save`).
+
+        Args:
+            path: file path (``.zip`` appended when missing).
+
+        Returns:
+            The path written.
+        """
+        from mdpo import sb3
+
+        return sb3.save(self, path)
+
+    @classmethod
+    def load_sb3(
+        cls,
+        path: str,
+        env: EnvSpec | None = None,
+        device: str | torch.device = "auto",
+        **kwargs: Any,
+    ) -> Agent:
+        """Load a Stable-Baselines3 zip into this class, never unpickling (see
+        :func:`mdpo.sb3.load`).
+
+        Args:
+            path: the SB3 ``.zip``.
+            env: an env to continue training on (its spaces must match the file's).
+            device: where to put the networks.
+            **kwargs: hyperparameters that override the file's.
+        """
+        from mdpo import sb3
+
+        algo = None if cls is Agent or getattr(cls, "__abstractmethods__", None) else cls
+        return sb3.load(path, algo=algo, env=env, device=device, **kwargs)
+
     @classmethod
     def load(
         cls,
