@@ -204,6 +204,67 @@ def layer_sizes(params: dict[str, torch.Tensor], prefix: str) -> list[int]:
     return sizes
 
 
+# ------------------------------------------------------------------------------------ VecNormalize
+VECNORMALIZE_LIMIT = 64 << 20
+
+
+def read_vecnormalize(path: str) -> dict[str, Any]:
+    """The statistics of an SB3 ``VecNormalize.save`` file, read without unpickling it.
+
+    The file is a pickle; :func:`mdpo.safe_pickle.read_symbolic` walks its opcodes without
+    importing or calling anything, and only numbers, flags and NumPy arrays (rebuilt from
+    their raw bytes) are taken from it.
+
+    Returns:
+        A :meth:`mdpo.runners.Normalizer.state_dict`-style dict.
+
+    Raises:
+        ModelFileError: missing, oversized, not a VecNormalize pickle, or unreadable values.
+    """
+    import os
+
+    from mdpo.safe_pickle import Call, UnsupportedPickle, as_array, read_symbolic
+
+    if not os.path.isfile(path):
+        raise ModelFileError(f"VecNormalize file {path!r} does not exist")
+    if os.path.getsize(path) > VECNORMALIZE_LIMIT:
+        raise ModelFileError(f"{path!r} is over {VECNORMALIZE_LIMIT} bytes")
+    with open(path, "rb") as handle:
+        data = handle.read(VECNORMALIZE_LIMIT + 1)
+    try:
+        root = read_symbolic(data)
+        if not (isinstance(root, Call) and getattr(root.func, "name", "") == "VecNormalize"
+                and isinstance(root.state, dict)):  # fmt: skip
+            raise UnsupportedPickle("not a VecNormalize object")
+        state = root.state
+
+        def rms(key: str) -> tuple[np.ndarray, np.ndarray, float]:
+            node = state[key]
+            if not (isinstance(node, Call) and isinstance(node.state, dict)):
+                raise UnsupportedPickle(f"{key} is not a RunningMeanStd (dict observations?)")
+            stats = node.state
+            return as_array(stats["mean"]), as_array(stats["var"]), float(as_array(stats["count"]))
+
+        obs_mean, obs_var, obs_count = rms("obs_rms")
+        ret_mean, ret_var, ret_count = rms("ret_rms")
+        return {
+            "normalize_obs": bool(state["norm_obs"]),
+            "normalize_reward": bool(state["norm_reward"]),
+            "gamma": float(state["gamma"]),
+            "clip_obs": float(state["clip_obs"]),
+            "clip_reward": float(state["clip_reward"]),
+            "epsilon": float(state["epsilon"]),
+            "obs_mean": torch.as_tensor(obs_mean.astype(np.float64)),
+            "obs_var": torch.as_tensor(obs_var.astype(np.float64)),
+            "obs_count": obs_count,
+            "ret_mean": float(ret_mean),
+            "ret_var": float(ret_var),
+            "ret_count": ret_count,
+        }
+    except (UnsupportedPickle, KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path!r} is not a readable VecNormalize file: {err}") from None
+
+
 # ------------------------------------------------------------------------------------ import
 HYPERPARAMETERS = {  # SB3 data keys we carry over when our class has the same name
     "PPO": ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda",
@@ -246,6 +307,7 @@ def load(
     algo: str | type[Agent] | None = None,
     env: EnvSpec | None = None,
     device: str | torch.device = "auto",
+    vecnormalize: str | None = None,
     **kwargs: Any,
 ) -> Agent:
     """Load a Stable-Baselines3 model file as an mdpo agent, without unpickling anything.
@@ -257,6 +319,8 @@ def load(
             go into ``MDPO``, an SB3 SAC into ``OffPolicyMDPO`` (warm starts).
         env: an env to continue training on (its spaces must match the file's).
         device: where to put the networks.
+        vecnormalize: an SB3 ``VecNormalize.save`` file whose statistics the agent then
+            applies itself (read without unpickling; see :func:`read_vecnormalize`).
         **kwargs: hyperparameters that override the file's.
 
     Returns:
@@ -315,6 +379,15 @@ def load(
             f"{model.path!r}: the weights do not fit the networks they describe: {err}"
         ) from None
     agent.num_timesteps = int(model.number("num_timesteps") or 0)
+    if vecnormalize is not None:
+        stats = read_vecnormalize(vecnormalize)
+        try:
+            agent.normalizer.load_state_dict(stats)
+        except ValueError as err:
+            raise ModelFileError(f"{vecnormalize!r} does not fit the model: {err}") from None
+        for key in ("normalize_obs", "normalize_reward"):
+            if hasattr(agent, key):  # on-policy agents keep the flags in their configuration
+                setattr(agent, key, stats[key])
     if env is not None:
         agent.set_env(env)
     return agent

@@ -296,3 +296,47 @@ def test_sb3_script_runs_with_only_the_import_changed(library, tmp_path):
     assert words[0] == "ok" and words[2] == "True" and words[3] == "1024"
     assert os.path.exists(f"{out}/model.zip")
     assert len([n for n in os.listdir(f"{out}/ckpt") if n.endswith("_steps.zip")]) == 4
+
+
+# ------------------------------------------------------------------------------------ VecNormalize
+def test_vecnormalize_statistics_are_read_without_unpickling(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env("Pendulum-v1", 2, seed=0))
+    model = SB3PPO("MlpPolicy", venv, n_steps=64, batch_size=32, seed=0, device="cpu")
+    model.learn(256)
+    model.save(str(tmp_path / "model"))
+    venv.save(str(tmp_path / "vecnormalize.pkl"))
+    agent = PPO.load_sb3(str(tmp_path / "model.zip"), device="cpu",
+                         vecnormalize=str(tmp_path / "vecnormalize.pkl"))  # fmt: skip
+    assert agent.normalize_obs and agent.normalizer.obs_rms.count == venv.obs_rms.count
+    np.testing.assert_allclose(agent.normalizer.obs_rms.var, venv.obs_rms.var)
+    obs = observations(model.observation_space)
+    np.testing.assert_allclose(  # ours normalizes inside predict, as SB3's VecNormalize does
+        agent.predict(obs, deterministic=True)[0],
+        model.predict(venv.normalize_obs(obs), deterministic=True)[0], atol=1e-5,
+    )  # fmt: skip
+    # a pickle that would create a file when unpickled is refused, and nothing runs
+    marker = str(tmp_path / "pwned")
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(CreatesFile(marker)))
+    with pytest.raises(ModelFileError, match="not a readable VecNormalize file"):
+        PPO.load_sb3(str(tmp_path / "model.zip"), vecnormalize=str(evil))
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_symbolic_pickle_reader(protocol):
+    from mdpo.safe_pickle import Call, Global, as_array, read_symbolic
+
+    plain = {"a": [1, 2.5, None, True], "b": ("x", -(2**40)), "c": {"d": [[], {}]}}
+    if protocol >= 3:  # protocol 2 writes bytes as a call to _codecs.encode
+        plain["e"] = b"yz"
+    assert read_symbolic(pickle.dumps(plain, protocol=protocol)) == plain
+    for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.float64(2.5),
+                  np.asfortranarray(np.ones((2, 3), dtype=">i4"))):  # fmt: skip
+        rebuilt = as_array(read_symbolic(pickle.dumps(array, protocol=protocol)))
+        np.testing.assert_array_equal(rebuilt, array)
+    node = read_symbolic(pickle.dumps(CreatesFile("/nonexistent/x"), protocol=protocol))
+    assert isinstance(node, Call) and node.func == Global("io", "open")

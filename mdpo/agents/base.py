@@ -494,6 +494,7 @@ class Agent(ABC):
         path: str,
         env: EnvSpec | None = None,
         device: str | torch.device = "auto",
+        vecnormalize: str | None = None,
         **kwargs: Any,
     ) -> Agent:
         """Load a Stable-Baselines3 zip into this class, never unpickling (see
@@ -503,12 +504,14 @@ class Agent(ABC):
             path: the SB3 ``.zip``.
             env: an env to continue training on (its spaces must match the file's).
             device: where to put the networks.
+            vecnormalize: an SB3 ``VecNormalize.save`` file (read without unpickling).
             **kwargs: hyperparameters that override the file's.
         """
         from mdpo import sb3
 
         algo = None if cls is Agent or getattr(cls, "__abstractmethods__", None) else cls
-        return sb3.load(path, algo=algo, env=env, device=device, **kwargs)
+        return sb3.load(path, algo=algo, env=env, device=device, vecnormalize=vecnormalize,
+                        **kwargs)  # fmt: skip
 
     @classmethod
     def load(
