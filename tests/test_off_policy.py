@@ -453,3 +453,22 @@ def test_bad_hyperparameters(kwargs, match):
 def test_bad_tsallis_coefficient():
     with pytest.raises(ValueError, match="tsallis_q"):
         OffPolicyMDPO("MlpPolicy", "Pendulum-v1", tsallis_q=2.5, device="cpu")
+
+
+def test_critic_ensemble_members_equal_separate_networks():
+    """The batched ensemble computes what separate Linear/ReLU stacks with its weights compute,
+    and ``forward_member`` what ``forward`` computes for that member."""
+    from mdpo.networks import CriticEnsemble
+
+    torch.manual_seed(0)
+    ensemble = CriticEnsemble(5, [16, 8], "relu", n_critics=3)
+    x, a = torch.randn(32, 3), torch.randn(32, 2)
+    values = ensemble(x, a)
+    assert values.shape == (3, 32)
+    for j in range(3):
+        h = torch.cat([x, a], -1)
+        for i, (w, b) in enumerate(zip(ensemble.weights, ensemble.biases)):
+            h = h @ w[j] + b[j, 0]
+            h = torch.relu(h) if i < 2 else h
+        torch.testing.assert_close(values[j], h.squeeze(-1))
+        torch.testing.assert_close(ensemble.forward_member(j, x, a), values[j])
