@@ -74,13 +74,28 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (group, env), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         stats = summarize([r["final_return"] for r in runs])
+        late = summarize([late_return(r) for r in runs])
         rows.append({
             "algorithm": group, "env": env, **stats,
+            "late_mean": late["mean"], "late_ci_low": late["mean_ci_low"],
+            "late_ci_high": late["mean_ci_high"],
             "seeds": " ".join(str(r["config"]["seed"]) for r in runs),
             "median_wall_time_s": statistics.median(r["wall_time_s"] for r in runs),
             "median_steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
         })  # fmt: skip
     return rows
+
+
+LATE_FRACTION = 0.8
+
+
+def late_return(result: dict[str, Any]) -> float:
+    """Mean return of the evaluations in the last 20% of the budget (the final one included):
+    less sensitive than the last evaluation alone to where a spiky curve happens to end."""
+    budget = result["config"]["budget"]
+    points = [p["mean_return"] for p in result["curve"]
+              if p["nominal_timesteps"] >= LATE_FRACTION * budget]  # fmt: skip
+    return float(np.mean(points)) if points else float(result["final_return"])
 
 
 def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarray, ...]]]:
@@ -191,19 +206,22 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
         f"Budget {config['budget']} env steps per run; deterministic evaluation every "
         f"{config['eval_every']} steps with {config['eval_episodes']} episodes on a separate "
         "env (same initial states at every evaluation). Final return = the last evaluation's "
-        "mean return. Mean and IQM (interquartile mean, as rliable: floor(n/4) runs cut at "
+        "mean return; 'last 20%' = each run's mean over its evaluations in the last 20% of the "
+        "budget, less sensitive to where a spiky curve ends. Mean and IQM (interquartile "
+        "mean, as rliable: floor(n/4) runs cut at "
         "each end, so with 3 seeds it equals the mean) over seeds, with 95% percentile-bootstrap "
         "confidence intervals over runs.",
         "",
         "| algorithm | env | runs | final return: mean [95% CI] | IQM [95% CI] | "
-        "median wall time | median train steps/s |",
-        "|---|---|---:|---|---|---:|---:|",
+        "last 20% of evaluations: mean [95% CI] | median wall time | median train steps/s |",
+        "|---|---|---:|---|---|---|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['algorithm']} | {row['env']} | {row['n']} | {_fmt(row['mean'])} "
             f"[{_fmt(row['mean_ci_low'])}, {_fmt(row['mean_ci_high'])}] | {_fmt(row['iqm'])} "
             f"[{_fmt(row['iqm_ci_low'])}, {_fmt(row['iqm_ci_high'])}] | "
+            f"{_fmt(row['late_mean'])} [{_fmt(row['late_ci_low'])}, {_fmt(row['late_ci_high'])}] | "
             f"{row['median_wall_time_s']:.0f} s | {row['median_steps_per_s']:.0f} |"
         )
     lines += ["", "![learning curves](curves.png)", "", "## Runs", "",
