@@ -105,7 +105,8 @@ class OffPolicyMDPO(OffPolicyAgent):
     Actor and critics are updated from the same forward pass (the original's order).
     Differences from the original code, on purpose: data is collected with *sampled* actions
     (the original acts with the deterministic mean after warm-up); ``log_q`` is not halved;
-    truncated episodes are bootstrapped from their real final observation.
+    truncated episodes are bootstrapped from their real final observation. Layers start from
+    PyTorch's default initialisation (the original's TensorFlow layers use Glorot's).
 
     Args:
         policy: ``"MlpPolicy"``.
