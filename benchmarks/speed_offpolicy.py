@@ -72,7 +72,8 @@ def update_flops(obs_dim: int, action_dim: int, batch: int, hidden: int = 256) -
     mdpo = (
         3 * actor  # actor on s
         + actor  # π_k on s
-        + 2 * 2 * q  # twin Q on (s, ã): forward + input gradient
+        + 2 * q  # Q1 on (s, ã): forward + input gradient (the actor's path)
+        + q  # Q2 on (s, ã), no grad (V's target)
         + 3 * 2 * q  # twin Q on (s, a)
         + 3 * v  # V on s
         + v  # target V on s'
