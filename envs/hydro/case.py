@@ -1,0 +1,373 @@
+"""Hydrothermal case data: loading and validation.
+
+A case is a folder with ``PowerModels.json`` (the network, per unit, with ``cost_deficit``),
+``hydro.json`` (reservoirs and turbines) and ``inflows.csv`` (stage rows, no header; columns
+are plant blocks × scenarios, i.e. ``[row, plant, scenario]`` after a reshape), optionally
+``scenarioprobability.csv``. :func:`load_case` reads one and refuses data the models cannot
+use, naming the file, the element and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+CASES = ("bolivia", "case3")
+MAX_FILE_BYTES = 64 << 20
+
+
+class CaseDataError(ValueError):
+    """The case data is missing, malformed, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Bus:
+    index: int
+
+
+@dataclass(frozen=True)
+class Load:
+    index: int
+    bus: int
+    pd: float  # active demand, p.u.
+
+
+@dataclass(frozen=True)
+class Branch:
+    index: int
+    f_bus: int
+    t_bus: int
+    br_x: float  # reactance, p.u.
+    rate_a: float  # flow limit, p.u.
+    angmin: float
+    angmax: float
+
+
+@dataclass(frozen=True)
+class Generator:
+    index: int
+    bus: int
+    pmin: float
+    pmax: float
+    cost: float  # linear cost per p.u.-hour
+    hydro: bool  # a turbine of a reservoir in hydro.json (its cost comes from the water)
+
+
+@dataclass(frozen=True)
+class HydroPlant:
+    index: int
+    generator: int  # ``index_grid``: the generator this plant's turbines feed
+    name: str
+    min_volume: float  # hm³
+    max_volume: float
+    min_turn: float  # m³/s
+    max_turn: float
+    production_factor: float  # MW / (m³/s)
+    initial_volume: float
+    downstream_turn: tuple[int, ...]  # plants receiving this plant's turbined water
+    downstream_spill: tuple[int, ...]  # plants receiving its spilled water
+
+
+@dataclass(frozen=True)
+class Case:
+    """A validated case. ``inflows`` is ``[rows, plants, scenarios]`` in the plants' order."""
+
+    name: str
+    base_mva: float
+    cost_deficit: float
+    buses: tuple[Bus, ...]
+    loads: tuple[Load, ...]
+    branches: tuple[Branch, ...]
+    generators: tuple[Generator, ...]
+    plants: tuple[HydroPlant, ...]
+    inflows: np.ndarray
+    scenario_probabilities: np.ndarray | None  # [rows, scenarios], or None (uniform)
+
+    @property
+    def n_scenarios(self) -> int:
+        return int(self.inflows.shape[2])
+
+
+def case_path(name_or_path: str) -> str:
+    """The folder of a bundled case (``"bolivia"``, ``"case3"``) or a given folder."""
+    if name_or_path in CASES:
+        return os.path.join(DATA_DIR, name_or_path)
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    raise CaseDataError(
+        f"unknown case {name_or_path!r}: give one of {list(CASES)} or a folder with "
+        "PowerModels.json, hydro.json and inflows.csv"
+    )
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise CaseDataError(f"missing case file {path}")
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise CaseDataError(f"{path} is over {MAX_FILE_BYTES} bytes")
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CaseDataError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise CaseDataError(f"{path} must hold a JSON object")
+    return data
+
+
+def _read_csv(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise CaseDataError(f"missing case file {path}")
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise CaseDataError(f"{path} is over {MAX_FILE_BYTES} bytes")
+    try:
+        rows = [
+            [float(v) for v in line.split(",")]
+            for line in open(path).read().splitlines()
+            if line.strip()
+        ]
+    except ValueError as err:
+        raise CaseDataError(f"{path}: not a table of numbers: {err}") from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise CaseDataError(f"{path}: rows must be non-empty and of equal length")
+    table = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.isfinite(table)):
+        raise CaseDataError(f"{path}: values must be finite")
+    return table
+
+
+def _field(record: dict, key: str, where: str, kind: type = float):
+    if key not in record:
+        raise CaseDataError(f"{where}: missing field {key!r}")
+    value = record[key]
+    try:
+        if kind is int:
+            if isinstance(value, bool) or int(value) != value:
+                raise ValueError
+            return int(value)
+        if kind is float:
+            value = float(value)
+            if not np.isfinite(value):
+                raise ValueError
+            return value
+        return kind(value)
+    except (TypeError, ValueError):
+        raise CaseDataError(
+            f"{where}: field {key!r} = {value!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def _non_negative(value: float, where: str, key: str) -> float:
+    if value < 0:
+        raise CaseDataError(f"{where}: {key} = {value} must not be negative")
+    return value
+
+
+def _records(data: dict, key: str, file: str) -> list[dict]:
+    if key not in data:
+        raise CaseDataError(f"{file}: missing {key!r}")
+    value = data[key]
+    records = list(value.values()) if isinstance(value, dict) else value
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise CaseDataError(f"{file}: {key!r} must be a list or map of records")
+    return records
+
+
+def load_case(name_or_path: str) -> Case:
+    """Read and validate a case.
+
+    Args:
+        name_or_path: ``"bolivia"``, ``"case3"`` or a folder with the case files.
+
+    Raises:
+        CaseDataError: a missing file or field, a wrong shape, a negative limit, an empty range,
+            or a reference to an unknown bus, generator or plant.
+    """
+    folder = case_path(name_or_path)
+    name = os.path.basename(os.path.normpath(folder))
+    pm_file = os.path.join(folder, "PowerModels.json")
+    hy_file = os.path.join(folder, "hydro.json")
+    network, hydro = _read_json(pm_file), _read_json(hy_file)
+
+    buses = []
+    for record in _records(network, "bus", pm_file):
+        if record.get("bus_type") == 4:  # isolated bus (MATPOWER): out of service
+            continue
+        buses.append(Bus(_field(record, "bus_i", f"{pm_file} bus", int)))
+    bus_ids = {b.index for b in buses}
+    if len(bus_ids) != len(buses):
+        raise CaseDataError(f"{pm_file}: duplicate bus numbers")
+
+    def check_bus(bus: int, where: str) -> int:
+        if bus not in bus_ids:
+            raise CaseDataError(f"{where}: refers to unknown bus {bus}")
+        return bus
+
+    loads = []
+    for record in _records(network, "load", pm_file):
+        where = f"{pm_file} load {record.get('index', '?')}"
+        if record.get("status", 1) == 0:
+            continue
+        loads.append(Load(
+            _field(record, "index", where, int),
+            check_bus(_field(record, "load_bus", where, int), where),
+            _field(record, "pd", where),
+        ))  # fmt: skip
+
+    branches = []
+    for record in _records(network, "branch", pm_file):
+        where = f"{pm_file} branch {record.get('index', '?')}"
+        if record.get("br_status", 1) == 0:
+            continue
+        branch = Branch(
+            _field(record, "index", where, int),
+            check_bus(_field(record, "f_bus", where, int), where),
+            check_bus(_field(record, "t_bus", where, int), where),
+            _field(record, "br_x", where),
+            _non_negative(_field(record, "rate_a", where), where, "rate_a"),
+            _field(record, "angmin", where),
+            _field(record, "angmax", where),
+        )
+        if branch.br_x == 0:
+            raise CaseDataError(f"{where}: br_x = 0 (a DC power flow needs a reactance)")
+        if branch.angmin > branch.angmax:
+            raise CaseDataError(f"{where}: angmin {branch.angmin} > angmax {branch.angmax}")
+        branches.append(branch)
+
+    plant_records = _records(hydro, "Hydrogenerators", hy_file)
+    hydro_gens = set()
+    for record in plant_records:
+        hydro_gens.add(_field(record, "index_grid", f"{hy_file} plant", int))
+
+    generators = []
+    for record in _records(network, "gen", pm_file):
+        where = f"{pm_file} gen {record.get('index', '?')}"
+        if record.get("gen_status", 1) == 0:
+            continue
+        index = _field(record, "index", where, int)
+        cost = record.get("cost", [])
+        if not isinstance(cost, list) or len(cost) not in (0, 1, 2, 3):
+            raise CaseDataError(f"{where}: cost must be a polynomial of degree 2 at most")
+        if len(cost) == 3 and float(cost[0]) != 0:
+            raise CaseDataError(f"{where}: quadratic costs are not supported (cost {cost})")
+        linear = float(cost[-2]) if len(cost) >= 2 else 0.0
+        gen = Generator(
+            index,
+            check_bus(_field(record, "gen_bus", where, int), where),
+            _field(record, "pmin", where),
+            _non_negative(_field(record, "pmax", where), where, "pmax"),
+            linear,
+            index in hydro_gens,
+        )
+        if gen.pmin > gen.pmax:
+            raise CaseDataError(f"{where}: pmin {gen.pmin} > pmax {gen.pmax}")
+        generators.append(gen)
+    gen_ids = {g.index for g in generators}
+
+    plants = []
+    for record in plant_records:
+        where = f"{hy_file} plant {record.get('index', '?')}"
+        plant = HydroPlant(
+            index=_field(record, "index", where, int),
+            generator=_field(record, "index_grid", where, int),
+            name=str(record.get("name", record.get("index"))).strip(),
+            min_volume=_non_negative(_field(record, "min_volume", where), where, "min_volume"),
+            max_volume=_non_negative(_field(record, "max_volume", where), where, "max_volume"),
+            min_turn=_non_negative(_field(record, "min_turn", where), where, "min_turn"),
+            max_turn=_non_negative(_field(record, "max_turn", where), where, "max_turn"),
+            production_factor=_non_negative(
+                _field(record, "production_factor", where), where, "production_factor"
+            ),
+            initial_volume=_non_negative(
+                _field(record, "initial_volume", where), where, "initial_volume"
+            ),
+            downstream_turn=tuple(int(i) for i in record.get("downstream_turn", [])),
+            downstream_spill=tuple(int(i) for i in record.get("downstream_spill", [])),
+        )
+        if plant.min_volume > plant.max_volume:
+            raise CaseDataError(
+                f"{where}: min_volume {plant.min_volume} > max_volume {plant.max_volume}"
+            )
+        if plant.min_turn > plant.max_turn:
+            raise CaseDataError(f"{where}: min_turn {plant.min_turn} > max_turn {plant.max_turn}")
+        if plant.generator not in gen_ids:
+            raise CaseDataError(
+                f"{where}: index_grid refers to unknown generator {plant.generator}"
+            )
+        plants.append(plant)
+    plant_ids = [p.index for p in plants]
+    if len(set(plant_ids)) != len(plant_ids):
+        raise CaseDataError(f"{hy_file}: duplicate plant indices")
+    for plant in plants:
+        for kind in ("downstream_turn", "downstream_spill"):
+            for target in getattr(plant, kind):
+                if target not in plant_ids or target == plant.index:
+                    raise CaseDataError(
+                        f"{hy_file} plant {plant.index}: {kind} refers to unknown plant {target}"
+                    )
+    _check_acyclic(plants, hy_file)
+
+    inflow_file = os.path.join(folder, "inflows.csv")
+    table = _read_csv(inflow_file)
+    n_plants = len(plants)
+    if n_plants == 0 or table.shape[1] % n_plants:
+        raise CaseDataError(
+            f"{inflow_file}: {table.shape[1]} columns are not a whole number of scenarios for "
+            f"{n_plants} plants (columns are plant blocks × scenarios)"
+        )
+    if np.any(table < 0):
+        raise CaseDataError(f"{inflow_file}: inflows must not be negative")
+    n_scenarios = table.shape[1] // n_plants
+    inflows = table.reshape(table.shape[0], n_plants, n_scenarios)
+
+    probabilities = None
+    prob_file = os.path.join(folder, "scenarioprobability.csv")
+    if os.path.exists(prob_file):
+        probabilities = _read_csv(prob_file)
+        if probabilities.shape[1] != n_scenarios:
+            raise CaseDataError(
+                f"{prob_file}: {probabilities.shape[1]} columns, expected {n_scenarios} scenarios"
+            )
+        if np.any(probabilities < 0) or not np.allclose(probabilities.sum(axis=1), 1.0):
+            raise CaseDataError(f"{prob_file}: each row must be probabilities summing to 1")
+
+    if "cost_deficit" not in network:
+        raise CaseDataError(f"{pm_file}: missing 'cost_deficit'")
+    return Case(
+        name=name,
+        base_mva=_field(network, "baseMVA", pm_file),
+        cost_deficit=_non_negative(
+            _field(network, "cost_deficit", pm_file), pm_file, "cost_deficit"
+        ),  # fmt: skip
+        buses=tuple(buses),
+        loads=tuple(loads),
+        branches=tuple(branches),
+        generators=tuple(generators),
+        plants=tuple(plants),
+        inflows=inflows,
+        scenario_probabilities=probabilities,
+    )
+
+
+def _check_acyclic(plants: list[HydroPlant], file: str) -> None:
+    """Water flows downstream: a cascade must not loop back to a plant."""
+    edges = {p.index: set(p.downstream_turn) | set(p.downstream_spill) for p in plants}
+    state: dict[int, int] = {}
+
+    def visit(node: int, path: list[int]) -> None:
+        if state.get(node) == 1:
+            cycle = " -> ".join(str(n) for n in [*path, node])
+            raise CaseDataError(f"{file}: the cascade loops: {cycle}")
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for nxt in edges[node]:
+            visit(nxt, [*path, node])
+        state[node] = 2
+
+    for plant in plants:
+        visit(plant.index, [])
