@@ -1,0 +1,82 @@
+"""The LP arrays, the MathOptFormat reader and the HiGHS backend."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mdpo.optim import LPFormatError, read_mof
+from mdpo.optim.highs import HighsModel, SolveError
+from mdpo.optim.lp import LinearProgram
+
+
+@pytest.mark.parametrize("case,optimum", [("case3", 501.3903), ("bolivia", 1557.8166)])
+def test_reference_subproblems_solve_to_their_stored_optimum(case, optimum):
+    """The authors' stage subproblems, read from MathOptFormat and solved by our backend, reach
+    the optimum stated in the reference (HiGHS at the stored inputs)."""
+    lp = read_mof(f"envs/hydro/data/{case}/DCPPowerModel.mof.json")
+    solution = HighsModel(lp).solve()
+    assert solution.objective == pytest.approx(optimum, abs=1e-4)
+    assert solution.status == "Optimal"
+    assert solution.primal.shape == (lp.n_variables,)
+    assert solution.row_duals.shape == (lp.n_rows,)
+
+
+def tiny_lp(rhs=4.0):
+    """min x + 2y  s.t.  x + y >= rhs,  0 <= x <= 3,  y >= 0  (optimum x = 3, y = rhs - 3)."""
+    return LinearProgram(
+        name="tiny", variables=["x", "y"], col_lower=np.zeros(2),
+        col_upper=np.array([3.0, np.inf]), objective=np.array([1.0, 2.0]),
+        objective_constant=0.5, maximize=False, rows=["demand"], row_lower=np.array([rhs]),
+        row_upper=np.array([np.inf]), row_start=np.array([0, 2]), columns=np.array([0, 1]),
+        values=np.array([1.0, 1.0]),
+    )  # fmt: skip
+
+
+def test_solve_change_bounds_and_duals():
+    model = HighsModel(tiny_lp())
+    solution = model.solve()
+    assert solution.objective == pytest.approx(3 + 2 * 1 + 0.5)
+    np.testing.assert_allclose(solution.primal, [3.0, 1.0])
+    # the row dual is the derivative of the optimum with respect to the right-hand side
+    assert solution.row_duals[0] == pytest.approx(2.0)
+    model.set_row_bounds([0], [5.0], [np.inf])
+    assert model.solve().objective == pytest.approx(3 + 2 * 2 + 0.5)
+    model.set_col_bounds([0], [0.0], [5.0])
+    assert model.solve().objective == pytest.approx(5 + 0.5)
+
+
+def test_infeasible_and_unbounded_solves_name_the_problem():
+    model = HighsModel(tiny_lp())
+    model.set_col_bounds([1], [0.0], [0.5])  # x + y <= 3.5 < 4
+    with pytest.raises(
+        SolveError, match=r"tiny \(scenario 7\): HiGHS ended with status 'Infeasible'"
+    ):
+        model.solve("scenario 7")
+    lp = tiny_lp()
+    lp.objective = np.array([-1.0, 0.0])
+    lp.col_upper = np.array([np.inf, np.inf])
+    with pytest.raises(SolveError, match="tiny: HiGHS ended with status '.*[Uu]nbounded"):
+        HighsModel(lp).solve()
+
+
+def test_mof_reader_refuses_what_it_does_not_read(tmp_path):
+    model = {
+        "name": "m", "version": {"major": 1, "minor": 7},
+        "variables": [{"name": "x"}],
+        "objective": {"sense": "min", "function": {"type": "ScalarQuadraticFunction"}},
+        "constraints": [],
+    }  # fmt: skip
+    path = tmp_path / "q.mof.json"
+    path.write_text(json.dumps(model))
+    with pytest.raises(LPFormatError, match="ScalarQuadraticFunction function"):
+        read_mof(str(path))
+    model["objective"] = {"sense": "feasibility"}
+    model["constraints"] = [{"function": {"type": "Variable", "name": "x"},
+                             "set": {"type": "Integer"}}]  # fmt: skip
+    path.write_text(json.dumps(model))
+    with pytest.raises(LPFormatError, match="Integer set"):
+        read_mof(str(path))
+    path.write_text("{not json")
+    with pytest.raises(LPFormatError, match="not a MathOptFormat model"):
+        read_mof(str(path))
