@@ -27,6 +27,7 @@ class CaseDataError(ValueError):
 @dataclass(frozen=True)
 class Bus:
     index: int
+    reference: bool  # MATPOWER bus type 3: the angle reference
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Branch:
     index: int
     f_bus: int
     t_bus: int
+    br_r: float  # resistance, p.u. (enters the DC susceptance x / (r² + x²))
     br_x: float  # reactance, p.u.
     rate_a: float  # flow limit, p.u.
     angmin: float
@@ -197,7 +199,8 @@ def load_case(name_or_path: str) -> Case:
     for record in _records(network, "bus", pm_file):
         if record.get("bus_type") == 4:  # isolated bus (MATPOWER): out of service
             continue
-        buses.append(Bus(_field(record, "bus_i", f"{pm_file} bus", int)))
+        buses.append(Bus(_field(record, "bus_i", f"{pm_file} bus", int),
+                         record.get("bus_type") == 3))  # fmt: skip
     bus_ids = {b.index for b in buses}
     if len(bus_ids) != len(buses):
         raise CaseDataError(f"{pm_file}: duplicate bus numbers")
@@ -227,6 +230,7 @@ def load_case(name_or_path: str) -> Case:
             _field(record, "index", where, int),
             check_bus(_field(record, "f_bus", where, int), where),
             check_bus(_field(record, "t_bus", where, int), where),
+            _field(record, "br_r", where),
             _field(record, "br_x", where),
             _non_negative(_field(record, "rate_a", where), where, "rate_a"),
             _field(record, "angmin", where),

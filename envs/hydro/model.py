@@ -1,0 +1,184 @@
+"""The stage LP of hydrothermal dispatch with a DC power flow, built from the case data.
+
+One stage, with the incoming reservoir volumes and the inflows as *parameters*: variables
+fixed by their bounds (as the reference subproblems do), so that a backend changes them with
+bound updates and reads their reduced costs. Variables and constraints follow the reference
+(`DCPPowerModel.mof.json`, PowerModels' DC formulation plus the hydro model of the TS-DDR case
+study):
+
+- bus balance at every bus with load shedding: ``Σ_from p − Σ_to p − Σ pg − deficit = −s·pd``;
+- DC flow ``p = x/(r² + x²)·(va_f − va_t)``, ``|p| <= rate_a``, angle differences within
+  ``[angmin, angmax]``, the reference bus angle 0;
+- ``pmin <= pg <= pmax``; a hydro unit's ``baseMVA·pg = ρ·q`` (production factor ρ);
+- water balance ``v_out = v_in + K·(w − q) − s + K·Σ q_up + Σ s_up`` (turbined and spilled water
+  of the plants upstream), ``0 <= v_out <= max_volume``, ``0 <= q <= max_turn``, ``s >= 0``,
+  minimum volume and outflow with (cost-free in the data) violation slacks;
+- cost ``Σ c·pg`` (every unit's linear cost) ``+ cost_deficit·baseMVA·Σ deficit``.
+
+``K`` (hm³ per m³/s over the stage; 0.0036 is one hour, the reference runs' value) and the load
+scale ``s`` (0.6 in the Bolivia reference experiments) are parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.hydro.case import Case
+from mdpo.optim.lp import LinearProgram
+
+STAGE_K = 0.0036
+LOAD_SCALE = 0.6
+
+
+@dataclass
+class StageLP:
+    """A stage LP and where its parameters and state live (column indices)."""
+
+    lp: LinearProgram
+    volume_in: np.ndarray  # fixed columns: incoming volumes, one per plant
+    inflow: np.ndarray  # fixed columns: inflows, one per plant
+    volume_out: np.ndarray  # the state passed to the next stage
+    generation: np.ndarray  # pg, one per generator (case order)
+    deficit: np.ndarray  # one per bus
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.cost: list[float] = []
+        self.rows: list[str] = []
+        self.row_lower: list[float] = []
+        self.row_upper: list[float] = []
+        self.starts = [0]
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+
+    def var(self, name: str, lower: float = 0.0, upper: float = np.inf, cost: float = 0.0) -> int:
+        self.names.append(name)
+        self.lower.append(lower)
+        self.upper.append(upper)
+        self.cost.append(cost)
+        return len(self.names) - 1
+
+    def row(self, name: str, terms: dict[int, float], lower: float, upper: float) -> int:
+        merged: dict[int, float] = {}
+        for col, coef in terms.items():
+            merged[col] = merged.get(col, 0.0) + coef
+        for col in sorted(merged):
+            self.cols.append(col)
+            self.vals.append(merged[col])
+        self.starts.append(len(self.cols))
+        self.rows.append(name)
+        self.row_lower.append(lower)
+        self.row_upper.append(upper)
+        return len(self.rows) - 1
+
+    def build(self, name: str) -> LinearProgram:
+        return LinearProgram(
+            name=name,
+            variables=self.names,
+            col_lower=np.asarray(self.lower, dtype=np.float64),
+            col_upper=np.asarray(self.upper, dtype=np.float64),
+            objective=np.asarray(self.cost, dtype=np.float64),
+            objective_constant=0.0,
+            maximize=False,
+            rows=self.rows,
+            row_lower=np.asarray(self.row_lower, dtype=np.float64),
+            row_upper=np.asarray(self.row_upper, dtype=np.float64),
+            row_start=np.asarray(self.starts, dtype=np.int64),
+            columns=np.asarray(self.cols, dtype=np.int64),
+            values=np.asarray(self.vals, dtype=np.float64),
+        )
+
+
+def build_stage_lp(
+    case: Case,
+    volume_in: np.ndarray | None = None,
+    inflow: np.ndarray | None = None,
+    stage_k: float = STAGE_K,
+    load_scale: float = LOAD_SCALE,
+) -> StageLP:
+    """The stage LP of ``case`` at the given incoming volumes and inflows (defaults: the
+    plants' initial volumes, the first row and scenario of the inflows)."""
+    plants = case.plants
+    n = len(plants)
+    v0 = np.array([p.initial_volume for p in plants]) if volume_in is None else volume_in
+    w = case.inflows[0, :, 0] if inflow is None else inflow
+    v0, w = np.asarray(v0, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    if v0.shape != (n,) or w.shape != (n,):
+        raise ValueError(f"volume_in and inflow must have shape ({n},), got {v0.shape}, {w.shape}")
+    b = _Builder()
+    base = case.base_mva
+
+    v_in = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(plants)]
+    w_col = [b.var(f"inflow[{p.name}]", w[k], w[k]) for k, p in enumerate(plants)]
+    # every unit's own cost, hydro included (the Bolivia data gives turbines a small one)
+    pg = [b.var(f"pg[{g.index}]", g.pmin, g.pmax, g.cost) for g in case.generators]
+    flow = [b.var(f"p[{br.index}]", -br.rate_a, br.rate_a) for br in case.branches]
+    v_out = [b.var(f"volume_out[{p.name}]", 0.0, p.max_volume) for p in plants]
+    volume_slack = [b.var(f"min_volume_violation[{p.name}]") for p in plants]
+    turbined = [b.var(f"turbined[{p.name}]", 0.0, p.max_turn) for p in plants]
+    spill = [b.var(f"spill[{p.name}]") for p in plants]
+    outflow_slack = [b.var(f"min_outflow_violation[{p.name}]") for p in plants]
+    deficit = [b.var(f"deficit[{bus.index}]", cost=case.cost_deficit * base) for bus in case.buses]
+    angle = [b.var(f"va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
+    bus_pos = {bus.index: i for i, bus in enumerate(case.buses)}
+
+    # the reference bus (MATPOWER type 3) anchors the angles; the first bus if none is marked
+    reference = next((i for i, bus in enumerate(case.buses) if bus.reference), 0)
+    b.row("reference_angle", {angle[reference]: 1.0}, 0.0, 0.0)
+    demand = np.zeros(len(case.buses))
+    for load in case.loads:
+        demand[bus_pos[load.bus]] += load.pd * load_scale
+    for i, bus in enumerate(case.buses):
+        terms = {deficit[i]: -1.0}
+        for j, g in enumerate(case.generators):
+            if g.bus == bus.index:
+                terms[pg[j]] = terms.get(pg[j], 0.0) - 1.0
+        for j, br in enumerate(case.branches):
+            if br.f_bus == bus.index:
+                terms[flow[j]] = terms.get(flow[j], 0.0) + 1.0
+            if br.t_bus == bus.index:
+                terms[flow[j]] = terms.get(flow[j], 0.0) - 1.0
+        b.row(f"balance[{bus.index}]", terms, -demand[i], -demand[i])
+    for j, br in enumerate(case.branches):
+        coef = br.br_x / (br.br_r**2 + br.br_x**2)  # −b of y = 1/(r + jx)
+        f, t = angle[bus_pos[br.f_bus]], angle[bus_pos[br.t_bus]]
+        b.row(f"ohm[{br.index}]", {flow[j]: 1.0, f: -coef, t: coef}, 0.0, 0.0)
+    for br in case.branches:
+        f, t = angle[bus_pos[br.f_bus]], angle[bus_pos[br.t_bus]]
+        b.row(f"angle_difference[{br.index}]", {f: 1.0, t: -1.0}, br.angmin, br.angmax)
+
+    position = {p.index: k for k, p in enumerate(plants)}
+    gen_pos = {g.index: j for j, g in enumerate(case.generators)}
+    for k, plant in enumerate(plants):
+        terms = {v_out[k]: 1.0, v_in[k]: -1.0, w_col[k]: -stage_k, turbined[k]: stage_k,
+                 spill[k]: 1.0}  # fmt: skip
+        for upstream in plants:
+            u = position[upstream.index]
+            if plant.index in upstream.downstream_turn:
+                terms[turbined[u]] = terms.get(turbined[u], 0.0) - stage_k
+            if plant.index in upstream.downstream_spill:
+                terms[spill[u]] = terms.get(spill[u], 0.0) - 1.0
+        b.row(f"water_balance[{plant.name}]", terms, 0.0, 0.0)
+    for k, plant in enumerate(plants):
+        b.row(f"turbine_energy[{plant.name}]",
+              {pg[gen_pos[plant.generator]]: base, turbined[k]: -plant.production_factor},
+              0.0, 0.0)  # fmt: skip
+    for k, plant in enumerate(plants):
+        b.row(f"min_volume[{plant.name}]", {v_out[k]: 1.0, volume_slack[k]: 1.0},
+              plant.min_volume, np.inf)  # fmt: skip
+        b.row(f"min_outflow[{plant.name}]", {turbined[k]: 1.0, outflow_slack[k]: 1.0},
+              plant.min_turn, np.inf)  # fmt: skip
+    return StageLP(
+        lp=b.build(f"{case.name} stage"),
+        volume_in=np.asarray(v_in),
+        inflow=np.asarray(w_col),
+        volume_out=np.asarray(v_out),
+        generation=np.asarray(pg),
+        deficit=np.asarray(deficit),
+    )
