@@ -104,33 +104,156 @@ def build_stage_lp(
 ) -> StageLP:
     """The stage LP of ``case`` at the given incoming volumes and inflows (defaults: the
     plants' initial volumes, the first row and scenario of the inflows)."""
-    plants = case.plants
-    n = len(plants)
-    v0 = np.array([p.initial_volume for p in plants]) if volume_in is None else volume_in
-    w = case.inflows[0, :, 0] if inflow is None else inflow
-    v0, w = np.asarray(v0, dtype=np.float64), np.asarray(w, dtype=np.float64)
-    if v0.shape != (n,) or w.shape != (n,):
-        raise ValueError(f"volume_in and inflow must have shape ({n},), got {v0.shape}, {w.shape}")
+    n = len(case.plants)
+    v0 = _initial_volume(case, volume_in)
+    w = case.inflows[0, :, 0] if inflow is None else np.asarray(inflow, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"inflow must have shape ({n},), got {w.shape}")
     b = _Builder()
+    v_in = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
+    cols = _add_stage(b, case, "", v_in, w, stage_k, load_scale)
+    return StageLP(
+        lp=b.build(f"{case.name} stage"),
+        volume_in=np.asarray(v_in),
+        inflow=cols["inflow"],
+        volume_out=cols["volume_out"],
+        generation=cols["generation"],
+        deficit=cols["deficit"],
+    )
+
+
+@dataclass
+class DeterministicEquivalent:
+    """The T-stage LP of one inflow scenario (perfect foresight), optionally with targets.
+
+    Column / row index arrays are ``[T, plants]`` (``deficit`` ``[T, buses]``). Change the
+    scenario with the backend's column bounds on ``inflow``, the targets with the row bounds
+    of ``target_rows``; the target rows' duals are the derivatives of the optimal cost with
+    respect to the targets.
+    """
+
+    lp: LinearProgram
+    volume_in: np.ndarray  # [plants], fixed columns: the initial volumes
+    inflow: np.ndarray  # [T, plants], fixed columns
+    volume_out: np.ndarray  # [T, plants]
+    deficit: np.ndarray  # [T, buses]
+    target_rows: np.ndarray | None  # [T, plants]: v_out + δ⁺ − δ⁻ = target
+    target_slack: np.ndarray | None  # [T, plants, 2]: δ⁺, δ⁻ columns
+    slack_penalty: float | None
+
+
+def largest_cost(case: Case) -> float:
+    """The largest objective coefficient of a stage: the default L1 penalty on target slack."""
+    return max([case.cost_deficit * case.base_mva, *[abs(g.cost) for g in case.generators]])
+
+
+def build_deterministic_equivalent(
+    case: Case,
+    inflows: np.ndarray,
+    volume_in: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    slack_penalty: float | None = None,
+    stage_k: float = STAGE_K,
+    load_scale: float = LOAD_SCALE,
+) -> DeterministicEquivalent:
+    """T stages linked by the reservoir volumes (stage t's outgoing volumes are stage t+1's
+    incoming ones), with the inflows of one scenario.
+
+    Args:
+        case: the case.
+        inflows: ``[T, plants]`` inflows of the scenario.
+        volume_in: initial volumes (default the plants' initial volumes).
+        targets: ``[T, plants]`` target end-of-stage volumes: adds ``v_out + δ⁺ − δ⁻ = target``
+            with ``penalty·(δ⁺ + δ⁻)`` in the cost (TS-DDR's formulation), or ``None``.
+        slack_penalty: the L1 penalty (default :func:`largest_cost`).
+        stage_k: hm³ per m³/s over one stage.
+        load_scale: factor on every load.
+    """
+    inflows = np.asarray(inflows, dtype=np.float64)
+    n = len(case.plants)
+    if inflows.ndim != 2 or inflows.shape[1] != n:
+        raise ValueError(f"inflows must have shape (T, {n}), got {inflows.shape}")
+    horizon = inflows.shape[0]
+    if targets is not None:
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.shape != inflows.shape:
+            raise ValueError(f"targets must have shape {inflows.shape}, got {targets.shape}")
+    penalty = largest_cost(case) if slack_penalty is None else float(slack_penalty)
+    if penalty < 0:
+        raise ValueError(f"slack_penalty must not be negative, got {penalty}")
+    v0 = _initial_volume(case, volume_in)
+    b = _Builder()
+    first = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
+    incoming = first
+    inflow_cols, out_cols, deficit_cols, target_rows, slacks = [], [], [], [], []
+    for t in range(horizon):
+        cols = _add_stage(b, case, f"{t}_", incoming, inflows[t], stage_k, load_scale)
+        inflow_cols.append(cols["inflow"])
+        out_cols.append(cols["volume_out"])
+        deficit_cols.append(cols["deficit"])
+        if targets is not None:
+            rows, pairs = [], []
+            for k, plant in enumerate(case.plants):
+                up = b.var(f"{t}_target_slack_up[{plant.name}]", cost=penalty)
+                down = b.var(f"{t}_target_slack_down[{plant.name}]", cost=penalty)
+                rows.append(b.row(f"{t}_target[{plant.name}]",
+                                  {int(cols["volume_out"][k]): 1.0, up: 1.0, down: -1.0},
+                                  targets[t, k], targets[t, k]))  # fmt: skip
+                pairs.append((up, down))
+            target_rows.append(rows)
+            slacks.append(pairs)
+        incoming = [int(c) for c in cols["volume_out"]]
+    return DeterministicEquivalent(
+        lp=b.build(f"{case.name} {horizon}-stage deterministic equivalent"),
+        volume_in=np.asarray(first),
+        inflow=np.asarray(inflow_cols),
+        volume_out=np.asarray(out_cols),
+        deficit=np.asarray(deficit_cols),
+        target_rows=np.asarray(target_rows) if targets is not None else None,
+        target_slack=np.asarray(slacks) if targets is not None else None,
+        slack_penalty=penalty if targets is not None else None,
+    )
+
+
+def _initial_volume(case: Case, volume_in: np.ndarray | None) -> np.ndarray:
+    n = len(case.plants)
+    if volume_in is None:
+        return np.array([p.initial_volume for p in case.plants])
+    v0 = np.asarray(volume_in, dtype=np.float64)
+    if v0.shape != (n,):
+        raise ValueError(f"volume_in must have shape ({n},), got {v0.shape}")
+    return v0
+
+
+def _add_stage(
+    b: _Builder,
+    case: Case,
+    prefix: str,
+    v_in: list[int],
+    w: np.ndarray,
+    stage_k: float,
+    load_scale: float,
+) -> dict[str, np.ndarray]:
+    """Add one stage's variables and constraints; ``v_in`` are the columns of its incoming
+    volumes. Returns the columns of its inflows, outgoing volumes, generation and deficits."""
+    plants = case.plants
     base = case.base_mva
-
-    v_in = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(plants)]
-    w_col = [b.var(f"inflow[{p.name}]", w[k], w[k]) for k, p in enumerate(plants)]
+    w_col = [b.var(f"{prefix}inflow[{p.name}]", w[k], w[k]) for k, p in enumerate(plants)]
     # every unit's own cost, hydro included (the Bolivia data gives turbines a small one)
-    pg = [b.var(f"pg[{g.index}]", g.pmin, g.pmax, g.cost) for g in case.generators]
-    flow = [b.var(f"p[{br.index}]", -br.rate_a, br.rate_a) for br in case.branches]
-    v_out = [b.var(f"volume_out[{p.name}]", 0.0, p.max_volume) for p in plants]
-    volume_slack = [b.var(f"min_volume_violation[{p.name}]") for p in plants]
-    turbined = [b.var(f"turbined[{p.name}]", 0.0, p.max_turn) for p in plants]
-    spill = [b.var(f"spill[{p.name}]") for p in plants]
-    outflow_slack = [b.var(f"min_outflow_violation[{p.name}]") for p in plants]
-    deficit = [b.var(f"deficit[{bus.index}]", cost=case.cost_deficit * base) for bus in case.buses]
-    angle = [b.var(f"va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
+    pg = [b.var(f"{prefix}pg[{g.index}]", g.pmin, g.pmax, g.cost) for g in case.generators]
+    flow = [b.var(f"{prefix}p[{br.index}]", -br.rate_a, br.rate_a) for br in case.branches]
+    v_out = [b.var(f"{prefix}volume_out[{p.name}]", 0.0, p.max_volume) for p in plants]
+    volume_slack = [b.var(f"{prefix}min_volume_violation[{p.name}]") for p in plants]
+    turbined = [b.var(f"{prefix}turbined[{p.name}]", 0.0, p.max_turn) for p in plants]
+    spill = [b.var(f"{prefix}spill[{p.name}]") for p in plants]
+    outflow_slack = [b.var(f"{prefix}min_outflow_violation[{p.name}]") for p in plants]
+    deficit = [b.var(f"{prefix}deficit[{bus.index}]", cost=case.cost_deficit * base)
+               for bus in case.buses]  # fmt: skip
+    angle = [b.var(f"{prefix}va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
     bus_pos = {bus.index: i for i, bus in enumerate(case.buses)}
-
     # the reference bus (MATPOWER type 3) anchors the angles; the first bus if none is marked
     reference = next((i for i, bus in enumerate(case.buses) if bus.reference), 0)
-    b.row("reference_angle", {angle[reference]: 1.0}, 0.0, 0.0)
+    b.row(f"{prefix}reference_angle", {angle[reference]: 1.0}, 0.0, 0.0)
     demand = np.zeros(len(case.buses))
     for load in case.loads:
         demand[bus_pos[load.bus]] += load.pd * load_scale
@@ -144,14 +267,14 @@ def build_stage_lp(
                 terms[flow[j]] = terms.get(flow[j], 0.0) + 1.0
             if br.t_bus == bus.index:
                 terms[flow[j]] = terms.get(flow[j], 0.0) - 1.0
-        b.row(f"balance[{bus.index}]", terms, -demand[i], -demand[i])
+        b.row(f"{prefix}balance[{bus.index}]", terms, -demand[i], -demand[i])
     for j, br in enumerate(case.branches):
         coef = br.br_x / (br.br_r**2 + br.br_x**2)  # −b of y = 1/(r + jx)
         f, t = angle[bus_pos[br.f_bus]], angle[bus_pos[br.t_bus]]
-        b.row(f"ohm[{br.index}]", {flow[j]: 1.0, f: -coef, t: coef}, 0.0, 0.0)
+        b.row(f"{prefix}ohm[{br.index}]", {flow[j]: 1.0, f: -coef, t: coef}, 0.0, 0.0)
     for br in case.branches:
         f, t = angle[bus_pos[br.f_bus]], angle[bus_pos[br.t_bus]]
-        b.row(f"angle_difference[{br.index}]", {f: 1.0, t: -1.0}, br.angmin, br.angmax)
+        b.row(f"{prefix}angle_difference[{br.index}]", {f: 1.0, t: -1.0}, br.angmin, br.angmax)
 
     position = {p.index: k for k, p in enumerate(plants)}
     gen_pos = {g.index: j for j, g in enumerate(case.generators)}
@@ -164,21 +287,19 @@ def build_stage_lp(
                 terms[turbined[u]] = terms.get(turbined[u], 0.0) - stage_k
             if plant.index in upstream.downstream_spill:
                 terms[spill[u]] = terms.get(spill[u], 0.0) - 1.0
-        b.row(f"water_balance[{plant.name}]", terms, 0.0, 0.0)
+        b.row(f"{prefix}water_balance[{plant.name}]", terms, 0.0, 0.0)
     for k, plant in enumerate(plants):
-        b.row(f"turbine_energy[{plant.name}]",
+        b.row(f"{prefix}turbine_energy[{plant.name}]",
               {pg[gen_pos[plant.generator]]: base, turbined[k]: -plant.production_factor},
               0.0, 0.0)  # fmt: skip
     for k, plant in enumerate(plants):
-        b.row(f"min_volume[{plant.name}]", {v_out[k]: 1.0, volume_slack[k]: 1.0},
+        b.row(f"{prefix}min_volume[{plant.name}]", {v_out[k]: 1.0, volume_slack[k]: 1.0},
               plant.min_volume, np.inf)  # fmt: skip
-        b.row(f"min_outflow[{plant.name}]", {turbined[k]: 1.0, outflow_slack[k]: 1.0},
+        b.row(f"{prefix}min_outflow[{plant.name}]", {turbined[k]: 1.0, outflow_slack[k]: 1.0},
               plant.min_turn, np.inf)  # fmt: skip
-    return StageLP(
-        lp=b.build(f"{case.name} stage"),
-        volume_in=np.asarray(v_in),
-        inflow=np.asarray(w_col),
-        volume_out=np.asarray(v_out),
-        generation=np.asarray(pg),
-        deficit=np.asarray(deficit),
-    )
+    return {
+        "inflow": np.asarray(w_col),
+        "volume_out": np.asarray(v_out),
+        "generation": np.asarray(pg),
+        "deficit": np.asarray(deficit),
+    }
