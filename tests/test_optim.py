@@ -38,8 +38,10 @@ def test_solve_change_bounds_and_duals():
     solution = model.solve()
     assert solution.objective == pytest.approx(3 + 2 * 1 + 0.5)
     np.testing.assert_allclose(solution.primal, [3.0, 1.0])
-    # the row dual is the derivative of the optimum with respect to the right-hand side
+    # the row dual is the derivative of the optimum with respect to the right-hand side; the
+    # reduced cost of x (at its upper bound) that of its bound: 1 − 2 = −1
     assert solution.row_duals[0] == pytest.approx(2.0)
+    assert solution.col_duals[0] == pytest.approx(-1.0)
     model.set_row_bounds([0], [5.0], [np.inf])
     assert model.solve().objective == pytest.approx(3 + 2 * 2 + 0.5)
     model.set_col_bounds([0], [0.0], [5.0])
@@ -80,3 +82,32 @@ def test_mof_reader_refuses_what_it_does_not_read(tmp_path):
     path.write_text("{not json")
     with pytest.raises(LPFormatError, match="not a MathOptFormat model"):
         read_mof(str(path))
+
+
+def test_batch_solve_in_processes_equals_serial():
+    from envs.hydro import load_case
+    from envs.hydro.model import build_deterministic_equivalent
+    from mdpo.optim.highs import BoundUpdate, solve_batch
+
+    case = load_case("case3")
+    rng = np.random.default_rng(0)
+    horizon = 5
+    scenarios = [np.stack([case.inflows[t, :, rng.integers(3)] for t in range(horizon)])
+                 for _ in range(6)]  # fmt: skip
+    problem = build_deterministic_equivalent(case, scenarios[0], load_scale=1.0)
+    cols = problem.inflow.ravel()
+    updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
+    serial = solve_batch(problem.lp, updates, workers=1)
+    parallel = solve_batch(problem.lp, updates, workers=2)
+    for a, b in zip(serial, parallel):
+        assert a.objective == pytest.approx(b.objective, rel=1e-9)
+    assert len({round(s.objective, 3) for s in serial}) > 1
+    # a scenario that cannot be solved is named
+    bad = list(updates)
+    bad[3] = BoundUpdate(problem.volume_in[:1], np.array([1.0]), np.array([0.0]))
+    with pytest.raises(SolveError, match="scenario 3"):
+        solve_batch(problem.lp, bad, workers=2)
+    # the bad bounds of scenario 3 do not leak into the next scenario a worker solves
+    bad[3] = BoundUpdate(problem.volume_in[:1], np.array([0.1]), np.array([0.1]))
+    again = solve_batch(problem.lp, bad, workers=1)
+    assert again[4].objective == pytest.approx(serial[4].objective, rel=1e-9)

@@ -15,11 +15,15 @@ class SolveError(RuntimeError):
 
 @dataclass
 class Solution:
-    """Objective value, primal values, row duals and the solver's status."""
+    """Objective value, primal values, row duals, reduced costs and the solver's status.
+
+    Duals are derivatives of the optimal value: a row's with respect to its bound, a column's
+    reduced cost with respect to its (fixed) value, e.g. an incoming reservoir volume."""
 
     objective: float
     primal: np.ndarray
     row_duals: np.ndarray
+    col_duals: np.ndarray
     status: str
 
 
@@ -86,5 +90,81 @@ class HighsModel:
             objective=float(self.highs.getInfo().objective_function_value),
             primal=np.asarray(solution.col_value, dtype=np.float64),
             row_duals=np.asarray(solution.row_dual, dtype=np.float64),
+            col_duals=np.asarray(solution.col_dual, dtype=np.float64),
             status=name,
         )
+
+
+@dataclass
+class BoundUpdate:
+    """New bounds for some columns and rows of a problem (one scenario of a batch)."""
+
+    columns: np.ndarray | None = None
+    col_lower: np.ndarray | None = None
+    col_upper: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    row_lower: np.ndarray | None = None
+    row_upper: np.ndarray | None = None
+
+
+def _apply(model: HighsModel, update: BoundUpdate) -> None:
+    """Restore what the previous update changed to the problem's own bounds, then apply this
+    one: every scenario of a batch starts from the same problem."""
+    lp = model.lp
+    previous_cols, previous_rows = getattr(model, "_changed", (None, None))
+    if previous_cols is not None:
+        model.set_col_bounds(previous_cols, lp.col_lower[previous_cols],
+                             lp.col_upper[previous_cols])  # fmt: skip
+    if previous_rows is not None:
+        model.set_row_bounds(previous_rows, lp.row_lower[previous_rows],
+                             lp.row_upper[previous_rows])  # fmt: skip
+    cols = None if update.columns is None else np.asarray(update.columns, dtype=np.int64)
+    rows = None if update.rows is None else np.asarray(update.rows, dtype=np.int64)
+    if cols is not None:
+        model.set_col_bounds(cols, update.col_lower, update.col_upper)
+    if rows is not None:
+        model.set_row_bounds(rows, update.row_lower, update.row_upper)
+    model._changed = (cols, rows)
+
+
+_WORKER_MODEL: HighsModel | None = None
+
+
+def _worker_init(lp: LinearProgram) -> None:
+    global _WORKER_MODEL
+    _WORKER_MODEL = HighsModel(lp)
+
+
+def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
+    index, update = job
+    try:
+        _apply(_WORKER_MODEL, update)
+        return index, _WORKER_MODEL.solve(f"scenario {index}")
+    except SolveError as err:
+        return index, str(err)
+
+
+def solve_batch(lp: LinearProgram, updates: list[BoundUpdate], workers: int = 1) -> list[Solution]:
+    """Solve ``lp`` under each bound update (scenario), spread over ``workers`` processes.
+
+    Each worker builds the model once and warm-starts every solve from its previous basis.
+
+    Raises:
+        SolveError: naming the problem and the first scenario that did not solve.
+    """
+    if workers <= 1 or len(updates) <= 1:
+        model = HighsModel(lp)
+        results = []
+        for index, update in enumerate(updates):
+            _apply(model, update)
+            results.append(model.solve(f"scenario {index}"))
+        return results
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited solver
+    with context.Pool(min(workers, len(updates)), _worker_init, (lp,)) as pool:
+        answers = dict(pool.imap_unordered(_worker_solve, list(enumerate(updates))))
+    failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
+    if failures:
+        raise SolveError(failures[0])
+    return [answers[i] for i in range(len(updates))]
