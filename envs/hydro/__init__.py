@@ -1,5 +1,9 @@
-"""Long-term hydrothermal dispatch: case data (Bolivia, case3) and, later, its models."""
+"""Long-term hydrothermal dispatch: case data (Bolivia, case3), the stage and multi-stage LPs,
+and the ``HydroDispatch-v0`` gymnasium environment (registered on import)."""
 
 from envs.hydro.case import CASES, Case, CaseDataError, load_case
+from envs.hydro.env import HydroDispatchEnv, register
 
-__all__ = ["CASES", "Case", "CaseDataError", "load_case"]
+register()
+
+__all__ = ["CASES", "Case", "CaseDataError", "HydroDispatchEnv", "load_case"]

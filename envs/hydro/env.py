@@ -1,0 +1,115 @@
+"""``HydroDispatch-v0``: hydrothermal dispatch as a gymnasium environment.
+
+An action is the vector of target end-of-stage reservoir volumes, scaled to ``[-1, 1]`` (−1
+empty, +1 full); a step solves the stage LP with ``v_out + δ⁺ − δ⁻ = target`` (L1 slack at the
+largest cost coefficient, as TS-DDR), and the reward is minus the stage cost, slack penalty
+included. Observations: the volumes, the last inflows and the stage index over the horizon.
+Inflows are stage-wise independent: each stage draws one of the case's joint inflow columns
+(rows cycling), uniformly or with the case's scenario probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.hydro.case import load_case
+from envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
+
+
+class HydroDispatchEnv(gym.Env):
+    """Hydrothermal dispatch over ``horizon`` stages (see the module docstring).
+
+    Args:
+        case: ``"bolivia"``, ``"case3"`` or a case folder.
+        horizon: stages per episode (96 as the TS-DDR study).
+        stage_k: hm³ per m³/s over one stage.
+        load_scale: factor on every load (0.6 in the Bolivia reference experiments).
+        reward_scale: the reward is ``−cost · reward_scale``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        case: str = "bolivia",
+        horizon: int = 96,
+        stage_k: float = STAGE_K,
+        load_scale: float = LOAD_SCALE,
+        reward_scale: float = 1.0,
+    ):
+        from mdpo.optim.highs import HighsModel
+
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.case = load_case(case)
+        self.horizon = int(horizon)
+        self.reward_scale = float(reward_scale)
+        n = len(self.case.plants)
+        self.max_volume = np.array([p.max_volume for p in self.case.plants])
+        self.problem = build_deterministic_equivalent(
+            self.case, self.case.inflows[0, :, 0][None], targets=self.max_volume[None] * 0.5,
+            stage_k=stage_k, load_scale=load_scale,
+        )  # fmt: skip
+        self.model = HighsModel(self.problem.lp)
+        inflow_high = self.case.inflows.max(axis=(0, 2)).astype(np.float32)
+        low = np.zeros(2 * n + 1, dtype=np.float32)
+        high = np.concatenate([self.max_volume, inflow_high, [1.0]]).astype(np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
+        self.volumes = np.zeros(n)
+        self.last_inflow = np.zeros(n)
+        self.stage = 0
+
+    def _observation(self) -> np.ndarray:
+        obs = np.concatenate([self.volumes, self.last_inflow, [self.stage / self.horizon]])
+        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(
+            np.float32
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.volumes = np.array([p.initial_volume for p in self.case.plants])
+        self.last_inflow = np.zeros(len(self.case.plants))
+        self.stage = 0
+        return self._observation(), {}
+
+    def _draw_inflow(self) -> np.ndarray:
+        rows = self.case.inflows.shape[0]
+        row = self.stage % rows
+        probabilities = None
+        if self.case.scenario_probabilities is not None:
+            probabilities = self.case.scenario_probabilities[row % len(
+                self.case.scenario_probabilities)]  # fmt: skip
+        column = self.np_random.choice(self.case.n_scenarios, p=probabilities)
+        return self.case.inflows[row, :, column]
+
+    def step(self, action: np.ndarray):
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got "
+                             f"{np.shape(action)}")  # fmt: skip
+        target = (action + 1.0) / 2.0 * self.max_volume
+        inflow = self._draw_inflow()
+        problem = self.problem
+        self.model.set_col_bounds(problem.volume_in, self.volumes, self.volumes)
+        self.model.set_col_bounds(problem.inflow[0], inflow, inflow)
+        self.model.set_row_bounds(problem.target_rows[0], target, target)
+        solution = self.model.solve(f"{self.case.name} stage {self.stage}")
+        slack = solution.primal[problem.target_slack[0]].sum()
+        penalty = problem.slack_penalty * slack
+        self.volumes = np.clip(solution.primal[problem.volume_out[0]], 0.0, self.max_volume)
+        self.last_inflow = inflow
+        self.stage += 1
+        terminated = self.stage >= self.horizon  # the horizon ends the problem
+        info = {"stage_cost": solution.objective - penalty, "slack": slack, "target": target}
+        return self._observation(), -solution.objective * self.reward_scale, terminated, False, info
+
+
+def register() -> None:
+    """Register ``HydroDispatch-v0`` with gymnasium (idempotent)."""
+    if "HydroDispatch-v0" not in gym.registry:
+        gym.register("HydroDispatch-v0", entry_point=HydroDispatchEnv)
