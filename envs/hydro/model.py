@@ -42,6 +42,7 @@ class StageLP:
     volume_out: np.ndarray  # the state passed to the next stage
     generation: np.ndarray  # pg, one per generator (case order)
     deficit: np.ndarray  # one per bus
+    future_cost: int = -1  # the θ column, or -1
 
 
 class _Builder:
@@ -101,9 +102,11 @@ def build_stage_lp(
     inflow: np.ndarray | None = None,
     stage_k: float = STAGE_K,
     load_scale: float = LOAD_SCALE,
+    future_cost: bool = False,
 ) -> StageLP:
     """The stage LP of ``case`` at the given incoming volumes and inflows (defaults: the
-    plants' initial volumes, the first row and scenario of the inflows)."""
+    plants' initial volumes, the first row and scenario of the inflows); ``future_cost`` adds
+    a column θ >= 0 with cost 1 for cuts on the outgoing volumes (SDDP)."""
     n = len(case.plants)
     v0 = _initial_volume(case, volume_in)
     w = case.inflows[0, :, 0] if inflow is None else np.asarray(inflow, dtype=np.float64)
@@ -112,6 +115,8 @@ def build_stage_lp(
     b = _Builder()
     v_in = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
     cols = _add_stage(b, case, "", v_in, w, stage_k, load_scale)
+    # θ, the cost of the stages after this one, bounded below by SDDP's cuts (costs are >= 0)
+    theta = b.var("future_cost", 0.0, np.inf, 1.0) if future_cost else -1
     return StageLP(
         lp=b.build(f"{case.name} stage"),
         volume_in=np.asarray(v_in),
@@ -119,6 +124,7 @@ def build_stage_lp(
         volume_out=cols["volume_out"],
         generation=cols["generation"],
         deficit=cols["deficit"],
+        future_cost=theta,
     )
 
 
@@ -233,21 +239,24 @@ def _add_stage(
     w: np.ndarray,
     stage_k: float,
     load_scale: float,
+    weight: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Add one stage's variables and constraints; ``v_in`` are the columns of its incoming
-    volumes. Returns the columns of its inflows, outgoing volumes, generation and deficits."""
+    volumes, ``weight`` multiplies its costs (a node's probability in a scenario tree).
+    Returns the columns of its inflows, outgoing volumes, generation and deficits."""
     plants = case.plants
     base = case.base_mva
     w_col = [b.var(f"{prefix}inflow[{p.name}]", w[k], w[k]) for k, p in enumerate(plants)]
     # every unit's own cost, hydro included (the Bolivia data gives turbines a small one)
-    pg = [b.var(f"{prefix}pg[{g.index}]", g.pmin, g.pmax, g.cost) for g in case.generators]
+    pg = [b.var(f"{prefix}pg[{g.index}]", g.pmin, g.pmax, weight * g.cost)
+          for g in case.generators]  # fmt: skip
     flow = [b.var(f"{prefix}p[{br.index}]", -br.rate_a, br.rate_a) for br in case.branches]
     v_out = [b.var(f"{prefix}volume_out[{p.name}]", 0.0, p.max_volume) for p in plants]
     volume_slack = [b.var(f"{prefix}min_volume_violation[{p.name}]") for p in plants]
     turbined = [b.var(f"{prefix}turbined[{p.name}]", 0.0, p.max_turn) for p in plants]
     spill = [b.var(f"{prefix}spill[{p.name}]") for p in plants]
     outflow_slack = [b.var(f"{prefix}min_outflow_violation[{p.name}]") for p in plants]
-    deficit = [b.var(f"{prefix}deficit[{bus.index}]", cost=case.cost_deficit * base)
+    deficit = [b.var(f"{prefix}deficit[{bus.index}]", cost=weight * case.cost_deficit * base)
                for bus in case.buses]  # fmt: skip
     angle = [b.var(f"{prefix}va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
     bus_pos = {bus.index: i for i, bus in enumerate(case.buses)}
@@ -303,3 +312,37 @@ def _add_stage(
         "generation": np.asarray(pg),
         "deficit": np.asarray(deficit),
     }
+
+
+def build_scenario_tree(
+    case: Case,
+    horizon: int,
+    volume_in: np.ndarray | None = None,
+    stage_k: float = STAGE_K,
+    load_scale: float = LOAD_SCALE,
+) -> LinearProgram:
+    """The extensive form of the stage-wise independent problem over ``horizon`` stages: one
+    stage copy per inflow history (``S + S² + ... + S^T`` nodes for S scenarios), each costed
+    by its probability and fed by its parent's outgoing volumes. Its optimum is the exact
+    expected cost SDDP's lower bound converges to; exponential, so for small trees only."""
+    v0 = _initial_volume(case, volume_in)
+    b = _Builder()
+    root = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
+    rows = case.inflows.shape[0]
+    frontier = [(root, 1.0, "")]
+    for t in range(horizon):
+        row = t % rows
+        if case.scenario_probabilities is None:
+            probabilities = np.full(case.n_scenarios, 1.0 / case.n_scenarios)
+        else:
+            probabilities = case.scenario_probabilities[row % len(case.scenario_probabilities)]
+        children = []
+        for incoming, weight, name in frontier:
+            for j in range(case.n_scenarios):
+                node = f"{name}{j}"
+                cols = _add_stage(b, case, f"{node}_", incoming, case.inflows[row, :, j],
+                                  stage_k, load_scale, weight * probabilities[j])  # fmt: skip
+                children.append(([int(c) for c in cols["volume_out"]],
+                                 weight * probabilities[j], node))  # fmt: skip
+        frontier = children
+    return b.build(f"{case.name} {horizon}-stage scenario tree")

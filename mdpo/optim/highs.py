@@ -77,6 +77,19 @@ class HighsModel:
         self.highs.changeRowsBounds(len(rows), rows, np.asarray(lower, np.float64),
                                     np.asarray(upper, np.float64))  # fmt: skip
 
+    def add_rows(
+        self, lower: np.ndarray, upper: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """Append rows ``lower <= Σ values·x[columns] <= upper`` (e.g. SDDP cuts)."""
+        starts, cols, vals = [], [], []
+        for columns, values in rows:
+            starts.append(len(cols))
+            cols.extend(int(c) for c in columns)
+            vals.extend(float(v) for v in values)
+        self.highs.addRows(len(rows), np.asarray(lower, np.float64), np.asarray(upper, np.float64),
+                           len(cols), np.asarray(starts, np.int32), np.asarray(cols, np.int32),
+                           np.asarray(vals, np.float64))  # fmt: skip
+
     def solve(self, context: str = "") -> Solution:
         """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal."""
         self.highs.run()
