@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(func=command_eval)
 
+    from envs.hydro.cli import add_parser as add_hydro_parser
+
+    add_hydro_parser(sub)
     sweep = sub.add_parser("sweep", help="benchmark sweeps: run a spec, report a folder")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sweep_run = sweep_sub.add_parser(

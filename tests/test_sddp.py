@@ -31,3 +31,23 @@ def test_lower_bound_converges_to_the_scenario_tree_optimum(tmp_path):
     assert fresh.lower_bound() == pytest.approx(sddp.lower_bound(), rel=1e-9)
     with pytest.raises(ValueError, match="horizon"):
         SDDP(case, horizon + 1, load_scale=1.0).load_cuts(path)
+
+
+def test_cli_sddp_and_bound(tmp_path, capsys):
+    """``mdpo hydro sddp`` and ``mdpo hydro bound`` on the same fixed scenarios: the policy
+    (not knowing the future) costs at least the perfect-foresight bound on average."""
+    import json
+
+    from mdpo.cli import main
+
+    out = str(tmp_path / "run")
+    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "12", "--out", out]
+    assert main(["hydro", "sddp", *common, "--horizon", "6", "--report", "4",
+                 "--iterations", "20", "--no-progress"]) == 0  # fmt: skip
+    assert main(["hydro", "bound", *common, "--horizon", "4"]) == 0
+    sddp = json.load(open(f"{out}/summary.json"))
+    bound = json.load(open(f"{out}/bound_summary.json"))
+    assert sddp["simulated_scenarios"] == bound["scenarios"] == 12
+    assert sddp["mean_cost"] >= bound["mean_cost"] - 1e-6
+    assert main(["hydro", "sddp", *common, "--horizon", "3", "--report", "4"]) == 2
+    assert "--report 4 exceeds --horizon 3" in capsys.readouterr().err
