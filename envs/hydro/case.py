@@ -155,7 +155,9 @@ def _field(record: dict, key: str, where: str, kind: type = float):
             value = float(value)
             if not np.isfinite(value):
                 raise ValueError
-            return value
+            # subnormal numbers (the Bolivia data has 9e-316 for zero volumes) are zeros; left
+            # as bounds they would only trouble the solver
+            return 0.0 if abs(value) < np.finfo(np.float64).tiny else value
         return kind(value)
     except (TypeError, ValueError):
         raise CaseDataError(

@@ -94,8 +94,15 @@ class HighsModel:
         """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal."""
         self.highs.run()
         status = self.highs.getModelStatus()
+        optimal = self._highspy.HighsModelStatus.kOptimal
+        decided = (optimal, self._highspy.HighsModelStatus.kInfeasible,
+                   self._highspy.HighsModelStatus.kUnbounded)  # fmt: skip
+        if status not in decided:  # numerical trouble from a warm start: once more, cold
+            self.highs.clearSolver()
+            self.highs.run()
+            status = self.highs.getModelStatus()
         name = self.highs.modelStatusToString(status)
-        if status != self._highspy.HighsModelStatus.kOptimal:
+        if status != optimal:
             where = f" ({context})" if context else ""
             raise SolveError(f"{self.lp.name}{where}: HiGHS ended with status {name!r}")
         solution = self.highs.getSolution()
