@@ -472,3 +472,69 @@ def test_critic_ensemble_members_equal_separate_networks():
             h = torch.relu(h) if i < 2 else h
         torch.testing.assert_close(values[j], h.squeeze(-1))
         torch.testing.assert_close(ensemble.forward_member(j, x, a), values[j])
+
+
+def test_sac_learn_equals_sb3_end_to_end(monkeypatch):
+    """Collection (warm-up and sampled actions), the replay buffer across truncations, and
+    300 gradient steps: ``learn`` from the same weights, env seeds, action noise, minibatch
+    indices and training noise ends with SB3's parameters."""
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    steps, starts, limit = 400, 100, 60
+    kwargs = dict(learning_starts=starts, batch_size=32, policy_kwargs={"net_arch": [16, 16]})
+    ours = SAC("MlpPolicy", "Pendulum-v1", seed=3, device="cpu",
+               env_kwargs={"max_episode_steps": limit}, **copy_kwargs(kwargs))  # fmt: skip
+    venv = DummyVecEnv([lambda: gym.make("Pendulum-v1", max_episode_steps=limit)])
+    theirs = SB3SAC("MlpPolicy", venv, seed=3, device="cpu", **copy_kwargs(kwargs))
+    theirs.actor.load_state_dict(ours.policy.actor.state_dict())
+    theirs.critic.load_state_dict(sb3_critic_state(ours.policy.critic))
+    theirs.critic_target.load_state_dict(sb3_critic_state(ours.policy.critic_target))
+
+    # ours draws warm-up uniforms and action noise from rng, minibatch indices and training
+    # noise from train_rng; SB3 gets the same draws from twin generators
+    ours.rng, collection = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    ours.train_rng, training = torch.Generator().manual_seed(12), torch.Generator().manual_seed(12)
+    space = theirs.action_space
+
+    def uniform_action():
+        u = torch.rand((1, 1), generator=collection).numpy()[0] * 2 - 1
+        return (space.low + 0.5 * (u + 1.0) * (space.high - space.low)).astype(np.float32)
+
+    def gaussian_sample(self):
+        mean = self.distribution.mean
+        generator = collection if mean.shape[0] == 1 else training
+        return mean + self.distribution.stddev * torch.randn(mean.shape, generator=generator)
+
+    def replay_sample(self, batch_size, env=None):
+        upper = self.buffer_size if self.full else self.pos
+        return self._get_samples(torch.randint(upper, (batch_size,), generator=training).numpy(),
+                                 env=env)  # fmt: skip
+
+    monkeypatch.setattr(space, "sample", uniform_action)
+    monkeypatch.setattr(DiagGaussianDistribution, "sample", gaussian_sample)
+    monkeypatch.setattr(ReplayBuffer, "sample", replay_sample)
+    theirs.learn(steps)
+    ours.learn(steps)
+
+    assert ours._n_updates == theirs._n_updates == steps - starts
+    for key, value in theirs.actor.state_dict().items():
+        torch.testing.assert_close(ours.policy.actor.state_dict()[key], value, atol=1e-5,
+                                   rtol=1e-4, msg=key)  # fmt: skip
+    expected = theirs.critic.state_dict()
+    for key, value in sb3_critic_state(ours.policy.critic).items():
+        torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=1e-4, msg=key)
+    torch.testing.assert_close(ours.ent_coef_module.log_value, theirs.log_ent_coef,
+                               atol=1e-6, rtol=1e-5)  # fmt: skip
+    # SB3 keeps done and timeout apart and bootstraps when both are set: the same masks
+    buffer = theirs.replay_buffer
+    sb3_done = buffer.dones[:steps, 0] * (1 - buffer.timeouts[:steps, 0])
+    np.testing.assert_allclose(ours.replay_buffer.dones[:steps].numpy(), sb3_done)
+    assert buffer.timeouts[:steps, 0].sum() == steps // limit  # truncations were crossed
+
+
+def copy_kwargs(kwargs):
+    import copy
+
+    return copy.deepcopy(kwargs)  # SB3 adds keys to the policy_kwargs it is given
