@@ -533,10 +533,8 @@ def _on_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
             state[f"{key}.weight"], state[f"{key}.bias"] = _fold_first_layer(
                 state[f"{key}.weight"], state[f"{key}.bias"], fold, obs_dim
             )
-    pi, vf = (
-        parse_arch_from(state, "mlp_extractor.policy_net"),
-        parse_arch_from(state, "mlp_extractor.value_net"),
-    )
+    pi = layer_sizes(state, "mlp_extractor.policy_net")
+    vf = layer_sizes(state, "mlp_extractor.value_net")
     policy_kwargs = {"net_arch": {"pi": pi, "vf": vf}, "activation_fn": policy.activation,
                      "ortho_init": True, "log_std_init": 0.0}  # fmt: skip
     lr = float(agent.lr_schedule(agent._current_progress_remaining))
@@ -551,11 +549,6 @@ def _on_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
                      target_kl=agent.target_kl)  # fmt: skip
     optimizers = {"policy.optimizer": _adam_state(len(state), lr, 1e-5)}
     return state, {"policy_kwargs": policy_kwargs, **hyper}, optimizers
-
-
-def parse_arch_from(state: dict[str, torch.Tensor], prefix: str) -> list[int]:
-    """Hidden sizes of a Sequential stored under ``prefix`` in ``state``."""
-    return layer_sizes(state, prefix)
 
 
 def _off_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:

@@ -114,6 +114,14 @@ def check_number(value: Any, name: str, positive: bool = False, non_negative: bo
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` as a float; raises a ``ValueError`` naming ``name`` unless it is in [0, 1]."""
+    check_number(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

@@ -93,6 +93,16 @@ class Case:
     def n_scenarios(self) -> int:
         return int(self.inflows.shape[2])
 
+    def stage_inflows(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(inflows [scenarios, plants], probabilities)`` of stage ``t`` (rows cycle; the
+        probabilities are the case's, or uniform when it has none)."""
+        row = t % self.inflows.shape[0]
+        if self.scenario_probabilities is None:
+            probabilities = np.full(self.n_scenarios, 1.0 / self.n_scenarios)
+        else:
+            probabilities = self.scenario_probabilities[row % len(self.scenario_probabilities)]
+        return self.inflows[row].T, probabilities
+
 
 def case_path(name_or_path: str) -> str:
     """The folder of a bundled case (``"bolivia"``, ``"case3"``) or a given folder."""

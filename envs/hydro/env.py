@@ -78,14 +78,8 @@ class HydroDispatchEnv(gym.Env):
         return self._observation(), {}
 
     def _draw_inflow(self) -> np.ndarray:
-        rows = self.case.inflows.shape[0]
-        row = self.stage % rows
-        probabilities = None
-        if self.case.scenario_probabilities is not None:
-            probabilities = self.case.scenario_probabilities[row % len(
-                self.case.scenario_probabilities)]  # fmt: skip
-        column = self.np_random.choice(self.case.n_scenarios, p=probabilities)
-        return self.case.inflows[row, :, column]
+        inflows, probabilities = self.case.stage_inflows(self.stage)
+        return inflows[self.np_random.choice(len(probabilities), p=probabilities)]
 
     def step(self, action: np.ndarray):
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)

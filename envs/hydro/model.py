@@ -328,19 +328,14 @@ def build_scenario_tree(
     v0 = _initial_volume(case, volume_in)
     b = _Builder()
     root = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
-    rows = case.inflows.shape[0]
     frontier = [(root, 1.0, "")]
     for t in range(horizon):
-        row = t % rows
-        if case.scenario_probabilities is None:
-            probabilities = np.full(case.n_scenarios, 1.0 / case.n_scenarios)
-        else:
-            probabilities = case.scenario_probabilities[row % len(case.scenario_probabilities)]
+        inflows, probabilities = case.stage_inflows(t)
         children = []
         for incoming, weight, name in frontier:
             for j in range(case.n_scenarios):
                 node = f"{name}{j}"
-                cols = _add_stage(b, case, f"{node}_", incoming, case.inflows[row, :, j],
+                cols = _add_stage(b, case, f"{node}_", incoming, inflows[j],
                                   stage_k, load_scale, weight * probabilities[j])  # fmt: skip
                 children.append(([int(c) for c in cols["volume_out"]],
                                  weight * probabilities[j], node))  # fmt: skip

@@ -62,14 +62,7 @@ class SDDP:
     # ----------------------------------------------------------------------------- scenarios
     def realizations(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """``(inflows [scenarios, plants], probabilities)`` of stage ``t``."""
-        row = t % self.case.inflows.shape[0]
-        inflows = self.case.inflows[row].T
-        if self.case.scenario_probabilities is None:
-            probabilities = np.full(self.case.n_scenarios, 1.0 / self.case.n_scenarios)
-        else:
-            table = self.case.scenario_probabilities
-            probabilities = table[row % len(table)]
-        return inflows, probabilities
+        return self.case.stage_inflows(t)
 
     def sample_paths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``[n, horizon]`` scenario indices, stage-wise independent."""

@@ -17,7 +17,7 @@ from mdpo.buffers import ReplayBuffer
 from mdpo.callbacks import BaseCallback
 from mdpo.runners import EnvSpec, Rollout
 from mdpo.serialization import Archive, ModelFileError, write_archive
-from mdpo.utils import Schedule, check_int, check_number
+from mdpo.utils import Schedule, check_fraction, check_int
 
 REPLAY_BUFFER_FORMAT = "mdpo-replay-buffer"
 
@@ -81,13 +81,7 @@ class OffPolicyAgent(Agent):
         self.buffer_size = check_int(buffer_size, "buffer_size")
         self.learning_starts = check_int(learning_starts, "learning_starts", minimum=0)
         self.batch_size = check_int(batch_size, "batch_size")
-        check_number(tau, "tau")
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"tau must be in [0, 1], got {tau!r}")
-        check_number(gamma, "gamma")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        self.tau, self.gamma = float(tau), float(gamma)
+        self.tau, self.gamma = check_fraction(tau, "tau"), check_fraction(gamma, "gamma")
         self.train_freq = train_freq
         self._train_freq_steps = parse_train_freq(train_freq)
         if isinstance(gradient_steps, bool) or not isinstance(gradient_steps, int):

@@ -19,7 +19,7 @@ from mdpo.callbacks import BaseCallback
 from mdpo.flat_params import FlatAdam, FlatParams
 from mdpo.networks import ActorCriticPolicy
 from mdpo.runners import EnvSpec, Rollout
-from mdpo.utils import Schedule, check_int, check_number
+from mdpo.utils import Schedule, check_fraction, check_int, check_number
 
 
 class OnPolicyAgent(Agent):
@@ -50,15 +50,9 @@ class OnPolicyAgent(Agent):
         **kwargs: Any,
     ):
         self.n_steps = check_int(n_steps, "n_steps")
-        check_number(gamma, "gamma")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        check_number(gae_lambda, "gae_lambda")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda!r}")
+        self.gamma = check_fraction(gamma, "gamma")
+        self.gae_lambda = check_fraction(gae_lambda, "gae_lambda")
         check_number(adam_eps, "adam_eps", positive=True)
-        self.gamma = float(gamma)
-        self.gae_lambda = float(gae_lambda)
         self.adam_eps = float(adam_eps)
         super().__init__(policy, env, learning_rate, **kwargs)
 
