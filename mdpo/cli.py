@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except ValueError as err:  # includes ModelFileError: the user's input, not a bug
+    except (ValueError, FileNotFoundError) as err:  # the user's input (ModelFileError too)
         print(f"mdpo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,8 @@
 """SDDP on case3 against the exact extensive form of a small scenario tree; bounds, simulation
 and cut files."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -33,21 +35,56 @@ def test_lower_bound_converges_to_the_scenario_tree_optimum(tmp_path):
         SDDP(case, horizon + 1, load_scale=1.0).load_cuts(path)
 
 
-def test_cli_sddp_and_bound(tmp_path, capsys):
-    """``mdpo hydro sddp`` and ``mdpo hydro bound`` on the same fixed scenarios: the policy
-    (not knowing the future) costs at least the perfect-foresight bound on average."""
+def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
+    """``mdpo hydro sddp / bound / simulate / plot`` on the same fixed scenarios: on every
+    scenario, each policy (SDDP, myopic, an RL agent; none knows the future) costs at least the
+    perfect-foresight optimum, and the saved cuts reproduce SDDP's simulation."""
     import json
 
+    from mdpo import PPO
     from mdpo.cli import main
 
-    out = str(tmp_path / "run")
-    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "12", "--out", out]
-    assert main(["hydro", "sddp", *common, "--horizon", "6", "--report", "4",
-                 "--iterations", "20", "--no-progress"]) == 0  # fmt: skip
-    assert main(["hydro", "bound", *common, "--horizon", "4"]) == 0
-    sddp = json.load(open(f"{out}/summary.json"))
-    bound = json.load(open(f"{out}/bound_summary.json"))
-    assert sddp["simulated_scenarios"] == bound["scenarios"] == 12
-    assert sddp["mean_cost"] >= bound["mean_cost"] - 1e-6
-    assert main(["hydro", "sddp", *common, "--horizon", "3", "--report", "4"]) == 2
+    def costs(folder):
+        return np.loadtxt(f"{folder}/costs.csv", delimiter=",", skiprows=1)[:, 1]
+
+    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "12", "--no-progress"]
+    out = {name: str(tmp_path / name) for name in ("sddp", "bound", "cuts", "myopic", "ppo")}
+    assert main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "6",
+                 "--report", "4", "--iterations", "20"]) == 0  # fmt: skip
+    assert main(["hydro", "bound", *common, "--out", out["bound"], "--horizon", "4"]) == 0
+    cuts = f"{out['sddp']}/cuts.json"
+    assert main(["hydro", "simulate", cuts, *common, "--out", out["cuts"], "--stages", "4"]) == 0
+    assert main(["hydro", "simulate", "myopic", *common, "--out", out["myopic"],
+                 "--stages", "4"]) == 0  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "HydroDispatch-v0",
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        seed=0,
+        env_kwargs={"case": "case3", "horizon": 4, "load_scale": 1.0},
+        device="cpu",
+    )
+    agent.learn(16)
+    model = agent.save(str(tmp_path / "ppo"))
+    assert main(["hydro", "simulate", model, *common, "--out", out["ppo"], "--stages", "4"]) == 0
+    sddp = json.load(open(f"{out['sddp']}/summary.json"))
+    assert sddp["scenarios"] == 12 and sddp["stages"] == 4 and sddp["label"] == "SDDP"
+    bound = costs(out["bound"])
+    np.testing.assert_allclose(costs(out["cuts"]), costs(out["sddp"]), rtol=1e-9)
+    for name in ("sddp", "myopic", "ppo"):
+        assert np.all(costs(out[name]) >= bound - 1e-6 * np.abs(bound)), name
+    stages = np.genfromtxt(f"{out['ppo']}/stages.csv", delimiter=",", names=True)
+    assert len(stages) == 4 and np.all(stages["total_volume"] >= 0)
+    np.testing.assert_allclose(stages["cost"].sum(), costs(out["ppo"]).mean(), rtol=1e-9)
+    png = str(tmp_path / "all.png")
+    assert main(["hydro", "plot", out["sddp"], out["bound"], "--case", "case3", "--out", png]) == 0
+    assert os.path.getsize(png) > 0
+    assert main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "3",
+                 "--report", "4"]) == 2  # fmt: skip
     assert "--report 4 exceeds --horizon 3" in capsys.readouterr().err
+    assert main(["hydro", "simulate", "nothing.json", *common, "--out", out["cuts"]]) == 2
+    assert "policy 'nothing.json': no such file" in capsys.readouterr().err
+    assert main(["hydro", "simulate", cuts, *common, "--out", out["cuts"], "--stages", "7"]) == 2
+    assert "cannot drive 7 stages" in capsys.readouterr().err

@@ -103,6 +103,19 @@ class Case:
             probabilities = self.scenario_probabilities[row % len(self.scenario_probabilities)]
         return self.inflows[row].T, probabilities
 
+    def sample_paths(self, n: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+        """``[n, horizon]`` inflow column indices, stage-wise independent; drawn stage by
+        stage, so the paths of a shorter horizon from the same seed are a prefix of these."""
+        paths = np.empty((n, horizon), dtype=np.int64)
+        for t in range(horizon):
+            _, probabilities = self.stage_inflows(t)
+            paths[:, t] = rng.choice(len(probabilities), size=n, p=probabilities)
+        return paths
+
+    def path_inflows(self, path: np.ndarray) -> np.ndarray:
+        """``[len(path), plants]`` inflows of one path of column indices."""
+        return np.stack([self.stage_inflows(t)[0][j] for t, j in enumerate(path)])
+
 
 def case_path(name_or_path: str) -> str:
     """The folder of a bundled case (``"bolivia"``, ``"case3"``) or a given folder."""

@@ -1,4 +1,10 @@
-"""``mdpo hydro ...``: SDDP training and simulation, and the perfect-foresight bound."""
+"""``mdpo hydro ...``: SDDP training, policy simulation, the perfect-foresight bound, plots.
+
+Every command judges its policy on the same evaluation scenarios (``--scenarios`` paths from
+``--scenario-seed``, by default 100 from seed 2024) and writes, into its ``--out`` folder,
+``costs.csv`` (cost per scenario), ``stages.csv`` (per-stage means: cost, total and per-reservoir
+volume, thermal and hydro generation, deficit), ``stages.png`` and ``summary.json``.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +19,25 @@ import numpy as np
 EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judged on
 
 
-def evaluation_paths(sddp_or_case, n: int, horizon: int, seed: int = EVALUATION_SEED):
-    """``[n, horizon]`` scenario indices, stage-wise independent, from a fixed seed."""
-    from envs.hydro.sddp import SDDP
-
-    sddp = sddp_or_case if isinstance(sddp_or_case, SDDP) else SDDP(sddp_or_case, horizon)
-    return sddp.sample_paths(n, np.random.default_rng(seed))[:, :horizon]
+def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) -> np.ndarray:
+    """``[n, horizon]`` inflow column indices, stage-wise independent, from a fixed seed (a
+    shorter horizon gives a prefix of the same paths)."""
+    return case.sample_paths(n, horizon, np.random.default_rng(seed))
 
 
-def _write_csv(path: str, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+def _finish(args, case, records, label: str, extra: dict) -> dict:
+    """Write a policy's records and summary into ``args.out`` and print one line."""
+    from envs.hydro.simulate import write_summary
+
+    summary = {"label": label, "case": case.name, "load_scale": args.load_scale,
+               "scenario_seed": args.scenario_seed, **extra,
+               **records.write(args.out, case, label)}  # fmt: skip
+    write_summary(os.path.join(args.out, "summary.json"), summary)
+    low, high = summary["ci95"]
+    print(f"{label} on {case.name}: mean cost over {summary['stages']} stages and "
+          f"{summary['scenarios']} scenarios {summary['mean_cost']:.6g} "
+          f"[{low:.6g}, {high:.6g}] (95% CI); files in {args.out}")  # fmt: skip
+    return summary
 
 
 def command_sddp(args: argparse.Namespace) -> int:
@@ -39,32 +51,37 @@ def command_sddp(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
     start = time.perf_counter()
-    log = sddp.train(args.iterations, time_limit=args.time_limit, progress=not args.no_progress)
+    log = sddp.train(
+        args.iterations,
+        time_limit=args.time_limit,
+        stall_iterations=args.stall_iterations,
+        stall_tolerance=args.stall_tolerance,
+        progress=not args.no_progress,
+    )
     train_seconds = time.perf_counter() - start
     sddp.save_cuts(os.path.join(args.out, "cuts.json"))
-    _write_csv(os.path.join(args.out, "training.csv"),
-               ["iteration", "lower_bound", "forward_cost", "seconds"],
-               [[i + 1, lb, fc, s] for i, (lb, fc, s) in enumerate(
-                   zip(log.lower_bounds, log.forward_costs, log.seconds))])  # fmt: skip
-    paths = evaluation_paths(sddp, args.scenarios, args.horizon, args.scenario_seed)
-    costs = sddp.simulate(paths, stages=args.report)
-    _write_csv(os.path.join(args.out, "simulation.csv"), ["scenario", "cost"],
-               [[i, c] for i, c in enumerate(costs)])  # fmt: skip
-    half = 1.96 * costs.std(ddof=1) / np.sqrt(len(costs)) if len(costs) > 1 else float("nan")
-    summary = {
-        "case": case.name, "horizon": args.horizon, "reported_stages": args.report,
-        "load_scale": args.load_scale, "iterations": len(log.lower_bounds),
+    with open(os.path.join(args.out, "training.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", "lower_bound", "forward_cost", "seconds"])
+        writer.writerows([i + 1, lb, fc, s] for i, (lb, fc, s) in enumerate(
+            zip(log.lower_bounds, log.forward_costs, log.seconds)))  # fmt: skip
+    paths = evaluation_paths(case, args.scenarios, args.report, args.scenario_seed)
+    records = sddp.simulate(paths, stages=args.report, progress=not args.no_progress)
+    if len(log.lower_bounds) >= args.iterations:
+        stopped = "iterations"
+    elif args.time_limit and train_seconds > args.time_limit:
+        stopped = "time limit"
+    else:
+        stopped = "stall rule"
+
+    _finish(args, case, records, "SDDP", {
+        "horizon": args.horizon, "iterations": len(log.lower_bounds), "stopped_by": stopped,
+        "stall_iterations": args.stall_iterations, "stall_tolerance": args.stall_tolerance,
         "train_seconds": train_seconds, "lower_bound": log.lower_bounds[-1],
-        "simulated_scenarios": len(costs), "scenario_seed": args.scenario_seed,
-        "mean_cost": float(costs.mean()), "ci95": [float(costs.mean() - half),
-                                                   float(costs.mean() + half)],
-    }  # fmt: skip
-    with open(os.path.join(args.out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
-    print(f"SDDP {case.name}: {summary['iterations']} iterations in {train_seconds:.0f} s, "
-          f"lower bound {summary['lower_bound']:.6g} ({args.horizon} stages); policy cost "
-          f"over {args.report} stages on {len(costs)} scenarios {costs.mean():.6g} "
-          f"± {half:.3g}")  # fmt: skip
+    })  # fmt: skip
+    print(f"SDDP trained {len(log.lower_bounds)} iterations in {train_seconds:.0f} s (stopped "
+          f"by the {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
+          "stages")  # fmt: skip
     return 0
 
 
@@ -72,31 +89,105 @@ def command_bound(args: argparse.Namespace) -> int:
     """Perfect-foresight cost of each evaluation scenario (the wait-and-see lower bound)."""
     from envs.hydro import load_case
     from envs.hydro.model import build_deterministic_equivalent
+    from envs.hydro.simulate import StageRecords, stage_record
     from mdpo.optim.highs import BoundUpdate, solve_batch
 
+    if args.extra_stages < 0:
+        raise ValueError(f"--extra-stages must be >= 0, got {args.extra_stages}")
     case = load_case(args.case)
-    paths = evaluation_paths(case, args.scenarios, args.horizon, args.scenario_seed)
-    rows = case.inflows.shape[0]
-    scenarios = [np.stack([case.inflows[t % rows, :, j] for t, j in enumerate(path)])
-                 for path in paths]  # fmt: skip
+    stages = args.horizon + args.extra_stages
+    paths = evaluation_paths(case, args.scenarios, stages, args.scenario_seed)
+    scenarios = [case.path_inflows(path) for path in paths]
     problem = build_deterministic_equivalent(case, scenarios[0], load_scale=args.load_scale)
     cols = problem.inflow.ravel()
     updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
     start = time.perf_counter()
-    solutions = solve_batch(problem.lp, updates, workers=args.workers)
+    solutions = solve_batch(problem.lp, updates, workers=args.workers,
+                            progress=not args.no_progress)  # fmt: skip
     seconds = time.perf_counter() - start
-    costs = np.array([s.objective for s in solutions])
-    os.makedirs(args.out, exist_ok=True)
-    _write_csv(os.path.join(args.out, "bound.csv"), ["scenario", "cost"],
-               [[i, c] for i, c in enumerate(costs)])  # fmt: skip
-    summary = {"case": case.name, "stages": args.horizon, "scenarios": len(costs),
-               "scenario_seed": args.scenario_seed, "load_scale": args.load_scale,
-               "mean_cost": float(costs.mean()), "solve_seconds": seconds,
-               "workers": args.workers}  # fmt: skip
-    with open(os.path.join(args.out, "bound_summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
-    print(f"perfect foresight {case.name}, {args.horizon} stages, {len(costs)} scenarios: mean "
-          f"cost {costs.mean():.6g} ({seconds:.1f} s, {args.workers} workers)")  # fmt: skip
+    records = StageRecords.empty(len(paths), args.horizon, len(case.plants))
+    for i, solution in enumerate(solutions):
+        for t in range(args.horizon):
+            records.store(i, t, stage_record(case, problem.lp, solution.primal,
+                                             problem.generation[t], problem.deficit[t],
+                                             problem.volume_out[t]))  # fmt: skip
+    label = "perfect foresight" + (f" (+{args.extra_stages} stages)" if args.extra_stages else "")
+    _finish(args, case, records, label, {
+        "horizon": args.horizon, "extra_stages": args.extra_stages, "solve_seconds": seconds,
+        "workers": args.workers,
+    })  # fmt: skip
+    return 0
+
+
+def load_policy(spec: str, case, stages: int, load_scale: float):
+    """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
+    command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json``), or a
+    model file of an mdpo agent trained on ``HydroDispatch-v0``."""
+    from envs.hydro.sddp import SDDP
+
+    if spec == "myopic":
+        sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
+        return "myopic", lambda paths, progress: sddp.simulate(paths, progress=progress)
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"policy {spec!r}: no such file (give 'myopic', an SDDP "
+                                "cuts.json, or an mdpo model file)")  # fmt: skip
+    with open(spec, "rb") as handle:
+        is_json = handle.read(1) == b"{"
+    if is_json:
+        with open(spec) as handle:
+            horizon = json.load(handle).get("horizon")
+        if not isinstance(horizon, int) or horizon < stages:
+            raise ValueError(f"{spec}: cuts for horizon {horizon!r} cannot drive {stages} stages")
+        sddp = SDDP(case, horizon, load_scale=load_scale)
+        sddp.load_cuts(spec)
+        return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
+    import mdpo
+    from envs.hydro.env import HydroDispatchEnv
+    from envs.hydro.simulate import simulate_env_policy
+
+    agent = mdpo.load(spec, device="cpu")
+    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale)
+    if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
+        raise ValueError(f"{spec}: the agent's spaces ({agent.observation_space}, "
+                         f"{agent.action_space}) are not HydroDispatch's on {case.name} "
+                         f"({env.observation_space}, {env.action_space})")  # fmt: skip
+
+    def act(obs):
+        return agent.predict(obs, deterministic=True)[0]
+
+    label = type(agent).__name__
+    return label, lambda paths, progress: simulate_env_policy(env, act, paths, progress, label)
+
+
+def command_simulate(args: argparse.Namespace) -> int:
+    """Simulate a policy on the evaluation scenarios."""
+    from envs.hydro import load_case
+
+    case = load_case(args.case)
+    label, simulate = load_policy(args.policy, case, args.stages, args.load_scale)
+    paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
+    start = time.perf_counter()
+    records = simulate(paths, not args.no_progress)
+    _finish(args, case, records, args.label or label,
+            {"policy": args.policy, "simulate_seconds": time.perf_counter() - start})  # fmt: skip
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    """Per-stage means of several result folders in one figure."""
+    from envs.hydro import load_case
+    from envs.hydro.simulate import plot_stages, read_stage_means
+
+    runs = {}
+    for folder in args.folders:
+        label = os.path.basename(os.path.normpath(folder))
+        summary_path = os.path.join(folder, "summary.json")
+        if os.path.exists(summary_path):
+            with open(summary_path) as handle:
+                label = json.load(handle).get("label", label)
+        runs[label] = read_stage_means(os.path.join(folder, "stages.csv"))
+    plot_stages(args.out, load_case(args.case), runs)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -111,6 +202,7 @@ def add_parser(sub) -> None:
         parser.add_argument("--scenarios", type=int, default=100, help="evaluation scenarios")
         parser.add_argument("--scenario-seed", type=int, default=EVALUATION_SEED)
         parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument("--no-progress", action="store_true")
 
     sddp = group.add_parser("sddp", help="train SDDP and simulate it on the evaluation scenarios")
     common(sddp)
@@ -118,11 +210,29 @@ def add_parser(sub) -> None:
     sddp.add_argument("--report", type=int, default=96, help="stages simulated and reported")
     sddp.add_argument("--iterations", type=int, default=200)
     sddp.add_argument("--time-limit", type=float, default=None, help="seconds")
-    sddp.add_argument("--seed", type=int, default=0)
-    sddp.add_argument("--no-progress", action="store_true")
+    sddp.add_argument("--stall-iterations", type=int, default=10,
+                      help="stop when the lower bound moved less than --stall-tolerance "
+                           "(relative) over this many iterations")  # fmt: skip
+    sddp.add_argument("--stall-tolerance", type=float, default=1e-4)
+    sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
     sddp.set_defaults(func=command_sddp)
     bound = group.add_parser("bound", help="perfect-foresight cost of the evaluation scenarios")
     common(bound)
-    bound.add_argument("--horizon", type=int, default=96)
+    bound.add_argument("--horizon", type=int, default=96, help="stages reported")
+    bound.add_argument("--extra-stages", type=int, default=0,
+                       help="stages solved after the reported ones (against end effects; "
+                            "their cost is not reported)")  # fmt: skip
     bound.add_argument("--workers", type=int, default=1)
     bound.set_defaults(func=command_bound)
+    simulate = group.add_parser("simulate", help="simulate a policy on the evaluation scenarios")
+    simulate.add_argument("policy", help="'myopic', an SDDP cuts.json, or an mdpo model file "
+                          "trained on HydroDispatch-v0")  # fmt: skip
+    common(simulate)
+    simulate.add_argument("--stages", type=int, default=96)
+    simulate.add_argument("--label", default=None, help="name in summaries and plots")
+    simulate.set_defaults(func=command_simulate)
+    plot = group.add_parser("plot", help="per-stage means of several result folders")
+    plot.add_argument("folders", nargs="+", help="folders holding stages.csv")
+    plot.add_argument("--case", default="bolivia")
+    plot.add_argument("--out", required=True, help="image file")
+    plot.set_defaults(func=command_plot)

@@ -16,15 +16,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.hydro.case import load_case
+from envs.hydro.case import Case, load_case
 from envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
+from envs.hydro.simulate import stage_record
 
 
 class HydroDispatchEnv(gym.Env):
     """Hydrothermal dispatch over ``horizon`` stages (see the module docstring).
 
     Args:
-        case: ``"bolivia"``, ``"case3"`` or a case folder.
+        case: ``"bolivia"``, ``"case3"``, a case folder or a loaded :class:`Case`.
         horizon: stages per episode (96 as the TS-DDR study).
         stage_k: hm³ per m³/s over one stage.
         load_scale: factor on every load (0.6 in the Bolivia reference experiments).
@@ -35,7 +36,7 @@ class HydroDispatchEnv(gym.Env):
 
     def __init__(
         self,
-        case: str = "bolivia",
+        case: str | Case = "bolivia",
         horizon: int = 96,
         stage_k: float = STAGE_K,
         load_scale: float = LOAD_SCALE,
@@ -45,7 +46,7 @@ class HydroDispatchEnv(gym.Env):
 
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.case = load_case(case)
+        self.case = case if isinstance(case, Case) else load_case(case)
         self.horizon = int(horizon)
         self.reward_scale = float(reward_scale)
         n = len(self.case.plants)
@@ -63,6 +64,7 @@ class HydroDispatchEnv(gym.Env):
         self.volumes = np.zeros(n)
         self.last_inflow = np.zeros(n)
         self.stage = 0
+        self.scenario: np.ndarray | None = None
 
     def _observation(self) -> np.ndarray:
         obs = np.concatenate([self.volumes, self.last_inflow, [self.stage / self.horizon]])
@@ -71,7 +73,19 @@ class HydroDispatchEnv(gym.Env):
         )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start at the initial volumes; ``options={"scenario": indices}`` fixes the inflow
+        column of every stage (``horizon`` indices, as ``envs.hydro.cli.evaluation_paths``)
+        instead of drawing them."""
         super().reset(seed=seed)
+        self.scenario = None
+        if options and options.get("scenario") is not None:
+            scenario = np.asarray(options["scenario"])
+            columns = self.case.n_scenarios
+            if (scenario.shape != (self.horizon,) or not np.issubdtype(scenario.dtype, np.integer)
+                    or scenario.min() < 0 or scenario.max() >= columns):  # fmt: skip
+                raise ValueError(f"options['scenario'] must be {self.horizon} integer column "
+                                 f"indices in [0, {columns}), got {scenario!r}")  # fmt: skip
+            self.scenario = scenario
         self.volumes = np.array([p.initial_volume for p in self.case.plants])
         self.last_inflow = np.zeros(len(self.case.plants))
         self.stage = 0
@@ -79,6 +93,8 @@ class HydroDispatchEnv(gym.Env):
 
     def _draw_inflow(self) -> np.ndarray:
         inflows, probabilities = self.case.stage_inflows(self.stage)
+        if self.scenario is not None:
+            return inflows[self.scenario[self.stage]]
         return inflows[self.np_random.choice(len(probabilities), p=probabilities)]
 
     def step(self, action: np.ndarray):
@@ -94,12 +110,14 @@ class HydroDispatchEnv(gym.Env):
         self.model.set_row_bounds(problem.target_rows[0], target, target)
         solution = self.model.solve(f"{self.case.name} stage {self.stage}")
         slack = solution.primal[problem.target_slack[0]].sum()
-        penalty = problem.slack_penalty * slack
+        record = stage_record(self.case, problem.lp, solution.primal, problem.generation[0],
+                              problem.deficit[0], problem.volume_out[0])  # fmt: skip
         self.volumes = np.clip(solution.primal[problem.volume_out[0]], 0.0, self.max_volume)
         self.last_inflow = inflow
         self.stage += 1
         terminated = self.stage >= self.horizon  # the horizon ends the problem
-        info = {"stage_cost": solution.objective - penalty, "slack": slack, "target": target}
+        # the operating cost without the slack penalty, and what the stage did
+        info = {"stage_cost": record["cost"], "slack": slack, "target": target, "record": record}
         return self._observation(), -solution.objective * self.reward_scale, terminated, False, info
 
 

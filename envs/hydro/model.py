@@ -142,6 +142,7 @@ class DeterministicEquivalent:
     volume_in: np.ndarray  # [plants], fixed columns: the initial volumes
     inflow: np.ndarray  # [T, plants], fixed columns
     volume_out: np.ndarray  # [T, plants]
+    generation: np.ndarray  # [T, generators]
     deficit: np.ndarray  # [T, buses]
     target_rows: np.ndarray | None  # [T, plants]: v_out + δ⁺ − δ⁻ = target
     target_slack: np.ndarray | None  # [T, plants, 2]: δ⁺, δ⁻ columns
@@ -191,11 +192,13 @@ def build_deterministic_equivalent(
     b = _Builder()
     first = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
     incoming = first
-    inflow_cols, out_cols, deficit_cols, target_rows, slacks = [], [], [], [], []
+    inflow_cols, out_cols, generation_cols, deficit_cols = [], [], [], []
+    target_rows, slacks = [], []
     for t in range(horizon):
         cols = _add_stage(b, case, f"{t}_", incoming, inflows[t], stage_k, load_scale)
         inflow_cols.append(cols["inflow"])
         out_cols.append(cols["volume_out"])
+        generation_cols.append(cols["generation"])
         deficit_cols.append(cols["deficit"])
         if targets is not None:
             rows, pairs = [], []
@@ -214,6 +217,7 @@ def build_deterministic_equivalent(
         volume_in=np.asarray(first),
         inflow=np.asarray(inflow_cols),
         volume_out=np.asarray(out_cols),
+        generation=np.asarray(generation_cols),
         deficit=np.asarray(deficit_cols),
         target_rows=np.asarray(target_rows) if targets is not None else None,
         target_slack=np.asarray(slacks) if targets is not None else None,

@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from envs.hydro.case import Case
 from envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
+from envs.hydro.simulate import StageRecords, stage_record
 
 
 @dataclass
@@ -66,11 +68,7 @@ class SDDP:
 
     def sample_paths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``[n, horizon]`` scenario indices, stage-wise independent."""
-        paths = np.empty((n, self.horizon), dtype=np.int64)
-        for t in range(self.horizon):
-            _, probabilities = self.realizations(t)
-            paths[:, t] = rng.choice(len(probabilities), size=n, p=probabilities)
-        return paths
+        return self.case.sample_paths(n, self.horizon, rng)
 
     # ----------------------------------------------------------------------------- solves
     def _solve(self, t: int, volume: np.ndarray, inflow: np.ndarray):
@@ -124,19 +122,14 @@ class SDDP:
         """Iterate until ``iterations``, ``time_limit`` seconds, or the lower bound improved by
         less than ``stall_tolerance`` (relative) over the last ``stall_iterations``."""
         start = time.perf_counter()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=iterations, desc="SDDP", unit="it")
+        bar = tqdm(total=iterations, desc="SDDP", unit="it", disable=not progress)
         for _ in range(iterations):
             lower, cost = self.iterate()
             self.log.lower_bounds.append(lower)
             self.log.forward_costs.append(cost)
             self.log.seconds.append(time.perf_counter() - start)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(lower_bound=f"{lower:.6g}")
+            bar.update(1)
+            bar.set_postfix(lower_bound=f"{lower:.6g}")
             bounds = self.log.lower_bounds
             if len(bounds) > stall_iterations:
                 old = bounds[-1 - stall_iterations]
@@ -144,27 +137,34 @@ class SDDP:
                     break
             if time_limit is not None and time.perf_counter() - start > time_limit:
                 break
-        if bar is not None:
-            bar.close()
+        bar.close()
         return self.log
 
-    def simulate(self, paths: np.ndarray, stages: int | None = None) -> np.ndarray:
-        """Cost of the policy on each scenario path (``[n, horizon]`` indices) over the first
-        ``stages`` stages (default all)."""
+    def simulate(
+        self, paths: np.ndarray, stages: int | None = None, progress: bool = False
+    ) -> StageRecords:
+        """The policy on each scenario path (``[n, horizon]`` indices) over the first
+        ``stages`` stages (default all): its stage costs (θ excluded), volumes and generation."""
         stages = self.horizon if stages is None else stages
-        costs = np.zeros(len(paths))
-        for i, path in enumerate(paths):
+        if not 1 <= stages <= self.horizon:
+            raise ValueError(f"stages must be in [1, {self.horizon}], got {stages}")
+        stage = self.stage
+        records = StageRecords.empty(len(paths), stages, len(self.case.plants))
+        for i, path in enumerate(tqdm(paths, desc="simulate", unit="scenario",
+                                      disable=not progress)):  # fmt: skip
             volume = self.volume0
             for t in range(stages):
                 inflows, _ = self.realizations(t)
                 solution = self._solve(t, volume, inflows[path[t]])
-                costs[i] += solution.objective - solution.primal[self.stage.future_cost]
-                volume = solution.primal[self.stage.volume_out]
-        return costs
+                records.store(i, t, stage_record(self.case, stage.lp, solution.primal,
+                                                 stage.generation, stage.deficit,
+                                                 stage.volume_out))  # fmt: skip
+                volume = solution.primal[stage.volume_out]
+        return records
 
     def upper_bound(self, n: int, seed: int) -> tuple[float, float, float]:
         """Monte Carlo estimate of the policy's expected cost: ``(mean, low, high)`` (95%)."""
-        costs = self.simulate(self.sample_paths(n, np.random.default_rng(seed)))
+        costs = self.simulate(self.sample_paths(n, np.random.default_rng(seed))).total_cost
         half = 1.96 * costs.std(ddof=1) / np.sqrt(n) if n > 1 else np.inf
         return float(costs.mean()), float(costs.mean() - half), float(costs.mean() + half)
 

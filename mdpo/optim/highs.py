@@ -164,26 +164,43 @@ def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
         return index, str(err)
 
 
-def solve_batch(lp: LinearProgram, updates: list[BoundUpdate], workers: int = 1) -> list[Solution]:
+def solve_batch(
+    lp: LinearProgram, updates: list[BoundUpdate], workers: int = 1, progress: bool = False
+) -> list[Solution]:
     """Solve ``lp`` under each bound update (scenario), spread over ``workers`` processes.
 
     Each worker builds the model once and warm-starts every solve from its previous basis.
 
+    Args:
+        lp: the problem.
+        updates: one bound update per scenario, each applied to the problem's own bounds.
+        workers: processes (1 solves here, in order).
+        progress: show a progress bar over the scenarios.
+
     Raises:
         SolveError: naming the problem and the first scenario that did not solve.
     """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(updates), desc=lp.name, unit="solve", disable=not progress)
     if workers <= 1 or len(updates) <= 1:
         model = HighsModel(lp)
         results = []
         for index, update in enumerate(updates):
             _apply(model, update)
             results.append(model.solve(f"scenario {index}"))
+            bar.update(1)
+        bar.close()
         return results
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited solver
+    answers = {}
     with context.Pool(min(workers, len(updates)), _worker_init, (lp,)) as pool:
-        answers = dict(pool.imap_unordered(_worker_solve, list(enumerate(updates))))
+        for index, answer in pool.imap_unordered(_worker_solve, list(enumerate(updates))):
+            answers[index] = answer
+            bar.update(1)
+    bar.close()
     failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
     if failures:
         raise SolveError(failures[0])
