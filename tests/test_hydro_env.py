@@ -30,11 +30,12 @@ def test_step_equals_the_target_lp():
     """A step's reward is minus the optimum of the one-stage LP with the same volume,
     inflow and target, solved directly."""
     env = envs.hydro.HydroDispatchEnv("bolivia", horizon=3)
-    env.reset(seed=1)
+    obs, _ = env.reset(seed=1)
     action = np.linspace(-0.8, 0.8, 11)
     volumes = env.volumes.copy()
+    inflow = env.inflow.copy()  # observed before the decision (hazard-decision)
+    np.testing.assert_allclose(obs[11:22], inflow, rtol=1e-6)
     _, reward, _, _, info = env.step(action)
-    inflow = env.last_inflow
     target = (action + 1) / 2 * env.max_volume
     problem = build_deterministic_equivalent(env.case, inflow[None], volume_in=volumes,
                                              targets=target[None])  # fmt: skip
@@ -63,8 +64,8 @@ def test_fixed_scenario_and_stage_record():
         env.reset(seed=seed, options={"scenario": path})
         inflows = []
         for t in range(4):
+            inflows.append(env.inflow.copy())
             _, reward, _, _, info = env.step(action)
-            inflows.append(env.last_inflow.copy())
             record = info["record"]
             penalty = env.problem.slack_penalty * info["slack"]
             assert info["stage_cost"] == pytest.approx(-reward - penalty, rel=1e-9, abs=1e-6)

@@ -146,6 +146,8 @@ def load_policy(spec: str, case, stages: int, load_scale: float):
     from envs.hydro.simulate import simulate_env_policy
 
     agent = mdpo.load(spec, device="cpu")
+    if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
+        raise ValueError(f"{spec}: a rule for {agent.n_stages} stages cannot drive {stages}")
     env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale)
     if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
         raise ValueError(f"{spec}: the agent's spaces ({agent.observation_space}, "
@@ -155,6 +157,8 @@ def load_policy(spec: str, case, stages: int, load_scale: float):
     def act(obs):
         return agent.predict(obs, deterministic=True)[0]
 
+    if isinstance(agent, mdpo.TSDDR):
+        act = agent.actor()
     label = type(agent).__name__
     return label, lambda paths, progress: simulate_env_policy(env, act, paths, progress, label)
 
@@ -170,6 +174,120 @@ def command_simulate(args: argparse.Namespace) -> int:
     records = simulate(paths, not args.no_progress)
     _finish(args, case, records, args.label or label,
             {"policy": args.policy, "simulate_seconds": time.perf_counter() - start})  # fmt: skip
+    return 0
+
+
+TSDDR_POLICIES = {"lstm": "LSTMPolicy", "state": "StatePolicy", "linear": "LinearPolicy"}
+
+
+def command_tsddr(args: argparse.Namespace) -> int:
+    """Train TS-DDR / TS-LDR (resumable), then simulate its best model on the evaluation
+    scenarios."""
+    import glob
+
+    from envs.hydro import load_case
+    from envs.hydro.problem import HydroProblem
+    from mdpo import TSDDR
+    from mdpo.callbacks import BaseCallback
+
+    case = load_case(args.case)
+    os.makedirs(args.out, exist_ok=True)
+    problem = HydroProblem(case, args.stages, load_scale=args.load_scale)
+    state_path = os.path.join(args.out, "train_state.json")
+    best_path = os.path.join(args.out, "best_model.zip")
+    checkpoints = sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")),
+                         key=os.path.getmtime)  # fmt: skip
+    previous_seconds = 0.0
+    if checkpoints and not args.restart:
+        agent = TSDDR.load(checkpoints[-1], env=problem, workers=args.workers)
+        with open(state_path) as handle:
+            previous_seconds = json.load(handle)["train_seconds"]
+        if os.path.exists(f"{best_path}.json"):
+            with open(f"{best_path}.json") as handle:
+                agent.best_eval_cost = json.load(handle)["eval_mean_cost"]
+        print(f"resuming from {checkpoints[-1]} at step {agent.num_timesteps}")
+    else:
+        agent = TSDDR(TSDDR_POLICIES[args.policy], problem, learning_rate=args.learning_rate,
+                      batch_size=args.batch, workers=args.workers, eval_freq=args.eval_freq,
+                      eval_scenarios=args.eval_scenarios, best_model_path=best_path,
+                      tensorboard_log=os.path.join(args.out, "tb"), seed=args.seed)  # fmt: skip
+    start = time.perf_counter()
+
+    class Checkpoint(BaseCallback):
+        """Save the agent and the training time every ``--checkpoint-freq`` steps."""
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps % args.checkpoint_freq == 0:
+                name = f"checkpoint_{self.model.num_timesteps:07d}"
+                path = self.model.save(os.path.join(args.out, name))
+                seconds = previous_seconds + time.perf_counter() - start
+                with open(state_path, "w") as handle:
+                    json.dump({"steps": self.model.num_timesteps, "train_seconds": seconds}, handle)
+                for old in sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")))[:-1]:
+                    if old != path:
+                        os.remove(old)
+            return True
+
+    remaining = args.steps - agent.num_timesteps
+    if remaining > 0:
+        agent.learn(remaining, callback=Checkpoint(), reset_num_timesteps=False,
+                    progress_bar=not args.no_progress)  # fmt: skip
+    train_seconds = previous_seconds + time.perf_counter() - start
+    agent.save(os.path.join(args.out, "model.zip"))
+    if os.path.exists(best_path):  # the best on the validation scenarios (not the reported ones)
+        agent = TSDDR.load(best_path, env=problem)
+    paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
+    from envs.hydro.env import HydroDispatchEnv
+    from envs.hydro.simulate import simulate_env_policy
+
+    env = HydroDispatchEnv(case, horizon=args.stages, load_scale=args.load_scale)
+    records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
+    label = {"lstm": "TS-DDR (LSTM)", "state": "TS-DDR (state)", "linear": "TS-LDR"}[args.policy]
+    _finish(args, case, records, label, {
+        "policy": args.policy, "steps": agent.num_timesteps, "batch": agent.batch_size,
+        "learning_rate": agent.learning_rate, "workers": args.workers,
+        "train_seconds": train_seconds, "best_validation_cost": agent.best_eval_cost,
+    })  # fmt: skip
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    """A table (mean cost, 95% CI, gaps to the bound and to SDDP, training time) and the
+    per-stage figure of several result folders."""
+    from envs.hydro import load_case
+    from envs.hydro.simulate import plot_stages, read_stage_means
+
+    rows, runs = [], {}
+    for folder in args.folders:
+        with open(os.path.join(folder, "summary.json")) as handle:
+            summary = json.load(handle)
+        summary["folder"] = folder
+        rows.append(summary)
+        runs[summary["label"]] = read_stage_means(os.path.join(folder, "stages.csv"))
+    keys = {(r["scenarios"], r["stages"], r["scenario_seed"]) for r in rows}
+    if len(keys) > 1:
+        raise ValueError(f"the folders were evaluated on different scenarios: {sorted(keys)}")
+    bound = next((r["mean_cost"] for r in rows if r["label"] == "perfect foresight"), None)
+    sddp = next((r["mean_cost"] for r in rows if r["label"] == "SDDP"), None)
+    lines = ["| method | mean cost | 95% CI | vs perfect foresight | vs SDDP | training |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: r["mean_cost"]):
+        mean, (low, high) = r["mean_cost"], r["ci95"]
+        gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
+        vs_sddp = f"{100 * (mean / sddp - 1):+.2f}%" if sddp else ""
+        seconds = r.get("train_seconds")
+        train = f"{seconds:.0f} s" if seconds is not None else ""
+        lines.append(f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
+                     f"{vs_sddp} | {train} |")  # fmt: skip
+    os.makedirs(args.out, exist_ok=True)
+    table = "\n".join(lines)
+    scenarios, stages, seed = keys.pop()
+    with open(os.path.join(args.out, "comparison.md"), "w") as handle:
+        handle.write(f"{stages} stages, {scenarios} evaluation scenarios (seed {seed}); "
+                     f"costs without target-slack penalties.\n\n{table}\n")  # fmt: skip
+    plot_stages(os.path.join(args.out, "stages.png"), load_case(rows[0]["case"]), runs)
+    print(table)
+    print(f"wrote {args.out}/comparison.md and stages.png")
     return 0
 
 
@@ -231,6 +349,43 @@ def add_parser(sub) -> None:
     simulate.add_argument("--stages", type=int, default=96)
     simulate.add_argument("--label", default=None, help="name in summaries and plots")
     simulate.set_defaults(func=command_simulate)
+    tsddr = group.add_parser("tsddr", help="train TS-DDR / TS-LDR (resumable) and simulate it")
+    common(tsddr)
+    tsddr.add_argument(
+        "--policy",
+        choices=sorted(TSDDR_POLICIES),
+        default="lstm",
+        help="lstm: the paper's rule; state: state-conditioned; linear: TS-LDR",
+    )
+    tsddr.add_argument("--stages", type=int, default=96)
+    tsddr.add_argument("--steps", type=int, default=1000, help="gradient steps")
+    tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
+    tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
+    tsddr.add_argument("--learning-rate", type=float, default=1e-3)
+    tsddr.add_argument(
+        "--eval-freq",
+        type=int,
+        default=100,
+        help="steps between validations (the best model is kept)",
+    )
+    tsddr.add_argument(
+        "--eval-scenarios",
+        type=int,
+        default=100,
+        help="validation scenarios (seed 1, not the reported ones)",
+    )
+    tsddr.add_argument("--checkpoint-freq", type=int, default=50)
+    tsddr.add_argument("--seed", type=int, default=0)
+    tsddr.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of resuming from the folder's checkpoint",
+    )
+    tsddr.set_defaults(func=command_tsddr)
+    compare = group.add_parser("compare", help="table and figure of several result folders")
+    compare.add_argument("folders", nargs="+", help="folders holding summary.json, stages.csv")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.set_defaults(func=command_compare)
     plot = group.add_parser("plot", help="per-stage means of several result folders")
     plot.add_argument("folders", nargs="+", help="folders holding stages.csv")
     plot.add_argument("--case", default="bolivia")

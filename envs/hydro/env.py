@@ -3,9 +3,14 @@
 An action is the vector of target end-of-stage reservoir volumes, scaled to ``[-1, 1]`` (−1
 empty, +1 full); a step solves the stage LP with ``v_out + δ⁺ − δ⁻ = target`` (L1 slack at the
 largest cost coefficient, as TS-DDR), and the reward is minus the stage cost, slack penalty
-included. Observations: the volumes, the last inflows and the stage index over the horizon.
-Inflows are stage-wise independent: each stage draws one of the case's joint inflow columns
-(rows cycling), uniformly or with the case's scenario probabilities.
+included (``info["stage_cost"]`` is the operating cost without it).
+
+Observations ``[volumes, inflows, t / horizon]``: the incoming volumes and the inflows of the
+stage about to be decided. The stage's inflow is known when its decision is taken
+("hazard-decision"), as in SDDP's stage problems and TS-DDR's decision rules, so that every
+method of the case study decides on the same information. Inflows are stage-wise independent:
+each stage draws one of the case's joint inflow columns (rows cycling), uniformly or with the
+case's scenario probabilities, or follows a fixed path given to :meth:`reset`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class HydroDispatchEnv(gym.Env):
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.case = case if isinstance(case, Case) else load_case(case)
         self.horizon = int(horizon)
+        self.stage_k, self.load_scale = stage_k, load_scale
         self.reward_scale = float(reward_scale)
         n = len(self.case.plants)
         self.max_volume = np.array([p.max_volume for p in self.case.plants])
@@ -62,12 +68,12 @@ class HydroDispatchEnv(gym.Env):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         self.volumes = np.zeros(n)
-        self.last_inflow = np.zeros(n)
+        self.inflow = np.zeros(n)  # the inflow of the current stage, observed
         self.stage = 0
         self.scenario: np.ndarray | None = None
 
     def _observation(self) -> np.ndarray:
-        obs = np.concatenate([self.volumes, self.last_inflow, [self.stage / self.horizon]])
+        obs = np.concatenate([self.volumes, self.inflow, [self.stage / self.horizon]])
         return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(
             np.float32
         )
@@ -87,8 +93,8 @@ class HydroDispatchEnv(gym.Env):
                                  f"indices in [0, {columns}), got {scenario!r}")  # fmt: skip
             self.scenario = scenario
         self.volumes = np.array([p.initial_volume for p in self.case.plants])
-        self.last_inflow = np.zeros(len(self.case.plants))
         self.stage = 0
+        self.inflow = self._draw_inflow()
         return self._observation(), {}
 
     def _draw_inflow(self) -> np.ndarray:
@@ -103,7 +109,7 @@ class HydroDispatchEnv(gym.Env):
             raise ValueError(f"action must have shape {self.action_space.shape}, got "
                              f"{np.shape(action)}")  # fmt: skip
         target = (action + 1.0) / 2.0 * self.max_volume
-        inflow = self._draw_inflow()
+        inflow = self.inflow
         problem = self.problem
         self.model.set_col_bounds(problem.volume_in, self.volumes, self.volumes)
         self.model.set_col_bounds(problem.inflow[0], inflow, inflow)
@@ -113,12 +119,20 @@ class HydroDispatchEnv(gym.Env):
         record = stage_record(self.case, problem.lp, solution.primal, problem.generation[0],
                               problem.deficit[0], problem.volume_out[0])  # fmt: skip
         self.volumes = np.clip(solution.primal[problem.volume_out[0]], 0.0, self.max_volume)
-        self.last_inflow = inflow
         self.stage += 1
         terminated = self.stage >= self.horizon  # the horizon ends the problem
+        if not terminated:
+            self.inflow = self._draw_inflow()
         # the operating cost without the slack penalty, and what the stage did
         info = {"stage_cost": record["cost"], "slack": slack, "target": target, "record": record}
         return self._observation(), -solution.objective * self.reward_scale, terminated, False, info
+
+    def target_problem(self):
+        """This env's problem for TS-DDR (:class:`envs.hydro.problem.HydroProblem`)."""
+        from envs.hydro.problem import HydroProblem
+
+        return HydroProblem(self.case, self.horizon, self.stage_k, self.load_scale,
+                            self.problem.slack_penalty)  # fmt: skip
 
 
 def register() -> None:

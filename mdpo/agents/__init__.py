@@ -8,6 +8,7 @@ from mdpo.agents.on_policy import OnPolicyAgent
 from mdpo.agents.ppo import PPO
 from mdpo.agents.sac import SAC
 from mdpo.agents.trpo import TRPO
+from mdpo.agents.tsddr import TSDDR
 
 ALGORITHMS: dict[str, type[Agent]] = {
     "PPO": PPO,
@@ -15,6 +16,7 @@ ALGORITHMS: dict[str, type[Agent]] = {
     "MDPO": MDPO,
     "SAC": SAC,
     "OffPolicyMDPO": OffPolicyMDPO,
+    "TSDDR": TSDDR,
 }
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "PPO",
     "SAC",
     "TRPO",
+    "TSDDR",
     "Agent",
     "OffPolicyMDPO",
     "NonFiniteLossError",

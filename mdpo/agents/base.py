@@ -93,6 +93,9 @@ class Agent(ABC):
         spaces.Discrete,
     )
     policy_aliases: ClassVar[dict[str, type[nn.Module]]] = {}
+    # agents that learn from an environment's transitions; False for those with their own data
+    # (TS-DDR solves optimization problems), which run without an env runner
+    needs_env_runner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -235,7 +238,7 @@ class Agent(ABC):
         """
         check_int(total_timesteps, "total_timesteps")
         check_int(log_interval, "log_interval", minimum=0)
-        if self.runner is None:
+        if self.runner is None and self.needs_env_runner:
             raise ValueError("the agent has no environment: pass env= or call set_env() first")
         self._setup_learn(total_timesteps, reset_num_timesteps, tb_log_name or self.algo_name)
         callbacks = [c for c in [as_callback(callback)] if c is not None]
@@ -263,7 +266,7 @@ class Agent(ABC):
         else:
             self._total_timesteps = total_timesteps + self.num_timesteps
         self._num_timesteps_at_start = self.num_timesteps
-        if reset_num_timesteps or self.runner.needs_reset:
+        if self.runner is not None and (reset_num_timesteps or self.runner.needs_reset):
             # each env is seeded once, at its first reset; a resumed run (new envs) is seeded by
             # its step count so that it does not replay the episodes of the first run
             seed = None if self.runner.seeded else self.seed + self.num_timesteps

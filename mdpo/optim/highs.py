@@ -27,6 +27,23 @@ class Solution:
     status: str
 
 
+def _quiet_highs(highspy):
+    """A ``Highs`` instance, without the banner HiGHS prints on the process's standard output
+    when it creates its first one (before any option can turn output off)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class HighsModel:
     """A :class:`LinearProgram` loaded into HiGHS; :meth:`solve` can be called repeatedly
     after :meth:`set_col_bounds` / :meth:`set_row_bounds` (HiGHS warm-starts from the last
@@ -42,7 +59,7 @@ class HighsModel:
 
         self.lp = lp
         self._highspy = highspy
-        self.highs = highspy.Highs()
+        self.highs = _quiet_highs(highspy)
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("threads", threads)
         model = highspy.HighsLp()
@@ -147,21 +164,108 @@ def _apply(model: HighsModel, update: BoundUpdate) -> None:
     model._changed = (cols, rows)
 
 
-_WORKER_MODEL: HighsModel | None = None
+@dataclass
+class Selection:
+    """Which parts of each solution a pool sends back (``None``: all of it). Batches of large
+    problems need a few values each (e.g. TS-DDR's target duals), not every column."""
+
+    columns: np.ndarray | None = None  # primal values returned
+    rows: np.ndarray | None = None  # row duals returned
+    col_duals: bool = True  # reduced costs returned (of ``columns``)
+
+    def apply(self, solution: Solution) -> Solution:
+        """The solution restricted to the selection."""
+        cols = slice(None) if self.columns is None else self.columns
+        rows = slice(None) if self.rows is None else self.rows
+        col_duals = solution.col_duals[cols] if self.col_duals else np.empty(0)
+        return Solution(solution.objective, solution.primal[cols], solution.row_duals[rows],
+                        col_duals, solution.status)  # fmt: skip
 
 
-def _worker_init(lp: LinearProgram) -> None:
-    global _WORKER_MODEL
-    _WORKER_MODEL = HighsModel(lp)
+_WORKER: tuple[HighsModel, Selection] | None = None
+
+
+def _worker_init(lp: LinearProgram, selection: Selection) -> None:
+    global _WORKER
+    _WORKER = (HighsModel(lp), selection)
 
 
 def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
     index, update = job
+    model, selection = _WORKER
     try:
-        _apply(_WORKER_MODEL, update)
-        return index, _WORKER_MODEL.solve(f"scenario {index}")
+        _apply(model, update)
+        return index, selection.apply(model.solve(f"scenario {index}"))
     except SolveError as err:
         return index, str(err)
+
+
+class SolverPool:
+    """``workers`` processes, each holding ``lp`` in HiGHS for as long as the pool lives, so
+    that every batch warm-starts from the bases of the previous one (one process: solved here).
+
+    Args:
+        lp: the problem.
+        workers: processes (1: no process, the batch is solved in this one).
+        selection: the parts of each solution to send back (default all).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, lp: LinearProgram, workers: int = 1, selection: Selection | None = None):
+        if int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.lp, self.workers = lp, int(workers)
+        self.selection = selection or Selection()
+        self._model = HighsModel(lp) if self.workers == 1 else None
+        self._pool = None
+        if self.workers > 1:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker
+            self._pool = context.Pool(self.workers, _worker_init, (lp, self.selection))
+
+    def solve(self, updates: list[BoundUpdate], progress: bool = False) -> list[Solution]:
+        """Solve the problem under each bound update (each applied to the problem's own
+        bounds); progress: a progress bar over the scenarios.
+
+        Raises:
+            SolveError: naming the problem and the first scenario that did not solve.
+        """
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(updates), desc=self.lp.name, unit="solve", disable=not progress)
+        answers: dict[int, Solution | str] = {}
+        if self._pool is None:
+            for index, update in enumerate(updates):
+                try:
+                    _apply(self._model, update)
+                    answers[index] = self.selection.apply(self._model.solve(f"scenario {index}"))
+                except SolveError as err:
+                    answers[index] = str(err)
+                bar.update(1)
+        else:
+            for index, answer in self._pool.imap_unordered(_worker_solve, enumerate(updates)):
+                answers[index] = answer
+                bar.update(1)
+        bar.close()
+        failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
+        if failures:
+            raise SolveError(failures[0])
+        return [answers[i] for i in range(len(updates))]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> SolverPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def solve_batch(
@@ -180,28 +284,5 @@ def solve_batch(
     Raises:
         SolveError: naming the problem and the first scenario that did not solve.
     """
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(updates), desc=lp.name, unit="solve", disable=not progress)
-    if workers <= 1 or len(updates) <= 1:
-        model = HighsModel(lp)
-        results = []
-        for index, update in enumerate(updates):
-            _apply(model, update)
-            results.append(model.solve(f"scenario {index}"))
-            bar.update(1)
-        bar.close()
-        return results
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited solver
-    answers = {}
-    with context.Pool(min(workers, len(updates)), _worker_init, (lp,)) as pool:
-        for index, answer in pool.imap_unordered(_worker_solve, list(enumerate(updates))):
-            answers[index] = answer
-            bar.update(1)
-    bar.close()
-    failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
-    if failures:
-        raise SolveError(failures[0])
-    return [answers[i] for i in range(len(updates))]
+    with SolverPool(lp, min(workers, max(len(updates), 1))) as pool:
+        return pool.solve(updates, progress)
