@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from mdpo import __version__
-from mdpo.agents import ALGORITHMS, Agent
+from mdpo.agents import ALGORITHMS, RL_ALGORITHMS, Agent
 from mdpo.callbacks import (
     BaseCallback,
     EvalCallback,
@@ -64,10 +64,11 @@ def parse_overrides(algo: str, pairs: list[str]) -> dict[str, Any]:
 
 def resolve_algo(name: str) -> str:
     """The registered algorithm name matching ``name`` (case-insensitive)."""
-    for algo in ALGORITHMS:
+    for algo in RL_ALGORITHMS:
         if algo.lower() == name.lower():
             return algo
-    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    hint = "; TS-DDR trains with `mdpo hydro tsddr`" if name.lower() == "tsddr" else ""
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(RL_ALGORITHMS)}{hint}")
 
 
 class RunStatus(BaseCallback):
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(tb/), checkpoints/, eval/ (evaluations.csv, best_model.zip), final_model.zip and "
         "status.json.",
     )
-    train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(ALGORITHMS)}")
+    train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(RL_ALGORITHMS)}")
     train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
     train.add_argument("--steps", type=int, help="env steps (default 100000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

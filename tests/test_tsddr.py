@@ -263,3 +263,38 @@ def test_cli_tsddr_resumes_and_compares(tmp_path, capsys):
     assert "| TS-DDR (state) |" in table and "| perfect foresight |" in table
     assert main(["hydro", "simulate", best, *common, "--out", simulated, "--stages", "5"]) == 2
     assert "cannot drive 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["LSTMPolicy", "LinearPolicy"])
+def test_predict_batch_with_episode_starts_equals_single_scenarios(policy):
+    """A batch whose second scenario restarts (``episode_start``) acts as two separate
+    scenarios; ``evaluate_policy`` drives it this way on vector envs."""
+    from mdpo import evaluate_policy
+
+    agent = case3_agent(policy, horizon=3, eval_freq=0)
+    with torch.no_grad():
+        for param in agent.policy.parameters():
+            param.add_(0.5)
+    rng = np.random.default_rng(0)
+
+    def obs(t):
+        return np.array([rng.uniform(0, 0.5), rng.uniform(0, 100), t / 3], dtype=np.float32)
+
+    o0, o1 = obs(0), obs(1)
+    _, memory_a = agent.predict(o0)
+    single_a, _ = agent.predict(o1, memory_a)  # scenario a at stage 1
+    single_b, _ = agent.predict(o1, None)  # scenario b, with no memory
+    _, memory = agent.predict(np.stack([o0, o0]))
+    batch, _ = agent.predict(np.stack([o1, o1]), memory, episode_start=np.array([False, True]))
+    np.testing.assert_allclose(batch[1], single_b, rtol=1e-6)
+    np.testing.assert_allclose(batch[0], single_a, rtol=1e-6)
+    with pytest.raises(ValueError, match="same stage"):
+        agent.predict(np.stack([o0, o1]))
+    mean, _ = evaluate_policy(agent, agent_env(), n_eval_episodes=2)
+    assert np.isfinite(mean)
+
+
+def agent_env():
+    import gymnasium as gym
+
+    return gym.make("HydroDispatch-v0", **CASE3, horizon=3)

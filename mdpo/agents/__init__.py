@@ -19,8 +19,15 @@ ALGORITHMS: dict[str, type[Agent]] = {
     "TSDDR": TSDDR,
 }
 
+# the agents that learn from environment transitions (``mdpo train``, sweeps); TS-DDR learns
+# from optimization problems (``mdpo hydro tsddr``)
+RL_ALGORITHMS: dict[str, type[Agent]] = {
+    name: cls for name, cls in ALGORITHMS.items() if cls.needs_env_runner
+}
+
 __all__ = [
     "ALGORITHMS",
+    "RL_ALGORITHMS",
     "MDPO",
     "PPO",
     "SAC",

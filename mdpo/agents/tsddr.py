@@ -86,6 +86,16 @@ class DecisionRule(nn.Module):
         """Targets ``[B, S]`` of stage ``t`` from the incoming state and the stage's noise."""
         raise NotImplementedError
 
+    memory_batch_dim = 0  # the batch dimension of the memory tensors
+
+    def reset_memory(self, memory: tuple[torch.Tensor, ...], starts: torch.Tensor):
+        """``memory`` with the scenarios flagged in ``starts`` ``[B]`` (bool) started afresh."""
+        fresh = self.initial_memory(len(starts))
+        shape = [1] * memory[0].dim()
+        shape[self.memory_batch_dim] = len(starts)
+        mask = starts.reshape(shape)
+        return tuple(torch.where(mask, f, m) for f, m in zip(fresh, memory))
+
 
 class LSTMRule(DecisionRule):
     """The paper's rule: stacked LSTMs over the noise sequence, the same weights at every
@@ -112,6 +122,8 @@ class LSTMRule(DecisionRule):
             nn.LSTM(a, b, batch_first=True) for a, b in zip(sizes[:-1], sizes[1:])
         )
         self.output_scale = float(output_scale)
+
+    memory_batch_dim = 1  # (h, c) of each layer: [1, B, hidden]
 
     def _run(self, x: torch.Tensor, memory: tuple[torch.Tensor, ...] | None):
         new_memory = []
@@ -502,14 +514,20 @@ class TSDDR(Agent):
         obs, batched = self._obs_to_tensor(observation)
         policy = self.policy
         s, u = policy.state_dim, policy.noise_dim
-        batch = obs.shape[0]
-        fresh = state is None or (episode_start is not None and bool(np.all(episode_start)))
-        if fresh:
-            memory = policy.initial_memory(batch)
-        else:
-            memory = tuple(torch.as_tensor(m, device=self.device) for m in state)
-        stage = int(round(float(obs[0, -1]) * self.n_stages))
+        stages = torch.round(obs[:, -1] * self.n_stages).long()
+        if bool((stages != stages[0]).any()):
+            raise ValueError(f"TSDDR.predict takes a batch of scenarios at the same stage, got "
+                             f"stages {stages.tolist()}")  # fmt: skip
+        stage = int(stages[0])
         with torch.no_grad():
+            if state is None:
+                memory = policy.initial_memory(obs.shape[0])
+            else:
+                memory = tuple(torch.as_tensor(m, device=self.device) for m in state)
+                if episode_start is not None:
+                    starts = torch.as_tensor(np.asarray(episode_start, bool).reshape(-1),
+                                             device=self.device)  # fmt: skip
+                    memory = policy.reset_memory(memory, starts)
             targets, memory = policy.step(memory, stage, obs[:, :s], obs[:, s : s + u])
             low, high = policy.state_low, policy.state_high
             action = 2.0 * (targets - low) / (high - low).clamp_min(1e-12) - 1.0

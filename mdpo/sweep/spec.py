@@ -49,14 +49,14 @@ def algorithm_class(name: str) -> type:
     Raises:
         SweepSpecError: unknown name, or a baseline library that is not installed.
     """
-    from mdpo.agents import ALGORITHMS
+    from mdpo.agents import RL_ALGORITHMS
 
     prefix, sep, cls_name = name.partition(":")
     if not sep:
-        if name in ALGORITHMS:
-            return ALGORITHMS[name]
+        if name in RL_ALGORITHMS:
+            return RL_ALGORITHMS[name]
         raise SweepSpecError(
-            f"unknown algorithm {name!r}: ours are {sorted(ALGORITHMS)}; baselines are written "
+            f"unknown algorithm {name!r}: ours are {sorted(RL_ALGORITHMS)}; baselines are written "
             "sb3:NAME or sb3-contrib:NAME"
         )
     module_name = BASELINE_PREFIXES.get(prefix)
