@@ -23,7 +23,7 @@ from mdpo.callbacks import (
     latest_checkpoint,
     replay_buffer_path,
 )
-from mdpo.runners import check_env_id
+from mdpo.runners import check_env_id, make_vec_env
 
 NOT_SETTABLE = {"self", "policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs"}
 
@@ -206,8 +206,10 @@ def command_train(args: argparse.Namespace) -> int:
         return 0
     n_envs = agent.n_envs
     status = RunStatus(os.path.join(run_dir, "status.json"))
+    # the evaluation env is made as the training one (env_kwargs included)
+    eval_env = make_vec_env(config["env"], env_kwargs=config["hyperparameters"].get("env_kwargs"))
     evaluation = EvalCallback(
-        config["env"],
+        eval_env,
         n_eval_episodes=config["eval_episodes"],
         eval_freq=max(1, config["eval_freq"] // n_envs),
         log_path=eval_dir,

@@ -131,3 +131,16 @@ def test_off_policy_checkpoints_keep_the_replay_buffer(in_tmp):
     agent = SAC.load("run/checkpoints/rl_model_600_steps.zip")
     agent.load_replay_buffer("run/checkpoints/rl_model_600_steps_replay_buffer.zip")
     assert agent.replay_buffer.size == 600  # 400 restored + 200 collected after the resume
+
+
+def test_train_evaluates_on_the_env_made_with_its_env_kwargs(in_tmp):
+    """The evaluation env is made with the run's ``env_kwargs`` (here a 3-bus hydro case whose
+    spaces differ from the default Bolivia ones)."""
+    import envs.hydro  # noqa: F401 - registers HydroDispatch-v0
+
+    kwargs = json.dumps({"case": "case3", "horizon": 6, "load_scale": 1.0})
+    assert main(["train", "PPO", "HydroDispatch-v0", "--set", f"env_kwargs={kwargs}",
+                 "--set", "n_steps=64", "--steps", "128", "--eval-freq", "64",
+                 "--eval-episodes", "2", "--out", "hydro", "--no-progress"]) == 0  # fmt: skip
+    with open("hydro/eval/evaluations.csv") as handle:
+        assert len(handle.read().splitlines()) >= 3  # header and two evaluations
