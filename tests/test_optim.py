@@ -111,3 +111,18 @@ def test_batch_solve_in_processes_equals_serial():
     bad[3] = BoundUpdate(problem.volume_in[:1], np.array([0.1]), np.array([0.1]))
     again = solve_batch(problem.lp, bad, workers=1)
     assert again[4].objective == pytest.approx(serial[4].objective, rel=1e-9)
+
+
+def test_a_solve_out_of_time_is_retried_then_named():
+    """A solve that ends without a verdict is retried (cold, then interior point); when every
+    attempt runs out of time the error names the problem and the status."""
+    from envs.hydro.problem import HydroProblem
+
+    lp = HydroProblem("bolivia", 48).target_equivalent().lp
+    model = HighsModel(lp, time_limit=1e-4)
+    with pytest.raises(
+        SolveError, match="48-stage deterministic equivalent \\(here\\).*Time limit"
+    ):
+        model.solve("here")
+    model.highs.setOptionValue("time_limit", 60.0)
+    assert model.solve().status == "Optimal"

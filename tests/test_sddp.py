@@ -88,3 +88,24 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
     assert "policy 'nothing.json': no such file" in capsys.readouterr().err
     assert main(["hydro", "simulate", cuts, *common, "--out", out["cuts"], "--stages", "7"]) == 2
     assert "cannot drive 7 stages" in capsys.readouterr().err
+
+
+def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
+    """An interrupted training continued from the saved cuts gives the lower bounds of an
+    uninterrupted one (iteration k samples its path from (seed, k))."""
+    from mdpo.cli import main
+
+    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "4", "--no-progress",
+              "--horizon", "5", "--report", "5", "--stall-iterations", "100",
+              "--save-every", "2"]  # fmt: skip
+    split, straight = str(tmp_path / "split"), str(tmp_path / "straight")
+    assert main(["hydro", "sddp", *common, "--out", split, "--iterations", "4"]) == 0
+    assert main(["hydro", "sddp", *common, "--out", split, "--iterations", "8"]) == 0
+    assert "resuming SDDP" in capsys.readouterr().out
+    assert main(["hydro", "sddp", *common, "--out", straight, "--iterations", "8"]) == 0
+
+    def bounds(folder):
+        return np.loadtxt(f"{folder}/training.csv", delimiter=",", skiprows=1)[:, 1]
+
+    assert len(bounds(split)) == 8
+    np.testing.assert_allclose(bounds(split), bounds(straight), rtol=1e-9)

@@ -50,6 +50,30 @@ def command_sddp(args: argparse.Namespace) -> int:
     case = load_case(args.case)
     os.makedirs(args.out, exist_ok=True)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
+    cuts_path = os.path.join(args.out, "cuts.json")
+    log_path = os.path.join(args.out, "training.csv")
+    if os.path.exists(cuts_path) and os.path.exists(log_path) and not args.restart:
+        sddp.load_cuts(cuts_path)
+        with open(log_path) as handle:
+            for row in csv.DictReader(handle):
+                sddp.log.lower_bounds.append(float(row["lower_bound"]))
+                sddp.log.forward_costs.append(float(row["forward_cost"]))
+                sddp.log.seconds.append(float(row["seconds"]))
+        print(f"resuming SDDP from {cuts_path} after {len(sddp.log.lower_bounds)} iterations")
+
+    def save(trained: SDDP) -> None:
+        log = trained.log
+        trained.save_cuts(cuts_path)
+        with open(log_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["iteration", "lower_bound", "forward_cost", "seconds"])
+            writer.writerows([i + 1, lb, fc, s] for i, (lb, fc, s) in enumerate(
+                zip(log.lower_bounds, log.forward_costs, log.seconds)))  # fmt: skip
+
+    def checkpoint(trained: SDDP) -> None:
+        if len(trained.log.lower_bounds) % args.save_every == 0:
+            save(trained)
+
     start = time.perf_counter()
     log = sddp.train(
         args.iterations,
@@ -57,19 +81,20 @@ def command_sddp(args: argparse.Namespace) -> int:
         stall_iterations=args.stall_iterations,
         stall_tolerance=args.stall_tolerance,
         progress=not args.no_progress,
+        callback=checkpoint,
     )
-    train_seconds = time.perf_counter() - start
-    sddp.save_cuts(os.path.join(args.out, "cuts.json"))
-    with open(os.path.join(args.out, "training.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["iteration", "lower_bound", "forward_cost", "seconds"])
-        writer.writerows([i + 1, lb, fc, s] for i, (lb, fc, s) in enumerate(
-            zip(log.lower_bounds, log.forward_costs, log.seconds)))  # fmt: skip
+    train_seconds = log.seconds[-1]
+    save(sddp)
     paths = evaluation_paths(case, args.scenarios, args.report, args.scenario_seed)
-    records = sddp.simulate(paths, stages=args.report, progress=not args.no_progress)
+    # simulated by fresh models holding the saved cuts: where a stage problem has several
+    # optimal solutions, the one returned depends on the solver's previous bases, so this is
+    # what `mdpo hydro simulate cuts.json` reproduces exactly
+    policy = SDDP(case, args.horizon, load_scale=args.load_scale)
+    policy.load_cuts(cuts_path)
+    records = policy.simulate(paths, stages=args.report, progress=not args.no_progress)
     if len(log.lower_bounds) >= args.iterations:
         stopped = "iterations"
-    elif args.time_limit and train_seconds > args.time_limit:
+    elif args.time_limit and time.perf_counter() - start > args.time_limit:
         stopped = "time limit"
     else:
         stopped = "stall rule"
@@ -333,6 +358,17 @@ def add_parser(sub) -> None:
                            "(relative) over this many iterations")  # fmt: skip
     sddp.add_argument("--stall-tolerance", type=float, default=1e-4)
     sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
+    sddp.add_argument(
+        "--save-every",
+        type=int,
+        default=10,
+        help="iterations between saves of the cuts (a rerun resumes from them)",
+    )
+    sddp.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of resuming from the folder's cuts",
+    )
     sddp.set_defaults(func=command_sddp)
     bound = group.add_parser("bound", help="perfect-foresight cost of the evaluation scenarios")
     common(bound)

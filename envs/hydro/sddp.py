@@ -57,7 +57,7 @@ class SDDP:
         self.stage = build_stage_lp(case, stage_k=stage_k, load_scale=load_scale, future_cost=True)
         self.models = [HighsModel(self.stage.lp) for _ in range(self.horizon)]
         self.cuts: list[tuple[int, float, np.ndarray]] = []
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
         self.volume0 = np.array([p.initial_volume for p in case.plants])
         self.log = SDDPLog()
 
@@ -92,7 +92,10 @@ class SDDP:
 
     def iterate(self) -> tuple[float, float]:
         """One forward and one backward pass; returns ``(lower bound, forward cost)``."""
-        path = self.sample_paths(1, self.rng)[0]
+        # iteration k's path comes from (seed, k): a resumed training samples what an
+        # uninterrupted one would have
+        rng = np.random.default_rng([self.seed, len(self.log.lower_bounds)])
+        path = self.sample_paths(1, rng)[0]
         volume, trial, cost = self.volume0, [], 0.0
         for t in range(self.horizon):
             inflows, _ = self.realizations(t)
@@ -118,16 +121,23 @@ class SDDP:
         stall_iterations: int = 10,
         stall_tolerance: float = 1e-4,
         progress: bool = False,
+        callback=None,
     ) -> SDDPLog:
-        """Iterate until ``iterations``, ``time_limit`` seconds, or the lower bound improved by
-        less than ``stall_tolerance`` (relative) over the last ``stall_iterations``."""
+        """Iterate until ``iterations`` in all (those of a resumed log included),
+        ``time_limit`` seconds of this call, or the lower bound improved by less than
+        ``stall_tolerance`` (relative) over the last ``stall_iterations``; ``callback(self)``
+        runs after each iteration (e.g. to save the cuts)."""
         start = time.perf_counter()
-        bar = tqdm(total=iterations, desc="SDDP", unit="it", disable=not progress)
-        for _ in range(iterations):
+        done = len(self.log.lower_bounds)
+        offset = self.log.seconds[-1] if self.log.seconds else 0.0
+        bar = tqdm(total=iterations, initial=done, desc="SDDP", unit="it", disable=not progress)
+        for _ in range(max(iterations - done, 0)):
             lower, cost = self.iterate()
             self.log.lower_bounds.append(lower)
             self.log.forward_costs.append(cost)
-            self.log.seconds.append(time.perf_counter() - start)
+            self.log.seconds.append(offset + time.perf_counter() - start)
+            if callback is not None:
+                callback(self)
             bar.update(1)
             bar.set_postfix(lower_bound=f"{lower:.6g}")
             bounds = self.log.lower_bounds

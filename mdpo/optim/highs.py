@@ -52,9 +52,10 @@ class HighsModel:
     Args:
         lp: the problem.
         threads: HiGHS threads (1: one process per core is how batches are spread).
+        time_limit: seconds one attempt of a solve may take before it is retried.
     """
 
-    def __init__(self, lp: LinearProgram, threads: int = 1):
+    def __init__(self, lp: LinearProgram, threads: int = 1, time_limit: float = 60.0):
         import highspy
 
         self.lp = lp
@@ -62,6 +63,7 @@ class HighsModel:
         self.highs = _quiet_highs(highspy)
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("threads", threads)
+        self.highs.setOptionValue("time_limit", float(time_limit))
         model = highspy.HighsLp()
         model.num_col_ = lp.n_variables
         model.num_row_ = lp.n_rows
@@ -108,18 +110,27 @@ class HighsModel:
                            np.asarray(vals, np.float64))  # fmt: skip
 
     def solve(self, context: str = "") -> Solution:
-        """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal."""
+        """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal.
+
+        A warm-started simplex can stall on a degenerate problem (SDDP's stage problems with
+        hundreds of cuts did, for minutes): a solve that ends without a verdict (time limit,
+        numerical trouble) is retried from scratch, then with the interior-point method."""
+        hs = self._highspy.HighsModelStatus
+        decided = (hs.kOptimal, hs.kInfeasible, hs.kUnbounded)
         self.highs.run()
         status = self.highs.getModelStatus()
-        optimal = self._highspy.HighsModelStatus.kOptimal
-        decided = (optimal, self._highspy.HighsModelStatus.kInfeasible,
-                   self._highspy.HighsModelStatus.kUnbounded)  # fmt: skip
-        if status not in decided:  # numerical trouble from a warm start: once more, cold
+        if status not in decided:
             self.highs.clearSolver()
             self.highs.run()
             status = self.highs.getModelStatus()
+        if status not in decided:
+            self.highs.setOptionValue("solver", "ipm")
+            self.highs.clearSolver()
+            self.highs.run()
+            status = self.highs.getModelStatus()
+            self.highs.setOptionValue("solver", "choose")
         name = self.highs.modelStatusToString(status)
-        if status != optimal:
+        if status != hs.kOptimal:
             where = f" ({context})" if context else ""
             raise SolveError(f"{self.lp.name}{where}: HiGHS ended with status {name!r}")
         solution = self.highs.getSolution()
