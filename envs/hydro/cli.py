@@ -217,7 +217,8 @@ def command_tsddr(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
     os.makedirs(args.out, exist_ok=True)
-    problem = HydroProblem(case, args.stages, load_scale=args.load_scale)
+    problem = HydroProblem(case, args.stages, load_scale=args.load_scale,
+                           slack_penalty=args.slack_penalty)  # fmt: skip
     state_path = os.path.join(args.out, "train_state.json")
     best_path = os.path.join(args.out, "best_model.zip")
     checkpoints = sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")),
@@ -259,8 +260,11 @@ def command_tsddr(args: argparse.Namespace) -> int:
                     progress_bar=not args.no_progress)  # fmt: skip
     train_seconds = previous_seconds + time.perf_counter() - start
     agent.save(os.path.join(args.out, "model.zip"))
+    trained_steps, best = agent.num_timesteps, {}
     if os.path.exists(best_path):  # the best on the validation scenarios (not the reported ones)
         agent = TSDDR.load(best_path, env=problem)
+        with open(f"{best_path}.json") as handle:
+            best = json.load(handle)
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
     from envs.hydro.env import HydroDispatchEnv
     from envs.hydro.simulate import simulate_env_policy
@@ -269,9 +273,11 @@ def command_tsddr(args: argparse.Namespace) -> int:
     records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
     label = {"lstm": "TS-DDR (LSTM)", "state": "TS-DDR (state)", "linear": "TS-LDR"}[args.policy]
     _finish(args, case, records, label, {
-        "policy": args.policy, "steps": agent.num_timesteps, "batch": agent.batch_size,
+        "policy": args.policy, "steps": trained_steps, "batch": agent.batch_size,
         "learning_rate": agent.learning_rate, "workers": args.workers,
-        "train_seconds": train_seconds, "best_validation_cost": agent.best_eval_cost,
+        "train_seconds": train_seconds, "model_step": agent.num_timesteps,
+        "validation_cost": best.get("eval_mean_cost"),
+        "slack_penalty": problem.slack_penalty,
     })  # fmt: skip
     return 0
 
@@ -398,6 +404,9 @@ def add_parser(sub) -> None:
     tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
     tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
     tsddr.add_argument("--learning-rate", type=float, default=1e-3)
+    tsddr.add_argument("--slack-penalty", type=float, default=None,
+                       help="cost per unit of target slack in training (default the largest "
+                            "cost coefficient, the paper's)")  # fmt: skip
     tsddr.add_argument(
         "--eval-freq",
         type=int,

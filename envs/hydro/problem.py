@@ -11,6 +11,7 @@ from envs.hydro.model import (
     STAGE_K,
     DeterministicEquivalent,
     build_deterministic_equivalent,
+    largest_cost,
 )
 from mdpo.optim.multistage import MultiStageProblem, TargetLP
 
@@ -49,7 +50,8 @@ class HydroProblem(MultiStageProblem):
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.name = f"{self.case.name} ({horizon} stages)"
         self.n_stages = int(horizon)
-        self.stage_k, self.load_scale, self.slack_penalty = stage_k, load_scale, slack_penalty
+        self.stage_k, self.load_scale = stage_k, load_scale
+        self.slack_penalty = largest_cost(self.case) if slack_penalty is None else slack_penalty
         plants = self.case.plants
         self.state_dim = self.noise_dim = len(plants)
         self.initial_state = np.array([p.initial_volume for p in plants])

@@ -63,7 +63,7 @@ class HighsModel:
         self.highs = _quiet_highs(highspy)
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("threads", threads)
-        self.highs.setOptionValue("time_limit", float(time_limit))
+        self.time_limit = float(time_limit)
         model = highspy.HighsLp()
         model.num_col_ = lp.n_variables
         model.num_row_ = lp.n_rows
@@ -109,6 +109,13 @@ class HighsModel:
                            len(cols), np.asarray(starts, np.int32), np.asarray(cols, np.int32),
                            np.asarray(vals, np.float64))  # fmt: skip
 
+    def _run(self):
+        """One attempt, limited to ``time_limit`` seconds (HiGHS's own limit counts the run
+        time of every solve of this instance, so it is moved forward each time)."""
+        self.highs.setOptionValue("time_limit", self.highs.getRunTime() + self.time_limit)
+        self.highs.run()
+        return self.highs.getModelStatus()
+
     def solve(self, context: str = "") -> Solution:
         """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal.
 
@@ -117,17 +124,14 @@ class HighsModel:
         numerical trouble) is retried from scratch, then with the interior-point method."""
         hs = self._highspy.HighsModelStatus
         decided = (hs.kOptimal, hs.kInfeasible, hs.kUnbounded)
-        self.highs.run()
-        status = self.highs.getModelStatus()
+        status = self._run()
         if status not in decided:
             self.highs.clearSolver()
-            self.highs.run()
-            status = self.highs.getModelStatus()
+            status = self._run()
         if status not in decided:
             self.highs.setOptionValue("solver", "ipm")
             self.highs.clearSolver()
-            self.highs.run()
-            status = self.highs.getModelStatus()
+            status = self._run()
             self.highs.setOptionValue("solver", "choose")
         name = self.highs.modelStatusToString(status)
         if status != hs.kOptimal:
