@@ -33,6 +33,15 @@ def test_lower_bound_converges_to_the_scenario_tree_optimum(tmp_path):
     assert fresh.lower_bound() == pytest.approx(sddp.lower_bound(), rel=1e-9)
     with pytest.raises(ValueError, match="horizon"):
         SDDP(case, horizon + 1, load_scale=1.0).load_cuts(path)
+    gzipped = str(tmp_path / "cuts.json.gz")  # the CLI's format
+    sddp.save_cuts(gzipped)
+    again = SDDP(case, horizon, load_scale=1.0)
+    again.load_cuts(gzipped)
+    assert again.lower_bound() == pytest.approx(sddp.lower_bound(), rel=1e-9)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"cuts": [[0, 1.0')
+    with pytest.raises(ValueError, match="not a cut file"):
+        again.load_cuts(str(bad))
 
 
 def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
@@ -52,7 +61,7 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
     assert main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "6",
                  "--report", "4", "--iterations", "20"]) == 0  # fmt: skip
     assert main(["hydro", "bound", *common, "--out", out["bound"], "--horizon", "4"]) == 0
-    cuts = f"{out['sddp']}/cuts.json"
+    cuts = f"{out['sddp']}/cuts.json.gz"
     assert main(["hydro", "simulate", cuts, *common, "--out", out["cuts"], "--stages", "4"]) == 0
     assert main(["hydro", "simulate", "myopic", *common, "--out", out["myopic"],
                  "--stages", "4"]) == 0  # fmt: skip
@@ -109,3 +118,14 @@ def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
 
     assert len(bounds(split)) == 8
     np.testing.assert_allclose(bounds(split), bounds(straight), rtol=1e-9)
+
+
+def test_evaluation_paths_are_prefixes_in_scenarios_and_stages():
+    from envs.hydro.cli import evaluation_paths
+
+    case = load_case("bolivia")
+    full = evaluation_paths(case, 20, 30)
+    np.testing.assert_array_equal(evaluation_paths(case, 5, 30), full[:5])
+    np.testing.assert_array_equal(evaluation_paths(case, 20, 7), full[:, :7])
+    assert not np.array_equal(evaluation_paths(case, 5, 30, seed=1), full[:5])
+    assert len(np.unique(full)) > 10  # the 15 columns are all used

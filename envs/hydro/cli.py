@@ -20,9 +20,11 @@ EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judg
 
 
 def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) -> np.ndarray:
-    """``[n, horizon]`` inflow column indices, stage-wise independent, from a fixed seed (a
-    shorter horizon gives a prefix of the same paths)."""
-    return case.sample_paths(n, horizon, np.random.default_rng(seed))
+    """``[n, horizon]`` inflow column indices, stage-wise independent, from a fixed seed.
+    Path ``i`` comes from ``(seed, i)`` alone, drawn stage by stage: fewer scenarios are the
+    first of the same paths, and a shorter horizon their first stages."""
+    return np.stack([case.sample_paths(1, horizon, np.random.default_rng([seed, i]))[0]
+                     for i in range(n)])  # fmt: skip
 
 
 def _finish(args, case, records, label: str, extra: dict) -> dict:
@@ -50,7 +52,7 @@ def command_sddp(args: argparse.Namespace) -> int:
     case = load_case(args.case)
     os.makedirs(args.out, exist_ok=True)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
-    cuts_path = os.path.join(args.out, "cuts.json")
+    cuts_path = os.path.join(args.out, "cuts.json.gz")
     log_path = os.path.join(args.out, "training.csv")
     if os.path.exists(cuts_path) and os.path.exists(log_path) and not args.restart:
         sddp.load_cuts(cuts_path)
@@ -60,6 +62,7 @@ def command_sddp(args: argparse.Namespace) -> int:
                 sddp.log.forward_costs.append(float(row["forward_cost"]))
                 sddp.log.seconds.append(float(row["seconds"]))
         print(f"resuming SDDP from {cuts_path} after {len(sddp.log.lower_bounds)} iterations")
+    resumed_at = len(sddp.log.lower_bounds)
 
     def save(trained: SDDP) -> None:
         log = trained.log
@@ -88,11 +91,13 @@ def command_sddp(args: argparse.Namespace) -> int:
     paths = evaluation_paths(case, args.scenarios, args.report, args.scenario_seed)
     # simulated by fresh models holding the saved cuts: where a stage problem has several
     # optimal solutions, the one returned depends on the solver's previous bases, so this is
-    # what `mdpo hydro simulate cuts.json` reproduces exactly
+    # what `mdpo hydro simulate cuts.json.gz` reproduces exactly
     policy = SDDP(case, args.horizon, load_scale=args.load_scale)
     policy.load_cuts(cuts_path)
     records = policy.simulate(paths, stages=args.report, progress=not args.no_progress)
-    if len(log.lower_bounds) >= args.iterations:
+    if resumed_at >= args.iterations:
+        stopped = f"nothing (resumed after {resumed_at} iterations, see training.csv)"
+    elif len(log.lower_bounds) >= args.iterations:
         stopped = "iterations"
     elif args.time_limit and time.perf_counter() - start > args.time_limit:
         stopped = "time limit"
@@ -146,21 +151,18 @@ def command_bound(args: argparse.Namespace) -> int:
 
 def load_policy(spec: str, case, stages: int, load_scale: float):
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
-    command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json``), or a
+    command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
     model file of an mdpo agent trained on ``HydroDispatch-v0``."""
-    from envs.hydro.sddp import SDDP
+    from envs.hydro.sddp import SDDP, is_cuts_file, read_cuts_file
 
     if spec == "myopic":
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
         return "myopic", lambda paths, progress: sddp.simulate(paths, progress=progress)
     if not os.path.isfile(spec):
         raise FileNotFoundError(f"policy {spec!r}: no such file (give 'myopic', an SDDP "
-                                "cuts.json, or an mdpo model file)")  # fmt: skip
-    with open(spec, "rb") as handle:
-        is_json = handle.read(1) == b"{"
-    if is_json:
-        with open(spec) as handle:
-            horizon = json.load(handle).get("horizon")
+                                "cuts.json.gz, or an mdpo model file)")  # fmt: skip
+    if is_cuts_file(spec):
+        horizon = read_cuts_file(spec).get("horizon")
         if not isinstance(horizon, int) or horizon < stages:
             raise ValueError(f"{spec}: cuts for horizon {horizon!r} cannot drive {stages} stages")
         sddp = SDDP(case, horizon, load_scale=load_scale)
@@ -289,7 +291,10 @@ def command_compare(args: argparse.Namespace) -> int:
     from envs.hydro.simulate import plot_stages, read_stage_means
 
     rows, runs = [], {}
-    for folder in args.folders:
+    folders = [f for f in args.folders if os.path.isdir(f)]  # a shell glob also lists files
+    for folder in folders:
+        if not os.path.exists(os.path.join(folder, "summary.json")):
+            raise ValueError(f"{folder}: no summary.json (not a result folder of mdpo hydro)")
         with open(os.path.join(folder, "summary.json")) as handle:
             summary = json.load(handle)
         summary["folder"] = folder
@@ -298,18 +303,28 @@ def command_compare(args: argparse.Namespace) -> int:
     keys = {(r["scenarios"], r["stages"], r["scenario_seed"]) for r in rows}
     if len(keys) > 1:
         raise ValueError(f"the folders were evaluated on different scenarios: {sorted(keys)}")
+    costs = {r["label"]: np.loadtxt(os.path.join(r["folder"], "costs.csv"), delimiter=",",
+                                    skiprows=1, ndmin=2)[:, 1] for r in rows}  # fmt: skip
     bound = next((r["mean_cost"] for r in rows if r["label"] == "perfect foresight"), None)
-    sddp = next((r["mean_cost"] for r in rows if r["label"] == "SDDP"), None)
-    lines = ["| method | mean cost | 95% CI | vs perfect foresight | vs SDDP | training |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    sddp = costs.get("SDDP")
+
+    def paired(label: str) -> str:
+        """Mean difference to SDDP on the same scenarios, with its 95% CI."""
+        if sddp is None or label == "SDDP":
+            return ""
+        diff = costs[label] - sddp
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
+        return f"{100 * diff.mean() / sddp.mean():+.2f}% ± {100 * half / sddp.mean():.2f}"
+
+    lines = ["| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
+             "| training |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in sorted(rows, key=lambda r: r["mean_cost"]):
         mean, (low, high) = r["mean_cost"], r["ci95"]
         gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
-        vs_sddp = f"{100 * (mean / sddp - 1):+.2f}%" if sddp else ""
         seconds = r.get("train_seconds")
         train = f"{seconds:.0f} s" if seconds is not None else ""
         lines.append(f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
-                     f"{vs_sddp} | {train} |")  # fmt: skip
+                     f"{paired(r['label'])} | {train} |")  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
     table = "\n".join(lines)
     scenarios, stages, seed = keys.pop()
@@ -385,7 +400,7 @@ def add_parser(sub) -> None:
     bound.add_argument("--workers", type=int, default=1)
     bound.set_defaults(func=command_bound)
     simulate = group.add_parser("simulate", help="simulate a policy on the evaluation scenarios")
-    simulate.add_argument("policy", help="'myopic', an SDDP cuts.json, or an mdpo model file "
+    simulate.add_argument("policy", help="'myopic', an SDDP cuts.json.gz, or an mdpo model file "
                           "trained on HydroDispatch-v0")  # fmt: skip
     common(simulate)
     simulate.add_argument("--stages", type=int, default=96)

@@ -11,6 +11,7 @@ bound is estimated by simulating the policy (mean cost with a 95% confidence int
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,33 @@ from tqdm import tqdm
 from envs.hydro.case import Case
 from envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
 from envs.hydro.simulate import StageRecords, stage_record
+
+MAX_CUTS_BYTES = 2**31  # what a cut file may hold, uncompressed
+
+
+def read_cuts_file(path: str) -> dict:
+    """The JSON of a cut file (gzipped or not), refusing more than ``MAX_CUTS_BYTES``."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rb") as handle:
+        text = handle.read(MAX_CUTS_BYTES + 1)
+    if len(text) > MAX_CUTS_BYTES:
+        raise ValueError(f"{path}: more than {MAX_CUTS_BYTES} bytes of cuts")
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a cut file of mdpo hydro sddp ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cuts"), list):
+        raise ValueError(f"{path}: not a cut file of mdpo hydro sddp (no list of cuts)")
+    return data
+
+
+def is_cuts_file(path: str) -> bool:
+    """Whether ``path`` looks like a cut file (JSON text or gzip), not a model zip."""
+    with open(path, "rb") as handle:
+        start = handle.read(2)
+    return start == b"\x1f\x8b" or start[:1] == b"{"
 
 
 @dataclass
@@ -180,19 +208,21 @@ class SDDP:
 
     # ----------------------------------------------------------------------------- files
     def save_cuts(self, path: str) -> None:
-        """Write the cuts (and what they were computed for) as JSON."""
+        """Write the cuts (and what they were computed for) as JSON, gzipped when ``path``
+        ends with ``.gz``."""
         data = {
             "case": self.case.name, "horizon": self.horizon, "stage_k": self.stage_k,
             "load_scale": self.load_scale,
             "cuts": [[t, a, b.tolist()] for t, a, b in self.cuts],
         }  # fmt: skip
-        with open(path, "w") as handle:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "wt") as handle:
             json.dump(data, handle)
 
     def load_cuts(self, path: str) -> None:
-        """Add the cuts of a file written by :meth:`save_cuts` for the same problem."""
-        with open(path) as handle:
-            data = json.load(handle)
+        """Add the cuts of a file written by :meth:`save_cuts` for the same problem (JSON,
+        gzipped or not; at most ``MAX_CUTS_BYTES`` of text)."""
+        data = read_cuts_file(path)
         for key in ("case", "horizon", "stage_k", "load_scale"):
             mine = getattr(self, key) if key != "case" else self.case.name
             if data.get(key) != mine:

@@ -142,10 +142,12 @@ def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -
     # the reference volume series exceed the data's total capacity (their unit is not stated):
     # drawn on their own axis, for their shape only; the generation series are in MW
     volume_axis = axes[0].twinx() if reference else None
-    for method, series in reference.items():
+    styles = iter([":", "--", "-.", (0, (1, 4))])
+    for method, series in reference.items():  # gray, one dash style each: apart from ours
+        style = next(styles, "--")
         for key, axis in (("total_volume", volume_axis), ("thermal_mw", axes[1])):
-            axis.plot(np.arange(1, len(series[key]) + 1), series[key], "--", alpha=0.6,
-                      label=f"reference {method}")  # fmt: skip
+            axis.plot(np.arange(1, len(series[key]) + 1), series[key], linestyle=style,
+                      color="0.45", lw=1.2, label=f"reference {method}")  # fmt: skip
     if volume_axis is not None:
         volume_axis.set_ylabel("reference MeanVolume.csv (unit not stated)", fontsize=8)
         volume_axis.legend(fontsize=7, loc="upper right")
