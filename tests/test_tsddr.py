@@ -23,11 +23,15 @@ def case3_agent(policy="LSTMPolicy", horizon=12, **kwargs):
                  seed=0, device="cpu", **kwargs)  # fmt: skip
 
 
-@pytest.mark.parametrize("policy", ["LSTMPolicy", "StatePolicy", "LinearPolicy"])
+@pytest.mark.parametrize("policy", ["LSTMPolicy", "StatePolicy", "strict", "LinearPolicy"])
 def test_dual_gradient_equals_finite_differences(policy):
     """d mean cost / d θ from the target duals equals central finite differences of the LP
     optimal values, through each rule (float64; steps small enough to keep the bases)."""
-    agent = case3_agent(policy, horizon=4, eval_freq=0)
+    if policy == "strict":
+        agent = case3_agent("StatePolicy", horizon=4, eval_freq=0,
+                            policy_kwargs={"reachable_gain": 0.0036})  # fmt: skip
+    else:
+        agent = case3_agent(policy, horizon=4, eval_freq=0)
     agent.policy.double()
     with torch.no_grad():  # move the rules off their (flat) starting points
         for param in agent.policy.parameters():
@@ -298,3 +302,33 @@ def agent_env():
     import gymnasium as gym
 
     return gym.make("HydroDispatch-v0", **CASE3, horizon=3)
+
+
+def test_strict_rule_is_followed_exactly_so_training_sees_what_evaluation_sees():
+    """Targets in the reachable interval with a slack penalty above the value of water: the
+    deterministic equivalent follows them (no slack), so its cost per scenario equals the
+    stage-by-stage simulation's, with no foresight for training to exploit."""
+    problem = HydroProblem("bolivia", 12, slack_penalty=1e6)
+    agent = TSDDR("StatePolicy", problem, eval_freq=0, seed=0, device="cpu",
+                  policy_kwargs={"reachable_gain": problem.reachable_gain})  # fmt: skip
+    noise = problem.sample_noise(5, np.random.default_rng(2))
+    initial = torch.as_tensor(problem.initial_state, dtype=torch.float32)
+    with torch.no_grad():
+        targets = agent.policy.targets(torch.as_tensor(noise, dtype=torch.float32), initial)
+    targets = targets.double().numpy()
+    solved = agent.solve(noise, targets)
+    simulated = agent.evaluate(noise)
+    assert np.all(solved.slack < 1e-7) and np.all(simulated.slack < 1e-7)
+    np.testing.assert_allclose(solved.operating_cost, simulated.operating_cost.sum(1), rtol=1e-4)
+    np.testing.assert_allclose(simulated.states, targets, rtol=1e-4, atol=1e-6)
+    agent.close()
+    with pytest.raises(ValueError, match="one noise component per state component"):
+        TSDDR("StatePolicy", Inventory2D(), policy_kwargs={"reachable_gain": 1.0})
+
+
+class Inventory2D(Inventory):
+    """The inventory problem seen with two noise components (for a shape error)."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise_dim, self.noise_high = 2, np.array([4.0, 4.0])

@@ -149,7 +149,7 @@ def command_bound(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy(spec: str, case, stages: int, load_scale: float):
+def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=None):
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
     command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
     model file of an mdpo agent trained on ``HydroDispatch-v0``."""
@@ -175,7 +175,8 @@ def load_policy(spec: str, case, stages: int, load_scale: float):
     agent = mdpo.load(spec, device="cpu")
     if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
         raise ValueError(f"{spec}: a rule for {agent.n_stages} stages cannot drive {stages}")
-    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale)
+    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale,
+                           slack_penalty=slack_penalty)  # fmt: skip
     if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
         raise ValueError(f"{spec}: the agent's spaces ({agent.observation_space}, "
                          f"{agent.action_space}) are not HydroDispatch's on {case.name} "
@@ -195,7 +196,8 @@ def command_simulate(args: argparse.Namespace) -> int:
     from envs.hydro import load_case
 
     case = load_case(args.case)
-    label, simulate = load_policy(args.policy, case, args.stages, args.load_scale)
+    label, simulate = load_policy(args.policy, case, args.stages, args.load_scale,
+                                  args.slack_penalty)  # fmt: skip
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
     start = time.perf_counter()
     records = simulate(paths, not args.no_progress)
@@ -204,7 +206,9 @@ def command_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-TSDDR_POLICIES = {"lstm": "LSTMPolicy", "state": "StatePolicy", "linear": "LinearPolicy"}
+TSDDR_POLICIES = {"lstm": "LSTMPolicy", "state": "StatePolicy", "strict": "StatePolicy",
+                  "linear": "LinearPolicy"}  # fmt: skip
+STRICT_PENALTY = 1e6  # far above the value of water (~28 000 per hm³): targets are followed
 
 
 def command_tsddr(args: argparse.Namespace) -> int:
@@ -219,8 +223,10 @@ def command_tsddr(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
     os.makedirs(args.out, exist_ok=True)
-    problem = HydroProblem(case, args.stages, load_scale=args.load_scale,
-                           slack_penalty=args.slack_penalty)  # fmt: skip
+    penalty = args.slack_penalty
+    if penalty is None and args.policy == "strict":
+        penalty = STRICT_PENALTY
+    problem = HydroProblem(case, args.stages, load_scale=args.load_scale, slack_penalty=penalty)
     state_path = os.path.join(args.out, "train_state.json")
     best_path = os.path.join(args.out, "best_model.zip")
     checkpoints = sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")),
@@ -235,7 +241,11 @@ def command_tsddr(args: argparse.Namespace) -> int:
                 agent.best_eval_cost = json.load(handle)["eval_mean_cost"]
         print(f"resuming from {checkpoints[-1]} at step {agent.num_timesteps}")
     else:
+        policy_kwargs = (
+            {"reachable_gain": problem.reachable_gain} if args.policy == "strict" else None
+        )
         agent = TSDDR(TSDDR_POLICIES[args.policy], problem, learning_rate=args.learning_rate,
+                      policy_kwargs=policy_kwargs,
                       batch_size=args.batch, workers=args.workers, eval_freq=args.eval_freq,
                       eval_scenarios=args.eval_scenarios, best_model_path=best_path,
                       tensorboard_log=os.path.join(args.out, "tb"), seed=args.seed)  # fmt: skip
@@ -271,9 +281,11 @@ def command_tsddr(args: argparse.Namespace) -> int:
     from envs.hydro.env import HydroDispatchEnv
     from envs.hydro.simulate import simulate_env_policy
 
-    env = HydroDispatchEnv(case, horizon=args.stages, load_scale=args.load_scale)
+    env = HydroDispatchEnv(case, horizon=args.stages, load_scale=args.load_scale,
+                           slack_penalty=problem.slack_penalty)  # fmt: skip
     records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
-    label = {"lstm": "TS-DDR (LSTM)", "state": "TS-DDR (state)", "linear": "TS-LDR"}[args.policy]
+    label = {"lstm": "TS-DDR (LSTM)", "state": "TS-DDR (state)", "strict": "TS-DDR (strict)",
+             "linear": "TS-LDR"}[args.policy]  # fmt: skip
     _finish(args, case, records, label, {
         "policy": args.policy, "steps": trained_steps, "batch": agent.batch_size,
         "learning_rate": agent.learning_rate, "workers": args.workers,
@@ -405,6 +417,13 @@ def add_parser(sub) -> None:
     common(simulate)
     simulate.add_argument("--stages", type=int, default=96)
     simulate.add_argument("--label", default=None, help="name in summaries and plots")
+    simulate.add_argument(
+        "--slack-penalty",
+        type=float,
+        default=None,
+        help="an agent's stage problems: cost per hm³ off its targets "
+        "(default the largest cost coefficient; 1e6 for strict rules)",
+    )
     simulate.set_defaults(func=command_simulate)
     tsddr = group.add_parser("tsddr", help="train TS-DDR / TS-LDR (resumable) and simulate it")
     common(tsddr)
@@ -420,8 +439,9 @@ def add_parser(sub) -> None:
     tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
     tsddr.add_argument("--learning-rate", type=float, default=1e-3)
     tsddr.add_argument("--slack-penalty", type=float, default=None,
-                       help="cost per unit of target slack in training (default the largest "
-                            "cost coefficient, the paper's)")  # fmt: skip
+                       help="cost per hm³ of target slack, in training and in the reported "
+                            "simulation (default the largest cost coefficient, the paper's; "
+                            "1e6 for --policy strict)")  # fmt: skip
     tsddr.add_argument(
         "--eval-freq",
         type=int,

@@ -35,6 +35,8 @@ class HydroDispatchEnv(gym.Env):
         stage_k: hm³ per m³/s over one stage.
         load_scale: factor on every load (0.6 in the Bolivia reference experiments).
         reward_scale: the reward is ``−cost · reward_scale``.
+        slack_penalty: cost per hm³ between the target and the outgoing volume (default the
+            largest cost coefficient, as TS-DDR).
     """
 
     metadata = {"render_modes": []}
@@ -46,6 +48,7 @@ class HydroDispatchEnv(gym.Env):
         stage_k: float = STAGE_K,
         load_scale: float = LOAD_SCALE,
         reward_scale: float = 1.0,
+        slack_penalty: float | None = None,
     ):
         from mdpo.optim.highs import HighsModel
 
@@ -59,7 +62,7 @@ class HydroDispatchEnv(gym.Env):
         self.max_volume = np.array([p.max_volume for p in self.case.plants])
         self.problem = build_deterministic_equivalent(
             self.case, self.case.inflows[0, :, 0][None], targets=self.max_volume[None] * 0.5,
-            stage_k=stage_k, load_scale=load_scale,
+            slack_penalty=slack_penalty, stage_k=stage_k, load_scale=load_scale,
         )  # fmt: skip
         self.model = HighsModel(self.problem.lp)
         inflow_high = self.case.inflows.max(axis=(0, 2)).astype(np.float32)

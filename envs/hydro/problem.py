@@ -58,6 +58,9 @@ class HydroProblem(MultiStageProblem):
         self.state_low = np.zeros(len(plants))
         self.state_high = np.array([p.max_volume for p in plants])
         self.noise_high = self.case.inflows.max(axis=(0, 2))
+        # a reservoir can spill down to empty and fill by at most K·(its own inflow), water
+        # from upstream aside: targets in [0, min(max, v + K·w)] are always reachable
+        self.reachable_gain = stage_k
         self._stage: TargetLP | None = None
 
     def _build(self, stages: int) -> TargetLP:

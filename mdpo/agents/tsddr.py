@@ -155,16 +155,29 @@ class StateRule(LSTMRule):
     range. In training the previous state is the previous target (the deterministic
     equivalent follows the targets up to the slack); in simulation, the actual state.
 
+    With ``reachable_gain`` ``g`` (the "strict" variant) the sigmoid maps into the interval a
+    stage can reach, ``[low, min(high, x_{t-1} + g·w_t)]`` (for hydro ``g = K``: a reservoir
+    can always spill down to empty, and fill at most by its own inflow, upstream water aside),
+    so that every target is feasible; trained with a slack penalty above the value of water,
+    the deterministic equivalent then follows the targets exactly and has no foresight to
+    exploit, which is what the stage-by-stage evaluation sees.
+
     Args:
         observation_space, action_space, n_stages: see :class:`DecisionRule`.
         hidden_sizes: sizes of the LSTM layers ((32, 32)).
         head_sizes: hidden sizes of the head ((32,)).
+        reachable_gain: ``g`` above (needs as many noise as state components), or ``None``.
     """
 
     def __init__(self, observation_space, action_space, n_stages: int,
                  hidden_sizes: tuple[int, ...] | list[int] = (32, 32),
-                 head_sizes: tuple[int, ...] | list[int] = (32,)):  # fmt: skip
+                 head_sizes: tuple[int, ...] | list[int] = (32,),
+                 reachable_gain: float | None = None):  # fmt: skip
         DecisionRule.__init__(self, observation_space, action_space, n_stages)
+        if reachable_gain is not None and self.noise_dim != self.state_dim:
+            raise ValueError(f"reachable_gain needs one noise component per state component, "
+                             f"got {self.noise_dim} and {self.state_dim}")  # fmt: skip
+        self.reachable_gain = None if reachable_gain is None else float(reachable_gain)
         sizes = [self.noise_dim, *[int(h) for h in hidden_sizes]]
         self.layers = nn.ModuleList(
             nn.LSTM(a, b, batch_first=True) for a, b in zip(sizes[:-1], sizes[1:])
@@ -176,22 +189,25 @@ class StateRule(LSTMRule):
             head += [nn.Linear(a, b), nn.Tanh()]
         self.head = nn.Sequential(*head[:-1])
 
-    def _target(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def _target(self, features: torch.Tensor, state: torch.Tensor, noise: torch.Tensor):
         z = self.head(torch.cat([features, self.scaled_state(state)], dim=-1))
-        return self.state_low + torch.sigmoid(z) * (self.state_high - self.state_low)
+        high = self.state_high
+        if self.reachable_gain is not None:
+            high = torch.minimum(high, state + self.reachable_gain * noise)
+        return self.state_low + torch.sigmoid(z) * (high - self.state_low)
 
     def targets(self, noise, initial_state):
         features = self._run(self.scaled_noise(noise), None)[0]
         previous = initial_state.expand(noise.shape[0], self.state_dim)
         out = []
         for t in range(noise.shape[1]):
-            previous = self._target(features[:, t], previous)
+            previous = self._target(features[:, t], previous, noise[:, t])
             out.append(previous)
         return torch.stack(out, dim=1)
 
     def step(self, memory, t, state, noise):
         features, memory = self._run(self.scaled_noise(noise)[:, None], memory)
-        return self._target(features[:, 0], state), memory
+        return self._target(features[:, 0], state, noise), memory
 
 
 class LinearRule(DecisionRule):
