@@ -96,7 +96,7 @@ def command_sddp(args: argparse.Namespace) -> int:
     policy.load_cuts(cuts_path)
     records = policy.simulate(paths, stages=args.report, progress=not args.no_progress)
     if resumed_at >= args.iterations:
-        stopped = f"nothing (resumed after {resumed_at} iterations, see training.csv)"
+        stopped = f"no training (resumed after {resumed_at} iterations, see training.csv)"
     elif len(log.lower_bounds) >= args.iterations:
         stopped = "iterations"
     elif args.time_limit and time.perf_counter() - start > args.time_limit:
@@ -110,7 +110,7 @@ def command_sddp(args: argparse.Namespace) -> int:
         "train_seconds": train_seconds, "lower_bound": log.lower_bounds[-1],
     })  # fmt: skip
     print(f"SDDP trained {len(log.lower_bounds)} iterations in {train_seconds:.0f} s (stopped "
-          f"by the {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
+          f"by: {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
           "stages")  # fmt: skip
     return 0
 
