@@ -265,6 +265,8 @@ def test_cli_tsddr_resumes_and_compares(tmp_path, capsys):
     assert main(["hydro", "compare", out, bound, "--out", compare]) == 0
     table = open(f"{compare}/comparison.md").read()
     assert "| TS-DDR (state) |" in table and "| perfect foresight |" in table
+    assert table.startswith("Command: `mdpo hydro compare ")
+    assert json.load(open(f"{out}/summary.json"))["command"].startswith("mdpo hydro tsddr ")
     assert main(["hydro", "simulate", best, *common, "--out", simulated, "--stages", "5"]) == 2
     assert "cannot drive 5" in capsys.readouterr().err
 

@@ -27,11 +27,19 @@ def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) ->
                      for i in range(n)])  # fmt: skip
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that produced a result, as typed (``mdpo ...``)."""
+    import shlex
+
+    return "mdpo " + shlex.join(getattr(args, "argv", None) or [])
+
+
 def _finish(args, case, records, label: str, extra: dict) -> dict:
     """Write a policy's records and summary into ``args.out`` and print one line."""
     from envs.hydro.simulate import write_summary
 
-    summary = {"label": label, "case": case.name, "load_scale": args.load_scale,
+    summary = {"label": label, "command": command_line(args), "case": case.name,
+               "load_scale": args.load_scale,
                "scenario_seed": args.scenario_seed, **extra,
                **records.write(args.out, case, label)}  # fmt: skip
     write_summary(os.path.join(args.out, "summary.json"), summary)
@@ -341,8 +349,9 @@ def command_compare(args: argparse.Namespace) -> int:
     table = "\n".join(lines)
     scenarios, stages, seed = keys.pop()
     with open(os.path.join(args.out, "comparison.md"), "w") as handle:
-        handle.write(f"{stages} stages, {scenarios} evaluation scenarios (seed {seed}); "
-                     f"costs without target-slack penalties.\n\n{table}\n")  # fmt: skip
+        handle.write(f"Command: `{command_line(args)}`\n\n{stages} stages, {scenarios} "
+                     f"evaluation scenarios (seed {seed}); costs without target-slack "
+                     f"penalties.\n\n{table}\n")  # fmt: skip
     plot_stages(os.path.join(args.out, "stages.png"), load_case(rows[0]["case"]), runs)
     print(table)
     print(f"wrote {args.out}/comparison.md and stages.png")
