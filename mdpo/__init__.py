@@ -4,7 +4,9 @@ __version__ = "0.1.0"
 
 from mdpo.agents import (  # noqa: E402
     ALGORITHMS,
+    BC,
     MDPO,
+    OPPO,
     PPO,
     SAC,
     TRPO,
@@ -33,6 +35,8 @@ def load(path: str, env=None, device: str = "auto", **kwargs) -> Agent:
 
 __all__ = [
     "ALGORITHMS",
+    "BC",
+    "OPPO",
     "MDPO",
     "PPO",
     "SAC",

@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     from envs.hydro.cli import add_parser as add_hydro_parser
 
     add_hydro_parser(sub)
+    from mdpo.data.cli import add_parsers as add_offline_parsers
+
+    add_offline_parsers(sub)
     sweep = sub.add_parser("sweep", help="benchmark sweeps: run a spec, report a folder")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sweep_run = sweep_sub.add_parser(
