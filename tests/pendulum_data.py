@@ -1,9 +1,15 @@
 """A small offline dataset of Pendulum-v1 that mixes good and bad behaviour, made in seconds.
 
-Good episodes come from a hand-written swing-up controller (energy pumping, then a linear
-stabilizer near the top; about -140 mean return), bad ones from a controller that brakes the
-pendulum at the bottom (about -1800); both with Gaussian action noise. Behaviour cloning on the
-mixture averages opposite torques; a preference-guided policy can tell the two apart.
+Episodes start near the top (``reset`` options ``START``: angle and speed uniform in [-1, 1]).
+Good ones come from a hand-written controller (a linear stabilizer near the top, energy pumping
+elsewhere; -72 mean return from these starts), bad ones from a controller that pushes the
+pendulum down (about -1240); both with Gaussian action noise. Behaviour cloning on the mixture
+averages opposite torques and drops the pendulum; a preference-guided policy can tell the two
+behaviours apart.
+
+(From the bottom, the usual Pendulum start, the segments of highest return are those that
+already balance at the top with almost no torque; a context that asks for them does not say
+how to swing up, and OPPO with return-labelled segments scored near zero normalized there.)
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import numpy as np
 
 from mdpo.data.dataset import Episode, OfflineDataset
 
-# reference returns of the normalized score (the swing-up controller's mean and the random
-# policy's mean return on Pendulum-v1, measured over 100 episodes)
-REF_MIN, REF_MAX = -1200.0, -140.0
+START = {"x_init": 1.0, "y_init": 1.0}
+# reference returns of the normalized score from START: a uniform random policy's and the good
+# controller's mean over 100 episodes (reset seeds 5000..5099)
+REF_MIN, REF_MAX = -952.3, -72.3
 
 
 def swing_up(obs: np.ndarray) -> np.ndarray:
-    """Pump energy until near the top, then stabilize (th'' = 15 sin th + 3 u on Pendulum)."""
+    """Stabilize near the top, pump energy elsewhere (th'' = 15 sin th + 3 u on Pendulum)."""
     cos, sin, speed = obs
     angle = np.arctan2(sin, cos)
     energy = 0.5 * speed**2 + 15.0 * (cos - 1.0)  # 0 upright at rest
@@ -32,14 +39,15 @@ def swing_up(obs: np.ndarray) -> np.ndarray:
     return np.clip(np.array([torque], np.float32), -2.0, 2.0)
 
 
-def brake(obs: np.ndarray) -> np.ndarray:
-    """Full torque against the motion: keeps the pendulum hanging."""
-    return np.array([-2.0 * np.sign(obs[2])], np.float32)
+def push_down(obs: np.ndarray) -> np.ndarray:
+    """Full torque away from the top."""
+    cos, sin, _ = obs
+    return np.array([2.0 * np.sign(np.arctan2(sin, cos))], np.float32)
 
 
 def rollout(env: gym.Env, controller, seed: int, noise: float, rng: np.random.Generator):
-    """One episode of ``controller`` with Gaussian action noise."""
-    obs, _ = env.reset(seed=seed)
+    """One episode of ``controller`` from ``START`` with Gaussian action noise."""
+    obs, _ = env.reset(seed=seed, options=START)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
     done = False
     while not done:
@@ -55,8 +63,9 @@ def rollout(env: gym.Env, controller, seed: int, noise: float, rng: np.random.Ge
                    np.array(terms), np.array(truncs))  # fmt: skip
 
 
-def mixture_dataset(good: int = 30, bad: int = 30, seed: int = 0) -> OfflineDataset:
-    """``good`` swing-up and ``bad`` braking episodes, interleaved."""
+def mixture_dataset(good: int = 20, bad: int = 20, seed: int = 0) -> OfflineDataset:
+    """``good`` stabilizing and ``bad`` pushing-down episodes, interleaved (even indices good
+    while both last)."""
     env = gym.make("Pendulum-v1")
     rng = np.random.default_rng(seed)
     episodes = []
@@ -64,7 +73,7 @@ def mixture_dataset(good: int = 30, bad: int = 30, seed: int = 0) -> OfflineData
         if i < good:
             episodes.append(rollout(env, swing_up, 1000 * seed + 2 * i, 0.2, rng))
         if i < bad:
-            episodes.append(rollout(env, brake, 1000 * seed + 2 * i + 1, 0.5, rng))
+            episodes.append(rollout(env, push_down, 1000 * seed + 2 * i + 1, 0.5, rng))
     env.close()
     return OfflineDataset(episodes, "Pendulum-v1", env.observation_space, env.action_space,
                           REF_MIN, REF_MAX, {"kind": "pendulum-mixture", "seed": seed})  # fmt: skip

@@ -246,12 +246,17 @@ class OfflineAgent(Agent):
         """``state`` with the episodes flagged in ``starts`` started afresh."""
         return state
 
-    def evaluate(self, n_episodes: int = 10, seed: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, n_episodes: int = 10, seed: int = 0, reset_options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Run the policy in the dataset's env.
 
         Args:
             n_episodes: episodes (env ``reset(seed=seed + i)`` for episode ``i``).
             seed: seed of the first episode.
+            reset_options: ``options`` of every ``env.reset`` (e.g. Pendulum's initial-state
+                range ``{"x_init": 1.0, "y_init": 1.0}``), to evaluate from the start states the
+                dataset was collected from.
 
         Returns:
             ``returns``, ``lengths``, their mean, and ``normalized`` scores when the
@@ -266,7 +271,7 @@ class OfflineAgent(Agent):
         returns, lengths = [], []
         try:
             for i in range(n_episodes):
-                obs, _ = env.reset(seed=seed + i)
+                obs, _ = env.reset(seed=seed + i, options=reset_options)
                 state, total, steps, done = None, 0.0, 0, False
                 while not done:
                     action, state = self.predict(obs, state)
