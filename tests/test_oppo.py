@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from pendulum_data import mixture_dataset
 
+from envs.pendulum_mixture import mixture_dataset
 from mdpo import BC, OPPO
 from mdpo.agents.oppo import masked_mse, norm_loss, weighted_triplet_loss
 from mdpo.data.dataset import Episode, OfflineDataset
@@ -632,7 +632,7 @@ def test_oppo_beats_behaviour_cloning_on_a_pendulum_mixture():
     """20 stabilizing and 20 pushing-down Pendulum episodes, scripted labels on 20-step
     segments. Budget: 2000 gradient steps each, a small encoder (width 32, one layer).
     Measured (normalized): OPPO 90.1 with seed 0 (83.2 and 56.1 with seeds 1 and 2), BC -32.8."""
-    from pendulum_data import START
+    from envs.pendulum_mixture import START
 
     torch.set_num_threads(1)
     dataset = mixture_dataset(good=20, bad=20)
