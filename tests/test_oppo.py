@@ -242,7 +242,7 @@ def test_oppo_losses_against_a_plain_computation():
     for i in range(len(pairs)):
         p, n = (za[i], zb[i]) if pairs.label[i] == 1 else (zb[i], za[i])
         hinge.append(max((z_star - p + 1e-6).norm() - (z_star - n + 1e-6).norm() + 1.0, 0.0))
-    pref = float(sum(hinge) / len(hinge))
+    pref = float((sum(hinge) / len(hinge)).detach())
     assert abs(parts["him"].item() - him) < 1e-5
     assert abs(parts["norm"].item() - norm) < 1e-5
     assert abs(parts["preference"].item() - pref) < 1e-5
@@ -357,6 +357,11 @@ def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
     fresh, _ = agent.predict(obs, None)
     again, _ = agent.predict(obs, state, episode_start=np.array([True]))
     np.testing.assert_allclose(again, fresh, atol=1e-6)
+    # a window of one step is still the transformer's path
+    one = OPPO("TransformerPolicy", dataset, seed=0, segment_length=1,
+               policy_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),
+               encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0))  # fmt: skip
+    assert one.predict(obs, None)[0].shape == (1,)
 
 
 def test_save_load_and_resume_equal_an_uninterrupted_run(tmp_path):
@@ -384,8 +389,75 @@ def test_save_load_and_resume_equal_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(BC.load(bc_path).predict(obs)[0], bc.predict(obs)[0])
 
 
-def test_bad_inputs():
+def test_ties_soft_labels_given_labels_and_warm_up():
+    # constant rewards: every fresh pair ties; a step still imitates and moves nothing by labels
+    flat = OfflineDataset([hand_episode(30, 0.0), hand_episode(30, 0.0)], "Pendulum-v1", OBS2,
+                          BOX1, -10.0, 10.0)  # fmt: skip
+    for episode in flat:
+        episode.rewards[:] = 1.0
+    small = dict(encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0))
+    agent = OPPO("MlpPolicy", flat, seed=0, segment_length=5, batch_size=8, **small)
+    agent._setup_learn(3, True, "test")
+    z_before = agent.z_star
+    values = agent.train_step()
+    assert values["preference_loss"].item() == 0.0 and values["him_loss"].item() > 0
+    torch.testing.assert_close(agent.z_star, z_before)  # AdamW on a zero gradient: decay only
+    # the encoder-and-policy loss gives z* no gradient
+    dataset = mixture_dataset(good=2, bad=2)
+    sampler = SegmentSampler(dataset, 5)
+    pairs = PreferencePairs(torch.tensor([0, 1, 2]), torch.tensor([0, 3, 7]),
+                            torch.tensor([1, 2, 3]), torch.tensor([5, 0, 1]),
+                            torch.tensor([1.0, 0.5, 0.75]))  # fmt: skip
+    from mdpo.data.preferences import Preferences
+
+    given = Preferences(sampler, pairs, description="soft")
+    agent = OPPO("MlpPolicy", dataset, labels=given, seed=0, segment_length=5, batch_size=4,
+                 warmup_steps=10, **small)  # fmt: skip
+    seg_a = agent.sampler.gather(pairs.episode_a, pairs.start_a)
+    seg_b = agent.sampler.gather(pairs.episode_b, pairs.start_b)
+    total, parts = agent.losses(seg_a, seg_b, pairs.label)
+    total.backward()
+    assert agent.model.z_star.grad is None
+    # soft labels weigh the triplet term by |2 label - 1|: 1, 0, 0.5
+    za, zb = agent.encode(seg_a).detach(), agent.encode(seg_b).detach()
+    zs = agent.z_star
+    hinge = [torch.clamp_min((zs - p + 1e-6).norm() - (zs - n + 1e-6).norm() + 1.0, 0.0)
+             for p, n in ((za[0], zb[0]), (za[2], zb[2]))]  # fmt: skip
+    expected = (hinge[0] + 0.5 * hinge[1]) / 1.5
+    assert abs(agent.z_star_loss(za, zb, pairs.label).item() - expected.item()) < 1e-6
+    # warm-up of the policy's learning rate: (step + 1) / W, then the rate
+    for step, factor in ((0, 0.1), (8, 0.9), (9, 1.0), (50, 1.0)):
+        agent.num_timesteps = step
+        assert abs(agent._policy_lr() - 1e-4 * factor) < 1e-12
+    agent.num_timesteps = 0
+    agent.learn(2)
+    # a model trained on given labels loads; it learns again once given labels
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        loaded = OPPO.load(agent.save(os.path.join(folder, "m.zip")), env=dataset)
+    assert loaded.labels == "given: soft"
+    with pytest.raises(ValueError, match="call set_preferences"):
+        loaded.learn(1, reset_num_timesteps=False)
+    loaded.set_preferences(Preferences(loaded.sampler, pairs))
+    loaded.learn(1, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="over segments of 5 steps but segment_length=20"):
+        OPPO("MlpPolicy", dataset, labels=given)
+
+
+def test_bad_inputs(tmp_path):
     dataset = mixture_dataset(good=1, bad=1)
+    with pytest.raises(ValueError, match="dataset id 'mdpo/../x-v0' must look like"):
+        dataset.save("mdpo/../x-v0", root=str(tmp_path))
+    with pytest.raises(ValueError, match="dataset id 'mdpo/pendulum' must look like"):
+        dataset.save("mdpo/pendulum", root=str(tmp_path), overwrite=True)
+    os.makedirs(tmp_path / "mdpo" / "keep-v0")
+    with pytest.raises(ValueError, match="is not a Minari dataset: not replaced"):
+        dataset.save("mdpo/keep-v0", root=str(tmp_path), overwrite=True)
+    wide = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    unbounded = OfflineDataset([hand_episode(3, 0.0)], "Pendulum-v1", OBS2, wide)
+    with pytest.raises(ValueError, match="needs finite bounds"):
+        BC("MlpPolicy", unbounded)
     with pytest.raises(ValueError, match="segments of 10 steps but segment_length=20"):
         OPPO("MlpPolicy", dataset, labels="scripted:K=10")
     with pytest.raises(ValueError, match="batch_size must be"):

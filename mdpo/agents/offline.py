@@ -76,7 +76,8 @@ class OfflineAgent(Agent):
         learning_rate: the optimizer's learning rate (a float or a schedule).
         env_id: the env of the dataset (taken from it; stored so that a loaded model can be
             evaluated).
-        env_kwargs: keyword arguments of ``gymnasium.make`` (taken from the dataset).
+        env_kwargs: keyword arguments of ``gymnasium.make`` for evaluation (the caller's; a
+            dataset's own are not applied).
         ref_min_score, ref_max_score: the dataset's reference returns (taken from it).
         data_root: Minari's datasets folder when ``dataset`` is an id.
         policy_kwargs, tensorboard_log, verbose, seed, device: see
@@ -133,6 +134,15 @@ class OfflineAgent(Agent):
             dataset = OfflineDataset.load(dataset, self.data_root)
         if not isinstance(dataset, OfflineDataset):
             raise ValueError(f"dataset must be an OfflineDataset or a Minari id, got {dataset!r}")
+        low, high = dataset.action_space.low, dataset.action_space.high
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+            raise ValueError(
+                f"{self.algo_name} scales actions into [-1, 1]: the action space "
+                f"{dataset.action_space} needs finite bounds with low < high"
+            )
+        if ":" in dataset.env_id:
+            raise ValueError(f"dataset env id {dataset.env_id!r} names a module to import; "
+                             "only registered gymnasium ids are evaluated")  # fmt: skip
         if self.observation_space is None:
             self._set_spaces(dataset.observation_space, dataset.action_space)
         elif (self.observation_space.shape != dataset.observation_space.shape
@@ -143,8 +153,8 @@ class OfflineAgent(Agent):
                 f"{self.observation_space}, {self.action_space}"
             )
         self.data = dataset
+        # env_kwargs are the caller's, never a file's (they reach gymnasium.make)
         self.env_id = self.env_id or dataset.env_id
-        self.env_kwargs = self.env_kwargs or dict(dataset.env_kwargs) or None
         if self.ref_min_score is None:
             self.ref_min_score = dataset.ref_min_score
         if self.ref_max_score is None:
@@ -160,6 +170,11 @@ class OfflineAgent(Agent):
 
     def _dataset_changed(self) -> None:  # noqa: B027 - optional hook
         """Rebuild what depends on the dataset (samplers...)."""
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        # dropout draws from torch's global CPU generator: saved too, so that a resumed run
+        # repeats an uninterrupted one (loading a model sets the global generator's state)
+        return {"agent": self.rng, "torch": torch.default_generator}
 
     def get_env(self) -> OfflineDataset | None:
         """The dataset trained on."""

@@ -136,6 +136,7 @@ class ContextMlpPolicy(nn.Module):
     """
 
     context_length = 1
+    uses_history = False
 
     def __init__(self, obs_dim: int, act_dim: int, z_dim: int, segment_length: int,
                  max_timestep: int, net_arch: list[int] | None = None,
@@ -172,6 +173,7 @@ class ContextTransformerPolicy(nn.Module):
                  ff: int = 512, dropout: float = 0.1, activation: str = "relu"):  # fmt: skip
         super().__init__()
         self.context_length = segment_length
+        self.uses_history = True
         self.n_heads = n_heads
         self.embed_z = nn.Linear(z_dim, hidden)
         self.embed_state = nn.Linear(obs_dim, hidden)
@@ -326,10 +328,15 @@ class OPPO(OfflineAgent):
         self.normalize_context = bool(normalize_context)
         self._preferences: Preferences | None = None
         if isinstance(labels, Preferences):
+            if labels.sampler.segment_length != self.segment_length:
+                raise ValueError(f"the labels are over segments of "
+                                 f"{labels.sampler.segment_length} steps but "
+                                 f"segment_length={self.segment_length}")  # fmt: skip
             self._preferences = labels
-            self.labels = labels.description or "given"
+            # saved as information only: a loaded model is given its labels again to learn
+            self.labels = "given: " + (labels.description or "a Preferences object")
         elif isinstance(labels, str):
-            if labels != "scripted":
+            if labels != "scripted" and not labels.startswith("given"):
                 spec = parse_labels(labels)
                 if spec["K"] != self.segment_length:
                     raise ValueError(f"labels {labels!r} are over segments of {spec['K']} steps "
@@ -384,10 +391,32 @@ class OPPO(OfflineAgent):
             action_transform=scaler.actions_to_unit,
         )  # fmt: skip
         if self._preferences is not None and self._preferences.sampler.dataset is self.data:
+            if self._preferences.pairs is not None:  # the pairs must name segments of this sampler
+                pairs = self._preferences.pairs
+                self.sampler.check(pairs.episode_a.numpy(), pairs.start_a.numpy(), "pair")
+                self.sampler.check(pairs.episode_b.numpy(), pairs.start_b.numpy(), "pair")
             self._preferences.sampler = self.sampler
+        elif self.labels.startswith("given"):
+            self._preferences = None  # set_preferences() before learning
         else:
             spec = self.labels if self.labels != "scripted" else f"scripted:K={self.segment_length}"
             self._preferences = make_preferences(spec, self.sampler)
+
+    def set_preferences(self, labels: str | Preferences) -> None:
+        """Train on these labels from now on (a spec string or a
+        :class:`~mdpo.data.preferences.Preferences` over this agent's dataset)."""
+        if self.data is None:
+            raise ValueError("set the dataset first (set_dataset)")
+        if isinstance(labels, Preferences):
+            if labels.sampler.dataset is not self.data:
+                raise ValueError("the Preferences are over another dataset than the agent's")
+            self._preferences = labels
+            self.labels = "given: " + (labels.description or "a Preferences object")
+            self._dataset_changed()
+        else:
+            self.labels = labels
+            self._preferences = None
+            self._dataset_changed()
 
     @property
     def preferences(self) -> Preferences | None:
@@ -468,6 +497,15 @@ class OPPO(OfflineAgent):
         anchor = self.model.z_star.expand_as(positive)
         return weighted_triplet_loss(anchor, positive, negative, weight, self.triplet_margin)
 
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
+              tb_log_name: str | None = None, reset_num_timesteps: bool = True,
+              progress_bar: bool = False) -> OPPO:  # fmt: skip
+        """``total_timesteps`` gradient steps (see :meth:`OfflineAgent.learn`)."""
+        if self.data is not None and self._preferences is None:
+            raise ValueError(f"OPPO has no labels ({self.labels!r}): call set_preferences()")
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name,
+                             reset_num_timesteps, progress_bar)  # fmt: skip
+
     def train_step(self) -> dict[str, torch.Tensor]:
         """One step: encoder + policy on ``L_HIM + c_p L_PM + c_n L_norm``, then ``z*``."""
         self.model.train()
@@ -518,7 +556,7 @@ class OPPO(OfflineAgent):
         policy = self.model.policy
         z = self.context(self.model.z_star.detach()).expand(obs.shape[0], -1)
         length = policy.context_length
-        if length == 1:
+        if not getattr(policy, "uses_history", True):
             actions = policy(obs[:, None], None, None, None, z)[:, 0]
             return actions, state
         batch, act_dim = obs.shape[0], int(np.prod(self.action_space.shape))
@@ -530,6 +568,7 @@ class OPPO(OfflineAgent):
                 np.zeros((batch, length), bool),
             )
         hist_obs, hist_act, hist_time, hist_mask = (np.array(s, copy=True) for s in state)
+        previous = np.where(hist_mask[:, -1], hist_time[:, -1], -1)  # the last step's time
         # shift the window left by one and put the new observation last
         hist_obs = np.roll(hist_obs, -1, axis=1)
         hist_act = np.roll(hist_act, -1, axis=1)
@@ -537,7 +576,6 @@ class OPPO(OfflineAgent):
         hist_mask = np.roll(hist_mask, -1, axis=1)
         hist_obs[:, -1] = obs.cpu().numpy()
         hist_act[:, -1] = 0.0
-        previous = np.where(hist_mask[:, -2], hist_time[:, -2], -1)
         hist_time[:, -1] = previous + 1
         hist_mask[:, -1] = True
         device = self.device

@@ -14,8 +14,10 @@ the functions here take an explicit ``root`` too, or a dataset folder instead of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -191,9 +193,12 @@ class OfflineDataset:
         import minari
         from minari.data_collector import EpisodeBuffer
 
+        check_dataset_id(dataset_id)
         with _minari_root(root):
             path = dataset_path(dataset_id)
             if os.path.exists(path):
+                if not os.path.isfile(os.path.join(path, "data", "metadata.json")):
+                    raise ValueError(f"{path} exists and is not a Minari dataset: not replaced")
                 if not overwrite:
                     raise ValueError(
                         f"dataset {dataset_id!r} already exists at {path}; choose another id or "
@@ -219,9 +224,7 @@ class OfflineDataset:
 
             spec = gym.spec(self.env_id)
             if self.env_kwargs:
-                spec = spec.__class__(
-                    **{**spec.__dict__, "kwargs": {**spec.kwargs, **self.env_kwargs}}
-                )
+                spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **self.env_kwargs})
             dataset = minari.create_dataset_from_buffers(
                 dataset_id,
                 buffers,
@@ -293,6 +296,18 @@ class OfflineDataset:
             meta.get("ref_min_score"), meta.get("ref_max_score"), info,
             dict(env_spec.get("kwargs") or {}), meta.get("dataset_id", dataset),
         )  # fmt: skip
+
+
+DATASET_ID = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+-v\d+$")
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """Raise ``ValueError`` unless ``dataset_id`` is ``(namespace/)(env/)name-vN`` with plain
+    names (no ``..``, no absolute path: an id never leaves the datasets folder)."""
+    parts = dataset_id.split("/")
+    if not DATASET_ID.match(dataset_id) or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"dataset id {dataset_id!r} must look like namespace/env/name-v0 "
+                         "(letters, digits, '_', '-', '.'; a version -vN at the end)")  # fmt: skip
 
 
 def datasets_root() -> str:

@@ -6,7 +6,9 @@ equally likely) and a start uniform over the positions where a whole segment fit
 shorter than ``K`` gives a segment padded on the left, with a mask. (The OPPO code starts
 anywhere and pads the end of the episode; a segment cut short by the episode's end then has a
 smaller return for a reason that is not the behaviour's, which misleads a teacher comparing
-returns when rewards are negative, e.g. on Pendulum.)
+returns when rewards are negative, e.g. on Pendulum.) Episodes shorter than ``K`` still give
+shorter segments, compared on their sums as they are: on Hopper or Walker2d such an episode is
+one that fell early, and its lower sum is deserved.
 
 Labels: ``1`` means the first segment of the pair is preferred, ``0`` the second, ``0.5`` a tie.
 They come from :class:`ScriptedTeacher` (the segment with the larger true return wins), fresh
@@ -26,7 +28,7 @@ import torch
 from mdpo.data.dataset import OfflineDataset
 
 # a label file is read whole: refuse larger ones
-MAX_LABEL_BYTES = 64 * 2**20
+MAX_LABEL_BYTES = 16 * 2**20  # about a million labels
 LABEL_COLUMNS = ("episode_a", "start_a", "episode_b", "start_b", "label")
 
 
@@ -217,11 +219,13 @@ class Preferences:
         return self.pairs is None
 
     def batch(self, n: int, generator: torch.Generator) -> PreferencePairs:
-        """``n`` labelled pairs (fresh ones: the ties dropped under ``ties="drop"``, so fewer)."""
+        """``n`` labelled pairs. Fresh pairs keep their ties, labelled 0.5: a tie gives no
+        preference signal (OPPO weighs it 0, as the authors' code drops it from the triplet
+        term) but its segments still count for imitation, and a batch of ties only is no error."""
         if self.pairs is not None:
             index = torch.randint(len(self.pairs), (n,), generator=generator)
             return self.pairs.select(index)
-        return scripted_pairs(self.sampler, n, generator, self.ties)
+        return scripted_pairs(self.sampler, n, generator, "half")
 
 
 def scripted_pairs(sampler: SegmentSampler, n: int, generator: torch.Generator,
