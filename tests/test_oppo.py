@@ -703,7 +703,8 @@ def test_cli_makes_datasets_labels_trains_resumes_and_evaluates(tmp_path, capsys
 def test_oppo_beats_behaviour_cloning_on_a_pendulum_mixture():
     """20 stabilizing and 20 pushing-down Pendulum episodes, scripted labels on 20-step
     segments. Budget: 2000 gradient steps each, a small encoder (width 32, one layer).
-    Measured (normalized): OPPO 90.1 with seed 0 (83.2 and 56.1 with seeds 1 and 2), BC -32.8."""
+    Measured (normalized; benchmarks/oppo_pendulum.py, results/oppo_pendulum): OPPO 89.0 with
+    seed 0 (37.0 and 86.2 with seeds 1 and 2), BC -32.8 (-32.3, -28.4)."""
     from envs.pendulum_mixture import START
 
     torch.set_num_threads(1)
