@@ -2,14 +2,18 @@
 
 Every run is ``mdpo oppo train`` into ``OUT/runs/<algo>__<dataset>__s<seed>``; a finished run
 (with ``summary.json``) is skipped and an interrupted one resumes from its checkpoint, so the
-benchmark spans sessions. ``--report`` writes ``OUT/README.md`` (final normalized score, mean
+benchmark spans sessions. ``--report`` writes ``OUT/table.md`` (final normalized score, mean
 and 95% bootstrap CI over seeds; the mean of the last 20% of evaluations) and
 ``OUT/curves.png``.
 
 The datasets are made first with ``mdpo data make`` (see the README); e.g.::
 
-    python benchmarks/offline_benchmark.py --datasets mdpo/hopper/medium-replay-v0 \\
-        mdpo/hopper/medium-expert-v0 --seeds 0 1 2 --steps 20000 --out results/oppo
+    python benchmarks/offline_benchmark.py --root runs/datasets \\
+        --datasets mdpo/hopper/medium-replay-v0 mdpo/hopper/medium-expert-v0 --seeds 0 1 2 \\
+        --steps 10000 --eval-every 1000 --set learning_rate=0.001 \\
+        --oppo-set encoder_learning_rate=0.001 --oppo-set warmup_steps=1000 \\
+        --oppo-set 'encoder_kwargs={"hidden": 64, "n_layers": 2, "ff": 256, "dropout": 0.0}' \\
+        --out results/oppo
     python benchmarks/offline_benchmark.py --report --out results/oppo
 """
 
@@ -34,10 +38,11 @@ def run_dir(out: str, algo: str, dataset: str, seed: int) -> str:
 
 
 def run_all(args: argparse.Namespace) -> None:
-    """Train every missing run (resuming interrupted ones), one after the other."""
-    for dataset in args.datasets:
-        for algo in args.algos:
-            for seed in args.seeds:
+    """Train every missing run (resuming interrupted ones), one after the other: seed by seed,
+    so that a partial benchmark has every algorithm on every dataset for its first seeds."""
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            for algo in args.algos:
                 folder = run_dir(args.out, algo, dataset, seed)
                 if os.path.exists(os.path.join(folder, "summary.json")):
                     print(f"{folder}: done")
@@ -50,6 +55,8 @@ def run_all(args: argparse.Namespace) -> None:
                                "--eval-every", str(args.eval_every), "--eval-episodes",
                                str(args.eval_episodes), "--checkpoint-every",
                                str(args.eval_every), "--out", folder, "--no-progress"]  # fmt: skip
+                    for pair in args.set or []:
+                        command += ["--set", pair]
                     if algo == "OPPO":
                         command += ["--labels", args.labels, "--policy", args.policy]
                         for pair in args.oppo_set or []:
@@ -137,6 +144,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--labels", default="scripted:K=20")
     parser.add_argument("--policy", default="mlp", choices=("mlp", "transformer"))
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a hyperparameter of every algorithm (repeatable)")  # fmt: skip
     parser.add_argument("--oppo-set", action="append", metavar="KEY=VALUE",
                         help="an OPPO hyperparameter (repeatable)")  # fmt: skip
     parser.add_argument("--root", help="Minari datasets folder")
