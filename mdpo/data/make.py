@@ -261,6 +261,7 @@ class Teacher:
             bar.update(agent.num_timesteps)
         first = not self.snapshots
         while agent.num_timesteps < cfg["total_steps"]:
+            tic = time.time()
             before = agent.num_timesteps
             chunk = min(cfg["eval_every"], cfg["total_steps"] - before)
             agent.learn(chunk, reset_num_timesteps=first)
@@ -280,6 +281,8 @@ class Teacher:
             # paths relative to the folder: the teacher can be moved
             self.snapshots.append({"step": step, "path": name, "rollouts": rollouts_name,
                                    "mean_return": float(np.mean(returns))})  # fmt: skip
+            # wall time of training and snapshots, summed over resumed runs
+            self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.time() - tic
             self._save()
             if bar is not None:
                 bar.update(step - before)
