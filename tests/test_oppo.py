@@ -357,6 +357,8 @@ def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
     fresh, _ = agent.predict(obs, None)
     again, _ = agent.predict(obs, state, episode_start=np.array([True]))
     np.testing.assert_allclose(again, fresh, atol=1e-6)
+    with pytest.raises(ValueError, match="not this policy's history of 2 episodes"):
+        agent.predict(np.stack([obs, obs]), state)  # the state of one episode
     # a window of one step is still the transformer's path
     one = OPPO("TransformerPolicy", dataset, seed=0, segment_length=1,
                policy_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),

@@ -567,6 +567,9 @@ class OPPO(OfflineAgent):
                 np.full((batch, length), -1, np.int64),
                 np.zeros((batch, length), bool),
             )
+        if len(state) != 4 or np.shape(state[0])[:2] != (batch, length):
+            raise ValueError(f"the state passed to predict is not this policy's history of "
+                             f"{batch} episodes (a window of {length} steps)")  # fmt: skip
         hist_obs, hist_act, hist_time, hist_mask = (np.array(s, copy=True) for s in state)
         previous = np.where(hist_mask[:, -1], hist_time[:, -1], -1)  # the last step's time
         # shift the window left by one and put the new observation last

@@ -166,7 +166,11 @@ def command_oppo_train(args: argparse.Namespace) -> int:
         cls_name, hyper = OFFLINE_ALGOS[args.algo]
         hyper = {**hyper, **parse_overrides(cls_name, args.set or [])}
         if cls_name == "OPPO":
-            hyper.setdefault("labels", args.labels)
+            labels = args.labels
+            if labels.startswith("file:"):  # absolute, so that --resume works from anywhere
+                path, _, rest = labels[len("file:") :].partition(",")
+                labels = "file:" + os.path.abspath(path) + ("," + rest if rest else "")
+            hyper.setdefault("labels", labels)
         elif args.labels != "scripted":
             raise ValueError(f"--labels applies to OPPO; {args.algo} uses no labels")
         policy = {"mlp": "MlpPolicy", "transformer": "TransformerPolicy"}[args.policy]
