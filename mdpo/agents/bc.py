@@ -116,8 +116,7 @@ class BC(OfflineAgent):
         data = (
             self.data.top_episodes(self.filter_fraction) if self.filter_fraction < 1 else self.data
         )
-        obs = np.concatenate([e.observations[:-1] for e in data]).reshape(data.total_steps, -1)
-        act = np.concatenate([e.actions for e in data]).reshape(data.total_steps, -1)
+        obs, act = data.flat_transitions()
         self._train_obs = torch.as_tensor(self.scaler.observations(obs), device=self.device)
         self._train_actions = torch.as_tensor(self.scaler.actions_to_unit(act), device=self.device)
         self.train_episodes = len(data)

@@ -39,9 +39,7 @@ class DatasetScaler(nn.Module):
 
     def fit(self, dataset: OfflineDataset) -> None:
         """Take the observation statistics of ``dataset`` (std + 1e-6, as the OPPO code)."""
-        obs = np.concatenate([e.observations[:-1] for e in dataset]).reshape(
-            dataset.total_steps, -1
-        )
+        obs, _ = dataset.flat_transitions()
         self.obs_mean.copy_(torch.as_tensor(obs.mean(axis=0), dtype=torch.float32))
         self.obs_std.copy_(torch.as_tensor(obs.std(axis=0) + 1e-6, dtype=torch.float32))
 

@@ -138,6 +138,13 @@ class OfflineDataset:
                 return max(int(limit), int(self.lengths.max()))
         return int(self.lengths.max())
 
+    def flat_transitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Observations ``[N, obs_dim]`` (each step's, not the final ones) and actions
+        ``[N, act_dim]`` of every episode in order, flattened per step."""
+        obs = np.concatenate([e.observations[:-1] for e in self.episodes])
+        act = np.concatenate([e.actions for e in self.episodes])
+        return obs.reshape(len(obs), -1), act.reshape(len(act), -1)
+
     def normalized_score(self, returns: float | Sequence[float] | np.ndarray) -> np.ndarray:
         """``100 (R - ref_min) / (ref_max - ref_min)`` of returns ``R``.
 

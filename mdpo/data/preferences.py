@@ -83,10 +83,8 @@ class SegmentSampler:
         lengths = dataset.lengths
         self.lengths = lengths
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        obs = np.concatenate([e.observations[:-1] for e in dataset]).astype(np.float32)
-        act = np.concatenate([e.actions for e in dataset]).astype(np.float32)
-        obs = obs.reshape(len(obs), -1)
-        act = act.reshape(len(act), -1)
+        obs, act = dataset.flat_transitions()
+        obs, act = obs.astype(np.float32), act.astype(np.float32)
         if observation_transform is not None:
             obs = observation_transform(obs)
         if action_transform is not None:
