@@ -8,22 +8,27 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+Array = np.ndarray | torch.Tensor
+
 
 def compute_gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    episode_starts: np.ndarray,
-    last_values: np.ndarray,
-    last_episode_starts: np.ndarray,
+    rewards: Array,
+    values: Array,
+    episode_starts: Array,
+    last_values: Array,
+    last_episode_starts: Array,
     gamma: float,
     gae_lambda: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Array, Array]:
     """GAE(λ) advantages and λ-returns over a ``[T, N]`` rollout.
 
     ``episode_starts[t]`` marks that ``obs[t]`` begins an episode, so the transition ``t − 1``
     ended one and is not bootstrapped. Time-limit truncations must already have
     ``γ·V(final_obs)`` folded into their reward (see :class:`~mdpo.agents.on_policy.OnPolicyAgent`),
     which bootstraps through truncation but not through termination.
+
+    The arguments are all NumPy arrays (cheapest per step on a CPU) or all tensors (no copy
+    off an accelerator).
 
     Args:
         rewards: ``[T, N]`` rewards.
@@ -38,10 +43,16 @@ def compute_gae(
         ``(advantages, returns)``, both ``[T, N]`` with ``returns = advantages + values``.
     """
     steps = rewards.shape[0]
-    advantages = np.zeros_like(rewards)
-    last_gae = np.zeros_like(last_values)
-    not_start = 1.0 - episode_starts.astype(rewards.dtype)
-    next_non_terminal = 1.0 - last_episode_starts.astype(rewards.dtype)
+    if isinstance(rewards, torch.Tensor):
+        zeros_like = torch.zeros_like
+        not_start = (~episode_starts).to(rewards.dtype)
+        next_non_terminal = (~last_episode_starts).to(rewards.dtype)
+    else:
+        zeros_like = np.zeros_like
+        not_start = 1.0 - episode_starts.astype(rewards.dtype)
+        next_non_terminal = 1.0 - last_episode_starts.astype(rewards.dtype)
+    advantages = zeros_like(rewards)
+    last_gae = zeros_like(last_values)
     next_values = last_values
     for t in reversed(range(steps)):
         delta = rewards[t] + gamma * next_values * next_non_terminal - values[t]

@@ -159,7 +159,9 @@ def command_train(args: argparse.Namespace) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         run_dir = args.out or unique_run_dir(
-            os.path.join("runs", f"{algo}-{args.env.replace('/', '_')}-s{args.seed}")
+            os.path.join(
+                "runs", f"{algo}-{args.env.replace('/', '_').replace(':', '_')}-s{args.seed}"
+            )
         )
         if os.path.exists(os.path.join(run_dir, "config.json")):
             raise ValueError(

@@ -1,9 +1,14 @@
-"""The vectorized environment runner: the only place that steps environments during training.
+"""The vectorized environment runners: the only place that steps environments during training.
 
-It builds (or wraps) a gymnasium vector env in ``SAME_STEP`` autoreset mode, applies the
-optional observation / reward normalization, keeps episode statistics on the raw rewards, and
-hands a whole rollout to the agent as torch tensors on the agent's device: the per-step path
-stays in NumPy and the conversion to tensors happens once per rollout.
+They build (or wrap) a vector env in ``SAME_STEP`` autoreset mode, apply the optional
+observation / reward normalization, keep episode statistics on the raw rewards, and hand a
+whole rollout to the agent as torch tensors on the agent's device.
+
+- :class:`VecEnvRunner` steps a gymnasium vector env: the per-step path stays in NumPy and
+  the conversion to tensors happens once per rollout.
+- :class:`TorchEnvRunner` steps a torch-native env (``env="torch:CartPole-v1"``, see
+  :mod:`envs.torch_classic`) whose batch lives on the agent's device: observations, actions
+  and rewards never leave it, and nothing waits on the device during a rollout.
 """
 
 from __future__ import annotations
@@ -20,11 +25,25 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
+
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
+
+#: Prefix of the env ids of torch-native envs (``"torch:CartPole-v1"``).
+TORCH_PREFIX = "torch:"
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a ``ValueError`` naming ``env_id`` when gymnasium does not know it."""
+    """Raise a ``ValueError`` naming ``env_id`` when gymnasium does not know it (or, for
+    ``"torch:<id>"``, when there is no torch-native version of ``<id>``)."""
+    if env_id.startswith(TORCH_PREFIX):
+        name = env_id.removeprefix(TORCH_PREFIX)
+        if name not in TORCH_ENVS:
+            raise ValueError(
+                f"unknown environment id {env_id!r}: torch-native envs are "
+                f"{', '.join(TORCH_PREFIX + key for key in TORCH_ENVS)}"
+            )
+        return
     try:
         gym.spec(env_id)
     except gym.error.Error as err:
@@ -119,27 +138,92 @@ class LeanSyncVectorEnv(VectorEnv):
 VEC_ENV_CLASSES = ("sync", "async", "gymnasium-sync")
 
 
+class TorchToNumpy(VectorEnv):
+    """A torch-native env behind gymnasium's NumPy interface (for evaluation and for code that
+    expects NumPy arrays): actions in, observations, rewards and flags out as arrays; the final
+    observations as ``SAME_STEP`` vector envs give them (an object array, ``None`` where no
+    episode ended).
+
+    Args:
+        env: the torch-native env.
+    """
+
+    def __init__(self, env: TorchVectorEnv):
+        self.env = env
+        self.num_envs = env.num_envs
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+        self.observation_space = env.observation_space
+        self.action_space = env.action_space
+        self.metadata = env.metadata
+        self.render_mode = None
+        self.spec = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset every env (see :meth:`TorchVectorEnv.reset`)."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs.cpu().numpy(), info
+
+    def step(self, actions: np.ndarray):
+        """Step every env with NumPy actions."""
+        action = torch.as_tensor(np.asarray(actions), device=self.env.device)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        done = info["_final_obs"].cpu().numpy()
+        infos: dict[str, Any] = {}
+        if done.any():
+            final = info["final_obs"].cpu().numpy()
+            infos["final_obs"] = np.full(self.num_envs, None, object)
+            for i in np.flatnonzero(done):
+                infos["final_obs"][i] = final[i]
+            infos["_final_obs"] = done
+        return (
+            obs.cpu().numpy(),
+            reward.cpu().numpy(),
+            terminated.cpu().numpy(),
+            truncated.cpu().numpy(),
+            infos,
+        )
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.env.close()
+
+
 def make_vec_env(
     env: EnvSpec,
     n_envs: int = 1,
     vec_env_cls: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> VectorEnv:
-    """Build a gymnasium vector env in ``SAME_STEP`` autoreset mode.
+    """Build a vector env in ``SAME_STEP`` autoreset mode.
 
     Args:
-        env: an env id, a ``gymnasium.Env`` instance (``n_envs`` must be 1), a factory
-            returning a ``gymnasium.Env``, or a ``VectorEnv`` (returned as is after checks).
+        env: an env id (``"torch:<id>"`` for a torch-native env), a ``gymnasium.Env`` instance
+            (``n_envs`` must be 1), a factory returning a ``gymnasium.Env``, or a
+            ``VectorEnv`` (returned as is after checks).
         n_envs: number of environments.
         vec_env_cls: ``"sync"`` (one process, :class:`LeanSyncVectorEnv`), ``"async"`` (one
             process per env, gymnasium's ``AsyncVectorEnv``) or ``"gymnasium-sync"``
-            (gymnasium's ``SyncVectorEnv``).
-        env_kwargs: keyword arguments for ``gymnasium.make``.
+            (gymnasium's ``SyncVectorEnv``); not used by torch-native envs.
+        env_kwargs: keyword arguments for ``gymnasium.make`` (for torch-native envs:
+            ``dtype``, ``max_episode_steps``).
+        device: for torch-native envs, the device whose tensors they return (what agents
+            ask for); ``None`` gives them a NumPy interface on the CPU (:class:`TorchToNumpy`,
+            for evaluation). Not used by gymnasium envs.
 
     Raises:
-        ValueError: unknown env id, bad ``n_envs`` or ``vec_env_cls``, or a vector env whose
-            autoreset mode is not ``SAME_STEP``.
+        ValueError: unknown env id, bad ``n_envs`` or ``vec_env_cls``, a vector env whose
+            autoreset mode is not ``SAME_STEP``, or a torch-native env on another device.
     """
+    if isinstance(env, TorchVectorEnv):
+        if device is None:
+            return TorchToNumpy(env)
+        if env.device != torch.device(device):
+            raise ValueError(
+                f"the torch-native env {env!r} lives on {env.device}, the agent on {device}; "
+                f"build it with device={str(device)!r}"
+            )
+        return env
     if isinstance(env, VectorEnv):
         mode = env.metadata.get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
@@ -153,6 +237,12 @@ def make_vec_env(
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
     if vec_env_cls not in VEC_ENV_CLASSES:
         raise ValueError(f"vec_env_cls must be one of {VEC_ENV_CLASSES}, got {vec_env_cls!r}")
+    if isinstance(env, str) and env.startswith(TORCH_PREFIX):
+        check_env_id(env)
+        name = env.removeprefix(TORCH_PREFIX)
+        if device is None:
+            return TorchToNumpy(make_torch_env(name, n_envs, "cpu", **(env_kwargs or {})))
+        return make_torch_env(name, n_envs, device, **(env_kwargs or {}))
     if isinstance(env, str):
         check_env_id(env)
         kwargs = dict(env_kwargs or {})
@@ -333,8 +423,8 @@ class Rollout:
     stopped: bool = False
 
 
-class VecEnvRunner:
-    """Steps a gymnasium vector env for the agent.
+class Runner:
+    """What both runners share: the env, the statistics of recent episodes, the reset state.
 
     Args:
         venv: the vector env (``SAME_STEP`` autoreset; see :func:`make_vec_env`).
@@ -342,6 +432,9 @@ class VecEnvRunner:
         normalizer: observation / reward normalization (its statistics belong to the agent).
         stats_window_size: number of recent episodes in the return / length statistics.
     """
+
+    #: the policy given to :meth:`rollout` takes and returns torch tensors (else NumPy arrays)
+    tensor_policy = False
 
     def __init__(
         self,
@@ -357,10 +450,7 @@ class VecEnvRunner:
         self.observation_space = venv.single_observation_space
         self.action_space = venv.single_action_space
         self.ep_info_buffer: deque[tuple[float, int]] = deque(maxlen=stats_window_size)
-        self._ep_returns = np.zeros(self.n_envs, np.float64)
-        self._ep_lengths = np.zeros(self.n_envs, np.int64)
-        self._obs: np.ndarray | None = None
-        self._episode_starts = np.ones(self.n_envs, bool)
+        self._obs: Any = None
         self.env_time = 0.0
         self.seeded = False
 
@@ -368,6 +458,26 @@ class VecEnvRunner:
     def needs_reset(self) -> bool:
         """True until :meth:`reset` has been called."""
         return self._obs is None
+
+    def close(self) -> None:
+        """Close the vector env."""
+        self.venv.close()
+
+
+class VecEnvRunner(Runner):
+    """Steps a gymnasium vector env for the agent (see :class:`Runner` for the arguments)."""
+
+    def __init__(
+        self,
+        venv: VectorEnv,
+        device: torch.device,
+        normalizer: Normalizer,
+        stats_window_size: int = 100,
+    ):
+        super().__init__(venv, device, normalizer, stats_window_size)
+        self._ep_returns = np.zeros(self.n_envs, np.float64)
+        self._ep_lengths = np.zeros(self.n_envs, np.int64)
+        self._episode_starts = np.ones(self.n_envs, bool)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset all envs (env ``i`` gets ``seed + i``) and return normalized observations."""
@@ -462,6 +572,213 @@ class VecEnvRunner:
             stopped=stopped,
         )
 
-    def close(self) -> None:
-        """Close the vector env."""
-        self.venv.close()
+
+class TensorNormalizer:
+    """The agent's :class:`Normalizer` computed with tensors on the runner's device.
+
+    The NumPy normalizer stays the one source of the statistics (it is saved with the model
+    and used by ``predict``): :meth:`pull` copies them here at the start of a rollout and
+    :meth:`push` writes them back at its end, so a rollout synchronises with the host twice,
+    not at every step. Statistics are float64, updated with the same formulas.
+
+    Args:
+        normalizer: the agent's normalizer.
+        device: where the tensors are.
+    """
+
+    def __init__(self, normalizer: Normalizer, device: torch.device):
+        self.source = normalizer
+        self.device = device
+        self.active = normalizer.normalize_obs or normalizer.normalize_reward
+
+    def pull(self, n_envs: int) -> None:
+        """Copy the statistics from the NumPy normalizer."""
+        src, dev = self.source, self.device
+        self.active = src.normalize_obs or src.normalize_reward
+        if not self.active:
+            return
+        self.obs_mean = torch.as_tensor(src.obs_rms.mean, dtype=torch.float64, device=dev)
+        self.obs_var = torch.as_tensor(src.obs_rms.var, dtype=torch.float64, device=dev)
+        self.obs_count = float(src.obs_rms.count)
+        self.ret_mean = torch.as_tensor(src.ret_rms.mean, dtype=torch.float64, device=dev)
+        self.ret_var = torch.as_tensor(src.ret_rms.var, dtype=torch.float64, device=dev)
+        self.ret_count = float(src.ret_rms.count)
+        returns = src.returns
+        if returns is None or returns.shape != (n_envs,):
+            self.returns = torch.zeros(n_envs, dtype=torch.float64, device=dev)
+        else:
+            self.returns = torch.as_tensor(returns, dtype=torch.float64, device=dev)
+
+    def push(self) -> None:
+        """Write the statistics back to the NumPy normalizer."""
+        if not self.active:
+            return
+        src = self.source
+        src.obs_rms.mean = self.obs_mean.cpu().numpy()
+        src.obs_rms.var = self.obs_var.cpu().numpy()
+        src.obs_rms.count = self.obs_count
+        src.ret_rms.mean = self.ret_mean.cpu().numpy()
+        src.ret_rms.var = self.ret_var.cpu().numpy()
+        src.ret_rms.count = self.ret_count
+        src.returns = self.returns.cpu().numpy()
+
+    @staticmethod
+    def _fold(mean, var, count, batch):
+        """:meth:`RunningMeanStd.update` on tensors: ``(mean, var, count)`` after ``batch``."""
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0, correction=0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - mean
+        total = count + batch_count
+        new_mean = mean + delta * batch_count / total
+        m2 = var * count + batch_var * batch_count + delta.square() * count * batch_count / total
+        return new_mean, m2 / total, total
+
+    def obs(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """Normalized float32 observations; ``update`` folds them into the statistics first."""
+        src = self.source
+        if not (self.active and src.normalize_obs):
+            return obs.float()
+        if update and src.training:
+            self.obs_mean, self.obs_var, self.obs_count = self._fold(
+                self.obs_mean, self.obs_var, self.obs_count, obs.double()
+            )
+        scaled = (obs - self.obs_mean) / torch.sqrt(self.obs_var + src.epsilon)
+        return scaled.clamp(-src.clip_obs, src.clip_obs).float()
+
+    def reward(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """Scaled float32 rewards; updates the return statistics while training."""
+        src = self.source
+        reward = reward.float()
+        if not (self.active and src.normalize_reward):
+            return reward
+        if src.training:
+            self.returns = self.returns * src.gamma + reward
+            self.ret_mean, self.ret_var, self.ret_count = self._fold(
+                self.ret_mean, self.ret_var, self.ret_count, self.returns
+            )
+        scaled = reward / torch.sqrt(self.ret_var + src.epsilon)
+        self.returns = self.returns.masked_fill(done, 0.0)
+        return scaled.clamp(-src.clip_reward, src.clip_reward).float()
+
+
+class TorchEnvRunner(Runner):
+    """Steps a torch-native env (:class:`envs.torch_classic.TorchVectorEnv`) on the agent's
+    device: the rollout is written into preallocated tensors there, episode statistics are
+    gathered once at the end of the rollout, and nothing in the loop waits for the device
+    (see :class:`Runner` for the arguments).
+    """
+
+    tensor_policy = True
+
+    def __init__(
+        self,
+        venv: TorchVectorEnv,
+        device: torch.device,
+        normalizer: Normalizer,
+        stats_window_size: int = 100,
+    ):
+        super().__init__(venv, device, normalizer, stats_window_size)
+        self.tensor_normalizer = TensorNormalizer(normalizer, device)
+        self._ep_returns = torch.zeros(self.n_envs, dtype=torch.float64, device=device)
+        self._ep_lengths = torch.zeros(self.n_envs, dtype=torch.int64, device=device)
+        self._episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset all envs (the env's generator gets ``seed``) and return normalized
+        observations."""
+        raw, _ = self.venv.reset(seed=seed)
+        self.seeded = self.seeded or seed is not None
+        self.normalizer.returns = None  # discounted returns restart with the episodes
+        normalizer = self.tensor_normalizer
+        normalizer.pull(self.n_envs)
+        self._obs = normalizer.obs(raw, update=True)
+        normalizer.push()
+        self._episode_starts.fill_(True)
+        self._ep_returns.zero_()
+        self._ep_lengths.zero_()
+        return self._obs
+
+    def rollout(
+        self,
+        n_steps: int,
+        policy: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+        on_step: Callable[[], bool] | None = None,
+    ) -> Rollout:
+        """Collect ``n_steps`` vector steps.
+
+        Args:
+            n_steps: number of vector steps (``n_steps * n_envs`` transitions).
+            policy: ``policy(obs, t) -> (env_actions, stored_actions)`` on normalized
+                observations ``[N, *obs_shape]`` (tensors on the device); ``env_actions`` go
+                to the envs, ``stored_actions`` into the rollout.
+            on_step: called after every vector step; returning False stops the rollout.
+        """
+        if self._obs is None:
+            raise RuntimeError("call reset() before rollout()")
+        n, obs_shape, dev = self.n_envs, self.observation_space.shape, self.device
+        obs_buf = torch.empty((n_steps, n, *obs_shape), dtype=torch.float32, device=dev)
+        final_buf = torch.empty_like(obs_buf)
+        rew_buf = torch.empty((n_steps, n), dtype=torch.float32, device=dev)
+        flags = torch.empty((4, n_steps, n), dtype=torch.bool, device=dev)
+        term_buf, trunc_buf, start_buf, done_buf = flags.unbind(0)
+        ep_return_buf = torch.empty((n_steps, n), dtype=torch.float64, device=dev)
+        ep_length_buf = torch.empty((n_steps, n), dtype=torch.int64, device=dev)
+        act_buf: torch.Tensor | None = None
+        normalizer = self.tensor_normalizer
+        normalizer.pull(n)
+        obs, step = self._obs, self.venv.step
+        ep_returns, ep_lengths = self._ep_returns, self._ep_lengths
+        env_time, stopped, t = 0.0, False, 0
+        for t in range(n_steps):  # noqa: B007 - t is used after the loop
+            env_action, action = policy(obs, t)
+            if act_buf is None:
+                act_buf = torch.empty((n_steps, *action.shape), dtype=action.dtype, device=dev)
+            tic = time.perf_counter()
+            raw, reward, terminated, truncated, info = step(env_action)
+            env_time += time.perf_counter() - tic
+            done = info["_final_obs"]
+            ep_returns += reward
+            ep_lengths += 1
+            obs_buf[t] = obs
+            act_buf[t] = action
+            start_buf[t] = self._episode_starts
+            term_buf[t] = terminated
+            trunc_buf[t] = truncated
+            done_buf[t] = done
+            ep_return_buf[t] = ep_returns
+            ep_length_buf[t] = ep_lengths
+            rew_buf[t] = normalizer.reward(reward, done)
+            obs = normalizer.obs(raw, update=True)
+            final_buf[t] = normalizer.obs(info["final_obs"])  # as the NumPy runner: after
+            ep_returns.masked_fill_(done, 0.0)
+            ep_lengths.masked_fill_(done, 0)
+            self._episode_starts = done
+            if on_step is not None and on_step() is False:
+                stopped = True
+                break
+        normalizer.push()
+        self._obs = obs
+        self.env_time += env_time
+        steps = t + 1
+        final_step, final_env = done_buf[:steps].nonzero(as_tuple=True)
+        episodes = zip(
+            ep_return_buf[final_step, final_env].tolist(),
+            ep_length_buf[final_step, final_env].tolist(),
+            strict=True,
+        )
+        self.ep_info_buffer.extend(episodes)
+        return Rollout(
+            obs=obs_buf[:steps],
+            actions=act_buf[:steps],
+            rewards=rew_buf[:steps],
+            terminated=term_buf[:steps],
+            truncated=trunc_buf[:steps],
+            episode_starts=start_buf[:steps],
+            final_obs=final_buf[final_step, final_env],
+            final_step=final_step,
+            final_env=final_env,
+            last_obs=obs,
+            last_episode_starts=self._episode_starts.clone(),
+            stopped=stopped,
+        )

@@ -45,6 +45,14 @@ def test_gae_matches_plain_loop(gamma, lam):
     expected = reference_gae(rewards, values, dones, last_values, gamma, lam)
     np.testing.assert_allclose(adv, expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ret, expected + values, rtol=1e-10, atol=1e-10)
+    # the same on tensors (the path of accelerators): same numbers, tensors back
+    import torch
+
+    tensors = [torch.from_numpy(x) for x in (rewards, values, starts, last_values, dones[-1])]
+    adv_t, ret_t = compute_gae(*tensors, gamma, lam)
+    assert isinstance(adv_t, torch.Tensor) and isinstance(ret_t, torch.Tensor)
+    np.testing.assert_allclose(adv_t.numpy(), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ret_t.numpy(), expected + values, rtol=1e-10, atol=1e-10)
 
 
 def test_gae_with_lambda_one_gives_discounted_returns():

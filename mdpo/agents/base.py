@@ -16,7 +16,15 @@ from torch import nn
 from mdpo.callbacks import BaseCallback, CallbackList, ProgressBarCallback, as_callback
 from mdpo.logger import Logger, next_run_dir
 from mdpo.networks import activation_name
-from mdpo.runners import EnvSpec, Normalizer, VecEnvRunner, make_vec_env
+from mdpo.runners import (
+    EnvSpec,
+    Normalizer,
+    Runner,
+    TorchEnvRunner,
+    TorchVectorEnv,
+    VecEnvRunner,
+    make_vec_env,
+)
 from mdpo.serialization import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -72,11 +80,14 @@ class Agent(ABC):
     Args:
         policy: ``"MlpPolicy"`` (the only policy alias for now) or a policy class.
         env: an env id, a ``gymnasium.Env``, a factory, a ``SAME_STEP`` vector env, or ``None``
-            (only to load a model for inference).
+            (only to load a model for inference). ``"torch:<id>"`` (e.g.
+            ``"torch:CartPole-v1"``) or a :class:`~envs.torch_classic.TorchVectorEnv` steps
+            ``n_envs`` torch-native envs on the agent's device (see :mod:`envs.torch_classic`).
         learning_rate: a float, or a schedule mapping progress remaining (1 → 0) to the rate.
         n_envs: number of parallel envs built from an env id or factory.
         vec_env_cls: ``"sync"`` or ``"async"`` vector env for ``n_envs > 1``.
-        env_kwargs: keyword arguments for ``gymnasium.make``.
+        env_kwargs: keyword arguments for ``gymnasium.make`` (torch-native envs: ``dtype``,
+            ``max_episode_steps``).
         normalize_obs: normalize observations with running statistics (VecNormalize-style).
         normalize_reward: scale rewards by the running std of the discounted return.
         policy_kwargs: keyword arguments for the policy class.
@@ -156,12 +167,12 @@ class Agent(ABC):
         self._current_progress_remaining = 1.0
         self._start_time = time.time_ns()
         self.logger = Logger(verbose=verbose)
-        self.runner: VecEnvRunner | None = None
+        self.runner: Runner | None = None
         self.normalizer: Normalizer | None = None
         self.observation_space: spaces.Space | None = None
         self.action_space: spaces.Space | None = None
         if env is not None:
-            venv = make_vec_env(env, self.n_envs, vec_env_cls, env_kwargs)
+            venv = make_vec_env(env, self.n_envs, vec_env_cls, env_kwargs, device=self.device)
             self._set_spaces(venv.single_observation_space, venv.single_action_space)
             self._attach(venv)
 
@@ -190,7 +201,8 @@ class Agent(ABC):
         if self.runner is not None:
             self.runner.close()
         self.n_envs = venv.num_envs
-        self.runner = VecEnvRunner(venv, self.device, self.normalizer, self.stats_window_size)
+        runner_class = TorchEnvRunner if isinstance(venv, TorchVectorEnv) else VecEnvRunner
+        self.runner = runner_class(venv, self.device, self.normalizer, self.stats_window_size)
         self._check_env_settings()
 
     def _check_env_settings(self) -> None:  # noqa: B027 - optional hook, nothing by default
@@ -374,7 +386,7 @@ class Agent(ABC):
 
     def set_env(self, env: EnvSpec, force_reset: bool = True) -> None:
         """Train on ``env`` from now on; its spaces must equal the agent's."""
-        venv = make_vec_env(env, self.n_envs, self.vec_env_cls, self.env_kwargs)
+        venv = make_vec_env(env, self.n_envs, self.vec_env_cls, self.env_kwargs, self.device)
         for name, mine, theirs in (
             ("observation", self.observation_space, venv.single_observation_space),
             ("action", self.action_space, venv.single_action_space),

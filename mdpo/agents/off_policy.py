@@ -139,31 +139,40 @@ class OffPolicyAgent(Agent):
     # ----------------------------------------------------------------------------- acting
     def _env_action(self, action: np.ndarray) -> np.ndarray:
         """Rescale squashed actions from ``[-1, 1]`` to the env's bounds (SB3's unscale)."""
-        low, high = self.action_space.low, self.action_space.high
+        return self._unscale(torch.from_numpy(np.asarray(action, np.float32))).numpy()
+
+    def _unscale(self, action: torch.Tensor) -> torch.Tensor:
+        """``[-1, 1]`` → the env's bounds, on the action's device."""
+        low = torch.as_tensor(self.action_space.low, device=action.device)
+        high = torch.as_tensor(self.action_space.high, device=action.device)
         action = action.reshape(-1, *self.action_space.shape)
-        return np.clip(low + 0.5 * (action + 1.0) * (high - low), low, high)
+        return torch.clamp(low + 0.5 * (action + 1.0) * (high - low), low, high)
 
     def _collection_policy(self):
-        """``policy(obs, t) -> (env_action, stored_action)`` for the runner."""
-        n_envs, shape = self.n_envs, (self.n_envs, *self.action_space.shape)
-        action_dim = int(np.prod(self.action_space.shape))
-        start = self.num_timesteps
-        actor = self.policy.actor
+        """``policy(obs, t) -> (env_action, stored_action)`` for the runner: tensors on the
+        agent's device for torch-native envs, NumPy arrays for gymnasium ones."""
+        n_envs, action_dim = self.n_envs, int(np.prod(self.action_space.shape))
+        start, actor, dev = self.num_timesteps, self.policy.actor, self.device
 
-        def act(obs: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        @torch.no_grad()
+        def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             if start + t * n_envs < self.learning_starts:  # warm-up: uniform in the bounds
                 action = torch.rand((n_envs, action_dim), generator=self.rng) * 2.0 - 1.0
-                action = action.numpy()
+                action = action.to(dev)
             else:
                 noise = torch.randn((n_envs, action_dim), generator=self.rng)
-                with torch.no_grad():
-                    flat = torch.from_numpy(obs.reshape(n_envs, -1)).to(self.device)
-                    mean, log_std = actor(flat)
-                    u = mean + torch.exp(log_std) * noise.to(self.device)
-                    action = torch.tanh(u).cpu().numpy()
-            return self._env_action(action).reshape(shape), action
+                mean, log_std = actor(obs.reshape(n_envs, -1))
+                action = torch.tanh(mean + torch.exp(log_std) * noise.to(dev))
+            return self._unscale(action), action
 
-        return act
+        if self.runner.tensor_policy:
+            return act
+
+        def act_numpy(obs: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            env_action, action = act(torch.from_numpy(obs).to(dev), t)
+            return env_action.cpu().numpy(), action.cpu().numpy()
+
+        return act_numpy
 
     def _store(self, rollout: Rollout) -> None:
         """Put a rollout's transitions in the replay buffer.

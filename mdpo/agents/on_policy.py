@@ -95,8 +95,11 @@ class OnPolicyAgent(Agent):
         """``policy(obs, t) -> (env_action, stored_action)`` for one rollout.
 
         The sampling noise of the whole rollout is drawn up front from the agent's generator;
-        the deterministic part runs on a NumPy snapshot of the actor when it has one.
+        the deterministic part runs on a NumPy snapshot of the actor when it has one (gymnasium
+        envs), or on the agent's device (torch-native envs, :meth:`_tensor_rollout_policy`).
         """
+        if self.runner.tensor_policy:
+            return self._tensor_rollout_policy()
         policy, n_steps, n_envs = self.policy, self.n_steps, self.n_envs
         actor = policy.numpy_actor()
         if actor is None:
@@ -124,6 +127,34 @@ class OnPolicyAgent(Agent):
 
         def act_discrete(obs: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
             action = np.argmax(actor(obs.reshape(n_envs, -1)) + gumbel[t], axis=-1)
+            return action + start, action
+
+        return act_discrete
+
+    def _tensor_rollout_policy(self):
+        """:meth:`_rollout_policy` on tensors on the agent's device (same noise draws)."""
+        policy, n_steps, n_envs, dev = self.policy, self.n_steps, self.n_envs, self.device
+        if isinstance(self.action_space, spaces.Box):
+            noise = torch.randn((n_steps, n_envs, policy.action_dim), generator=self.rng)
+            noise = noise.to(dev) * policy.log_std.detach().exp()
+            low = torch.as_tensor(self.action_space.low.ravel(), device=dev)
+            high = torch.as_tensor(self.action_space.high.ravel(), device=dev)
+            shape = (n_envs, *self.action_space.shape)
+
+            @torch.no_grad()
+            def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+                action = policy.distribution_params(obs.reshape(n_envs, -1)) + noise[t]
+                return torch.clamp(action, low, high).reshape(shape), action
+
+            return act
+        uniform = torch.rand((n_steps, n_envs, policy.action_dim), generator=self.rng)
+        gumbel = (-torch.log(-torch.log(uniform.clamp_min(1e-20)))).to(dev)
+        start = int(self.action_space.start)
+
+        @torch.no_grad()
+        def act_discrete(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = policy.distribution_params(obs.reshape(n_envs, -1))
+            action = torch.argmax(logits + gumbel[t], dim=-1)
             return action + start, action
 
         return act_discrete
@@ -159,23 +190,20 @@ class OnPolicyAgent(Agent):
             keep = rollout.truncated[t, i] & ~rollout.terminated[t, i]
             final_values = policy.predict_values(policy.flatten(rollout.final_obs))
             rewards[t[keep], i[keep]] += self.gamma * final_values[keep]
-        advantages, returns = compute_gae(
-            rewards.cpu().numpy(),
-            values.cpu().numpy(),
-            rollout.episode_starts.cpu().numpy(),
-            last_values.cpu().numpy(),
-            rollout.last_episode_starts.cpu().numpy(),
-            self.gamma,
-            self.gae_lambda,
-        )
+        gae_inputs = [rewards, values, rollout.episode_starts, last_values]
+        gae_inputs.append(rollout.last_episode_starts)
+        if self.device.type == "cpu":  # NumPy's per-step cost is lower; nothing to copy
+            gae_inputs = [x.numpy() for x in gae_inputs]
+        advantages, returns = compute_gae(*gae_inputs, self.gamma, self.gae_lambda)
+        advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
         return RolloutBatch(
             obs=flat_obs,
             actions=actions,
             old_values=values.reshape(-1),
             old_log_prob=log_prob,
             old_dist_params=params,
-            advantages=torch.from_numpy(advantages.reshape(-1)).to(self.device),
-            returns=torch.from_numpy(returns.reshape(-1)).to(self.device),
+            advantages=advantages.reshape(-1),
+            returns=returns.reshape(-1),
         )
 
     # ----------------------------------------------------------------------------- loop
