@@ -102,13 +102,32 @@ class TorchVectorEnv(VectorEnv):
         self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
         self.render_mode = None
         self.spec = None
-        self.state: torch.Tensor | None = None
-        self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        # component-major [state_dim, N]: every component is a contiguous row, so that the
+        # elementwise arithmetic reads and writes contiguous memory (a [N, state_dim] layout
+        # made each step's re-stacking cost more than its dynamics)
+        self._state: torch.Tensor | None = None
+        self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.seed()
         self._discrete = isinstance(self.single_action_space, spaces.Discrete)
         if not self._discrete:
             self._action_shape = (num_envs, *self.single_action_space.shape)
+
+    @property
+    def state(self) -> torch.Tensor | None:
+        """The states of the envs, ``[num_envs, state_dim]`` (a view; gymnasium's order of
+        the components)."""
+        return None if self._state is None else self._state.T
+
+    @state.setter
+    def state(self, value: torch.Tensor) -> None:
+        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        if value.shape != (self.num_envs, self.state_dim):
+            raise ValueError(
+                f"state must have shape ({self.num_envs}, {self.state_dim}), got "
+                f"{tuple(value.shape)}"
+            )
+        self._state = value.T.contiguous()
 
     def __repr__(self) -> str:
         return (
@@ -118,22 +137,35 @@ class TorchVectorEnv(VectorEnv):
 
     # ----------------------------------------------------------------------------- hooks
     def _initial_state(self, n: int, options: dict[str, Any] | None) -> torch.Tensor:
-        """``n`` initial states ``[n, state_dim]`` drawn from :attr:`generator`."""
+        """``n`` initial states ``[state_dim, n]`` drawn from :attr:`generator`."""
         raise NotImplementedError
 
     def _dynamics(
         self, state: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step of every env: ``(next_state, reward, terminated)``."""
+        """One step of every env (states ``[state_dim, N]``): ``(next_state, reward,
+        terminated)``; ``next_state`` is a new tensor."""
         raise NotImplementedError
 
     def _observe(self, state: torch.Tensor) -> torch.Tensor:
-        """Float32 observations ``[n, obs_dim]`` of states ``[n, state_dim]``."""
+        """Float32 observations ``[n, obs_dim]`` of states ``[state_dim, n]``."""
         raise NotImplementedError
 
+    @staticmethod
+    def _columns(*components: torch.Tensor) -> torch.Tensor:
+        """A float32 ``[n, k]`` batch from ``k`` rows of ``n`` values (written column by
+        column: cheaper than ``torch.stack(..., dim=1)``)."""
+        first = components[0]
+        out = torch.empty((first.shape[0], len(components)), device=first.device)
+        for i, component in enumerate(components):
+            out[:, i] = component
+        return out
+
     def _uniform(self, n: int, low: Any, high: Any, size: int) -> torch.Tensor:
-        """``[n, size]`` draws uniform in ``[low, high)`` in the state's dtype."""
-        draw = torch.rand((n, size), generator=self.generator, dtype=self.dtype, device=self.device)
+        """``[size, n]`` draws uniform in ``[low, high)`` in the state's dtype."""
+        draw = torch.rand(
+            (size, n), generator=self.generator, dtype=self.dtype, device=self.device
+        )
         return low + (high - low) * draw
 
     # ----------------------------------------------------------------------------- API
@@ -158,9 +190,9 @@ class TorchVectorEnv(VectorEnv):
                     f"{type(self).__name__} takes one integer seed for all its envs, got {seed!r}"
                 )
             self.generator.manual_seed(int(seed))
-        self.state = self._initial_state(self.num_envs, options)
+        self._state = self._initial_state(self.num_envs, options)
         self.elapsed_steps.zero_()
-        return self._observe(self.state), {}
+        return self._observe(self._state), {}
 
     def step(
         self, actions: torch.Tensor
@@ -176,10 +208,10 @@ class TorchVectorEnv(VectorEnv):
             episode where one ended), rewards in the state's dtype, bool flags, and
             ``infos = {"final_obs": [num_envs, obs_dim], "_final_obs": done}``.
         """
-        if self.state is None:
+        if self._state is None:
             raise RuntimeError(f"call reset() before step() on {type(self).__name__}")
         action = self._check_action(actions)
-        state, reward, terminated = self._dynamics(self.state, action)
+        state, reward, terminated = self._dynamics(self._state, action)
         self.elapsed_steps += 1
         truncated = self.elapsed_steps >= self.max_episode_steps
         done = terminated | truncated
@@ -189,16 +221,15 @@ class TorchVectorEnv(VectorEnv):
             index = done.nonzero().squeeze(1)
             if len(index):
                 fresh = self._initial_state(len(index), None)
-                state = state.clone()
-                state[index] = fresh
+                state[:, index] = fresh  # `state` is this step's new tensor
                 obs = final_obs.clone()
                 obs[index] = self._observe(fresh)
         else:  # no host synchronisation: draw for all, keep where done
             fresh = self._initial_state(self.num_envs, None)
-            state = torch.where(done[:, None], fresh, state)
+            state = torch.where(done, fresh, state)
             obs = torch.where(done[:, None], self._observe(fresh), final_obs)
         self.elapsed_steps.masked_fill_(done, 0)
-        self.state = state
+        self._state = state
         return obs, reward, terminated, truncated, {"final_obs": final_obs, "_final_obs": done}
 
     def _check_action(self, actions: Any) -> torch.Tensor:
@@ -266,8 +297,8 @@ class CartPole(TorchVectorEnv):
         return self._uniform(n, low, high, 4)
 
     def _dynamics(self, state, action):
-        x, x_dot, theta, theta_dot = state.unbind(1)
-        force = torch.where(action == 1, self.force_mag, -self.force_mag).to(state.dtype)
+        x, x_dot, theta, theta_dot = state
+        force = action.to(state.dtype).mul_(2 * self.force_mag).sub_(self.force_mag)  # ±10
         costheta, sintheta = torch.cos(theta), torch.sin(theta)
         temp = (force + self.polemass_length * theta_dot.square() * sintheta) / self.total_mass
         thetaacc = (self.gravity * sintheta - costheta * temp) / (
@@ -286,10 +317,10 @@ class CartPole(TorchVectorEnv):
             | (theta > self.theta_threshold_radians)
         )
         reward = torch.ones_like(x)
-        return torch.stack((x, x_dot, theta, theta_dot), 1), reward, terminated
+        return torch.stack((x, x_dot, theta, theta_dot)), reward, terminated
 
     def _observe(self, state):
-        return state.float()
+        return self._columns(*state)
 
 
 class Pendulum(TorchVectorEnv):
@@ -313,11 +344,11 @@ class Pendulum(TorchVectorEnv):
             for name, value in (("x_init", x), ("y_init", y)):
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                     raise ValueError(f"reset option {name!r} must be a number, got {value!r}")
-        high = torch.tensor([float(x), float(y)], dtype=self.dtype, device=self.device)
+        high = torch.tensor([[float(x)], [float(y)]], dtype=self.dtype, device=self.device)
         return self._uniform(n, -high, high, 2)
 
     def _dynamics(self, state, action):
-        th, thdot = state.unbind(1)
+        th, thdot = state
         # gymnasium computes the torque terms in the action's float32 (NumPy's promotion of
         # python floats), the rest in float64; doing the same keeps float64 runs on its path
         u = action[:, 0].float().clamp(-self.max_torque, self.max_torque)
@@ -328,11 +359,11 @@ class Pendulum(TorchVectorEnv):
         newthdot = newthdot.clamp(-self.max_speed, self.max_speed)
         newth = th + newthdot * self.dt
         terminated = torch.zeros_like(th, dtype=torch.bool)
-        return torch.stack((newth, newthdot), 1), -costs, terminated
+        return torch.stack((newth, newthdot)), -costs, terminated
 
     def _observe(self, state):
-        th, thdot = state.unbind(1)
-        return torch.stack((torch.cos(th), torch.sin(th), thdot), 1).float()
+        th, thdot = state
+        return self._columns(torch.cos(th), torch.sin(th), thdot)
 
 
 class MountainCarContinuous(TorchVectorEnv):
@@ -358,10 +389,10 @@ class MountainCarContinuous(TorchVectorEnv):
     def _initial_state(self, n: int, options: dict[str, Any] | None) -> torch.Tensor:
         low, high = _reset_bounds(options, -0.6, -0.4)
         position = self._uniform(n, low, high, 1)
-        return torch.cat((position, torch.zeros_like(position)), 1)
+        return torch.cat((position, torch.zeros_like(position)))
 
     def _dynamics(self, state, action):
-        position, velocity = state.unbind(1)
+        position, velocity = state
         raw = action[:, 0]
         force = raw.clamp(self.min_action, self.max_action)
         velocity = velocity + force * self.power - 0.0025 * torch.cos(3 * position)
@@ -371,10 +402,10 @@ class MountainCarContinuous(TorchVectorEnv):
         velocity = torch.where((position == self.min_position) & (velocity < 0), 0.0, velocity)
         terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity)
         reward = 100.0 * terminated.to(state.dtype) - 0.1 * raw.square()
-        return torch.stack((position, velocity), 1), reward, terminated
+        return torch.stack((position, velocity)), reward, terminated
 
     def _observe(self, state):
-        return state.float()
+        return self._columns(*state)
 
 
 class Acrobot(TorchVectorEnv):
@@ -401,11 +432,11 @@ class Acrobot(TorchVectorEnv):
         return self._uniform(n, low, high, 4).float().to(self.dtype)
 
     def _derivatives(self, s: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
-        """``ds/dt`` of the state ``[n, 4]`` under ``torque`` (gymnasium's ``_dsdt``)."""
+        """``ds/dt`` of the states ``[4, n]`` under ``torque`` (gymnasium's ``_dsdt``)."""
         m1, m2, l1 = self.link_mass_1, self.link_mass_2, self.link_length_1
         lc1, lc2, g = self.link_com_pos_1, self.link_com_pos_2, 9.8
         i1 = i2 = self.link_moi
-        theta1, theta2, dtheta1, dtheta2 = s.unbind(1)
+        theta1, theta2, dtheta1, dtheta2 = s
         d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * torch.cos(theta2)) + i1 + i2
         d2 = m2 * (lc2**2 + l1 * lc2 * torch.cos(theta2)) + i2
         phi2 = m2 * lc2 * g * torch.cos(theta1 + theta2 - math.pi / 2.0)
@@ -419,7 +450,7 @@ class Acrobot(TorchVectorEnv):
             torque + d2 / d1 * phi1 - m2 * l1 * lc2 * dtheta1**2 * torch.sin(theta2) - phi2
         ) / (m2 * lc2**2 + i2 - d2**2 / d1)
         ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
-        return torch.stack((dtheta1, dtheta2, ddtheta1, ddtheta2), 1)
+        return torch.stack((dtheta1, dtheta2, ddtheta1, ddtheta2))
 
     @staticmethod
     def _wrap(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -436,19 +467,19 @@ class Acrobot(TorchVectorEnv):
         k3 = self._derivatives(state + dt / 2.0 * k2, torque)
         k4 = self._derivatives(state + dt * k3, torque)
         ns = state + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        theta1, theta2, dtheta1, dtheta2 = ns.unbind(1)
+        theta1, theta2, dtheta1, dtheta2 = ns
         theta1 = self._wrap(theta1, -math.pi, math.pi)
         theta2 = self._wrap(theta2, -math.pi, math.pi)
         dtheta1 = dtheta1.clamp(-self.max_vel_1, self.max_vel_1)
         dtheta2 = dtheta2.clamp(-self.max_vel_2, self.max_vel_2)
         terminated = -torch.cos(theta1) - torch.cos(theta2 + theta1) > 1.0
         reward = torch.where(terminated, 0.0, -1.0).to(state.dtype)
-        return torch.stack((theta1, theta2, dtheta1, dtheta2), 1), reward, terminated
+        return torch.stack((theta1, theta2, dtheta1, dtheta2)), reward, terminated
 
     def _observe(self, state):
-        theta1, theta2, dtheta1, dtheta2 = state.unbind(1)
-        obs = (torch.cos(theta1), torch.sin(theta1), torch.cos(theta2), torch.sin(theta2))
-        return torch.stack((*obs, dtheta1, dtheta2), 1).float()
+        theta1, theta2, dtheta1, dtheta2 = state
+        angles = (torch.cos(theta1), torch.sin(theta1), torch.cos(theta2), torch.sin(theta2))
+        return self._columns(*angles, dtheta1, dtheta2)
 
 
 #: The torch-native envs by gymnasium id; agents take them as ``env="torch:<id>"``.

@@ -681,7 +681,7 @@ class TorchEnvRunner(Runner):
         super().__init__(venv, device, normalizer, stats_window_size)
         self.tensor_normalizer = TensorNormalizer(normalizer, device)
         self._ep_returns = torch.zeros(self.n_envs, dtype=torch.float64, device=device)
-        self._ep_lengths = torch.zeros(self.n_envs, dtype=torch.int64, device=device)
+        self._ep_lengths = torch.zeros(self.n_envs, dtype=torch.int32, device=device)
         self._episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -723,7 +723,7 @@ class TorchEnvRunner(Runner):
         flags = torch.empty((4, n_steps, n), dtype=torch.bool, device=dev)
         term_buf, trunc_buf, start_buf, done_buf = flags.unbind(0)
         ep_return_buf = torch.empty((n_steps, n), dtype=torch.float64, device=dev)
-        ep_length_buf = torch.empty((n_steps, n), dtype=torch.int64, device=dev)
+        ep_length_buf = torch.empty((n_steps, n), dtype=torch.int32, device=dev)
         act_buf: torch.Tensor | None = None
         normalizer = self.tensor_normalizer
         normalizer.pull(n)

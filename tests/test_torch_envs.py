@@ -169,7 +169,7 @@ def test_autoreset_restarts_only_finished_envs():
     assert env.elapsed_steps.tolist() == [3, 3, 0, 0]
     # unfinished envs continue: the returned observation is the step's; finished ones restart
     np.testing.assert_array_equal(obs[:2].numpy(), info["final_obs"][:2].numpy())
-    expected_final = Pendulum(2)._observe(Pendulum(2)._dynamics(before[2:], actions[2:])[0])
+    expected_final = Pendulum(2)._observe(Pendulum(2)._dynamics(before[2:].T, actions[2:])[0])
     np.testing.assert_allclose(info["final_obs"][2:].numpy(), expected_final.numpy(), rtol=1e-6)
     assert not torch.allclose(obs[2:], info["final_obs"][2:])
     th, thdot = env.state[2:].unbind(1)
