@@ -199,9 +199,41 @@ def ppo(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+def plot(out: str) -> None:
+    """``speed.png``: steps/s against the number of envs, one panel per env, from
+    ``speed.csv``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(out, "speed.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    envs = list(dict.fromkeys(row["env"] for row in rows))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.6), squeeze=False)
+    for ax, env_id in zip(axes[0], envs, strict=True):
+        mine = [row for row in rows if row["env"] == env_id]
+        for name in dict.fromkeys(row["implementation"] for row in mine):
+            points = [(int(r["n_envs"]), float(r["steps_per_s"])) for r in mine
+                      if r["implementation"] == name]  # fmt: skip
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        ax.set(xscale="log", yscale="log", title=env_id, xlabel="envs")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"env steps/s ({mine[0]['device']})")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "speed.png"), dpi=110)
+    print(f"wrote {os.path.join(out, 'speed.png')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["speed", "ppo", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["speed", "ppo", "all", "plot"], default="all",
+        help="plot: redraw speed.png from OUT/speed.csv",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--envs", nargs="+", default=list(TORCH_ENVS), choices=list(TORCH_ENVS))
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 64, 1024, 16384])
@@ -213,6 +245,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="results/torch_envs")
     args = parser.parse_args()
+    if args.part == "plot":
+        plot(args.out)
+        return
     device = get_device(args.device)  # a clear error where CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -227,6 +262,8 @@ def main() -> None:
         write_rows(os.path.join(args.out, f"{part}.csv"), rows)
         with open(os.path.join(args.out, f"{part}_meta.txt"), "w") as handle:
             handle.writelines(f"{key}: {value}\n" for key, value in meta.items())
+        if part == "speed":
+            plot(args.out)
     print(f"wrote {args.out}", flush=True)
 
 

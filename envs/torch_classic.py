@@ -163,9 +163,7 @@ class TorchVectorEnv(VectorEnv):
 
     def _uniform(self, n: int, low: Any, high: Any, size: int) -> torch.Tensor:
         """``[size, n]`` draws uniform in ``[low, high)`` in the state's dtype."""
-        draw = torch.rand(
-            (size, n), generator=self.generator, dtype=self.dtype, device=self.device
-        )
+        draw = torch.rand((size, n), generator=self.generator, dtype=self.dtype, device=self.device)
         return low + (high - low) * draw
 
     # ----------------------------------------------------------------------------- API

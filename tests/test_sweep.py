@@ -50,6 +50,9 @@ def spec_with(**changes):
         ({"algorithms": ["sb3:PPOO"]}, "stable_baselines3 has no PPOO"),
         ({"algorithms": ["zoo:PPO"]}, "unknown algorithm library 'zoo'"),
         ({"envs": ["Nope-v0"]}, "unknown environment id 'Nope-v0'"),
+        ({"envs": ["torch:Hopper-v5"]}, "unknown environment id 'torch:Hopper-v5'"),
+        ({"envs": ["torch:CartPole-v1"], "algorithms": ["PPO", "sb3:PPO"]},
+         "sb3:PPO cannot run the torch-native env 'torch:CartPole-v1'"),
         ({"hyperparameters": {"grid": {"n_stepz": [1]}}}, "unknown hyperparameter 'n_stepz'"),
         ({"hyperparameters": {"grid": {"clip_range_vf": [0.2]}}, "algorithms": ["sb3:SAC"]},
          "unknown hyperparameter 'clip_range_vf' for sb3:SAC"),
@@ -102,6 +105,15 @@ def test_algorithms_restricted_to_some_envs():
     ]
     with pytest.raises(SweepSpecError, match="subset of the spec's envs"):
         parse_spec(spec_with(algorithms=[{"name": "PPO", "envs": ["Hopper-v5"]}]))
+    # a torch-native env next to its gymnasium twin, the baseline on the twin only
+    spec = parse_spec(
+        spec_with(
+            envs=["torch:CartPole-v1", "CartPole-v1"],
+            seeds=[0],
+            algorithms=["PPO", {"name": "sb3:PPO", "envs": ["CartPole-v1"]}],
+        )
+    )
+    assert len(spec.runs()) == 3
 
 
 def test_yaml_exponents_without_a_dot_are_numbers():

@@ -290,6 +290,14 @@ def parse_spec(data: Any) -> SweepSpec:
                     f"{envs}, got {only!r}"
                 )
             only = tuple(only)
+        if ":" in item["name"]:  # a baseline: gymnasium envs only
+            torch_envs = [env for env in (only or envs) if env.startswith("torch:")]
+            if torch_envs:
+                raise SweepSpecError(
+                    f"{item['name']} cannot run the torch-native env {torch_envs[0]!r}: "
+                    "baselines take gymnasium env ids; restrict it with 'envs:' or use the "
+                    "gymnasium id"
+                )
         entry = AlgorithmEntry(item["name"], str(item.get("label", item["name"])), dict(own), only)
         _check_names(entry.hyperparameters, [entry], f"algorithm {entry.label!r}")
         entries.append(entry)
