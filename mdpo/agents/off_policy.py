@@ -139,12 +139,16 @@ class OffPolicyAgent(Agent):
     # ----------------------------------------------------------------------------- acting
     def _env_action(self, action: np.ndarray) -> np.ndarray:
         """Rescale squashed actions from ``[-1, 1]`` to the env's bounds (SB3's unscale)."""
-        return self._unscale(torch.from_numpy(np.asarray(action, np.float32))).numpy()
+        action = torch.from_numpy(np.asarray(action, np.float32))
+        return self._unscale(action, *self._bounds(action.device)).numpy()
 
-    def _unscale(self, action: torch.Tensor) -> torch.Tensor:
-        """``[-1, 1]`` → the env's bounds, on the action's device."""
-        low = torch.as_tensor(self.action_space.low, device=action.device)
-        high = torch.as_tensor(self.action_space.high, device=action.device)
+    def _bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action bounds as tensors on ``device``."""
+        low = torch.as_tensor(self.action_space.low, device=device)
+        return low, torch.as_tensor(self.action_space.high, device=device)
+
+    def _unscale(self, action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """``[-1, 1]`` → the env's bounds ``[low, high]``."""
         action = action.reshape(-1, *self.action_space.shape)
         return torch.clamp(low + 0.5 * (action + 1.0) * (high - low), low, high)
 
@@ -153,17 +157,23 @@ class OffPolicyAgent(Agent):
         agent's device for torch-native envs, NumPy arrays for gymnasium ones."""
         n_envs, action_dim = self.n_envs, int(np.prod(self.action_space.shape))
         start, actor, dev = self.num_timesteps, self.policy.actor, self.device
+        # the agent's CPU generator, except for torch-native envs on an accelerator: there the
+        # noise is drawn on the device (training generator) so that no step waits for a copy
+        generator = self.rng
+        if self.runner.tensor_policy and dev.type != "cpu":
+            generator = self.train_rng
+        noise_shape, (low, high) = (n_envs, action_dim), self._bounds(dev)
 
         @torch.no_grad()
         def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             if start + t * n_envs < self.learning_starts:  # warm-up: uniform in the bounds
-                action = torch.rand((n_envs, action_dim), generator=self.rng) * 2.0 - 1.0
-                action = action.to(dev)
+                uniform = torch.rand(noise_shape, generator=generator, device=generator.device)
+                action = (uniform * 2.0 - 1.0).to(dev)
             else:
-                noise = torch.randn((n_envs, action_dim), generator=self.rng)
+                noise = torch.randn(noise_shape, generator=generator, device=generator.device)
                 mean, log_std = actor(obs.reshape(n_envs, -1))
                 action = torch.tanh(mean + torch.exp(log_std) * noise.to(dev))
-            return self._unscale(action), action
+            return self._unscale(action, low, high), action
 
         if self.runner.tensor_policy:
             return act
