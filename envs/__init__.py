@@ -1,5 +1,7 @@
 """Environments of the suite.
 
-For now: small environments with known dynamics used by the tests (``envs.toy``). The
-hydrothermal dispatch model and the torch-native batched classic-control envs come later.
+``envs.toy``: small environments with known dynamics used by the tests.
+``envs.torch_classic``: torch-native batched CartPole, Pendulum, MountainCarContinuous and
+Acrobot (``env="torch:<id>"`` for the agents).
+``envs.hydro``: the hydrothermal dispatch model of the Bolivian system and its gymnasium env.
 """

@@ -8,26 +8,30 @@ whose episode ended is reset within the same ``step``; ``infos["final_obs"]`` ho
 observation the episode ended in (meaningful where ``infos["_final_obs"]`` is true), and the
 returned observation is the first of the next episode.
 
-Observations are float32 (as gymnasium's); the state is kept in ``dtype``: float64 by default,
-which computes what gymnasium computes (its states are float64) and so stays on gymnasium's
-trajectory over whole episodes; float32 is faster on some accelerators, but rounding
-differences grow along the trajectories of Pendulum and Acrobot (both sensitive to their
-initial conditions) until they visibly depart from gymnasium's within an episode. Acrobot
-departs even in float64: torch's vectorized sin / cos differ from the C library's in the last
-bit for a few arguments in a thousand, and the driven double pendulum amplifies that; each
-step agrees to float32 precision (see ``tests/test_torch_envs.py``).
+Observations are float32 (as gymnasium's); the state is kept in ``dtype``. float64 (the
+default) is what gymnasium computes CartPole, Pendulum and Acrobot in; where gymnasium works
+in float32 (MountainCarContinuous's state, Acrobot's initial state, Pendulum's torque terms
+under NumPy 2's promotion rules) the float64 version rounds the same way or stays within
+float32 precision of it. float32 is faster on some accelerators, but rounding differences
+grow along the trajectories of Pendulum and Acrobot (both sensitive to their initial
+conditions) until they visibly depart from gymnasium's within an episode. Acrobot departs
+even in float64: last-bit differences (torch's vectorized sin / cos differ from the C
+library's for a few arguments in a thousand, and the order of some roundings differs) are
+amplified by the driven double pendulum; each step agrees to float32 precision (see
+``tests/test_torch_envs.py``).
 
-Actions are tensors on the env's device: ``int64 [N]`` for ``Discrete`` spaces, ``[N, 1]``
+Actions are tensors on the env's device: integers ``[N]`` for ``Discrete`` spaces, ``[N, 1]``
 floats for ``Box`` ones. They are not range-checked per step (that would synchronise a GPU
 with the host every step); out-of-range discrete actions are undefined behaviour, as in
 gymnasium.
 
 Randomness: one ``torch.Generator`` on the env's device draws every initial state;
 ``reset(seed=s)`` reseeds it. The draws come from the same distributions as gymnasium's but
-not the same numbers (gymnasium uses one NumPy generator per env). On CPU only the envs that
-finished draw new states; on an accelerator every env draws and ``torch.where`` keeps the
-needed ones, which avoids a host synchronisation per step; the streams therefore differ
-between devices.
+not the same numbers (gymnasium uses one NumPy generator per env), and one integer seeds the
+whole batch (a list of per-env seeds is refused, and there is no ``reset_mask`` option). On
+CPU only the envs that finished draw new states; on an accelerator every env draws and
+``torch.where`` keeps the needed ones, which avoids a host synchronisation per step; the
+streams therefore differ between devices.
 
 Use them through the agents with ``env="torch:CartPole-v1"`` (see :data:`TORCH_ENVS`), or
 directly::
@@ -67,6 +71,7 @@ class TorchVectorEnv(VectorEnv):
 
     gym_id: ClassVar[str]
     state_dim: ClassVar[int]
+    reset_options: ClassVar[tuple[str, ...]] = ("low", "high")
     single_observation_space: spaces.Box
     single_action_space: spaces.Space
 
@@ -109,6 +114,9 @@ class TorchVectorEnv(VectorEnv):
         self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.seed()
+        # on the CPU only finished envs draw new states (`done` is on the host anyway); on an
+        # accelerator all draw and torch.where keeps the needed ones (no synchronisation)
+        self.redraw_only_finished = self.device.type == "cpu"
         self._discrete = isinstance(self.single_action_space, spaces.Discrete)
         if not self._discrete:
             self._action_shape = (num_envs, *self.single_action_space.shape)
@@ -156,7 +164,9 @@ class TorchVectorEnv(VectorEnv):
         """A float32 ``[n, k]`` batch from ``k`` rows of ``n`` values (written column by
         column: cheaper than ``torch.stack(..., dim=1)``)."""
         first = components[0]
-        out = torch.empty((first.shape[0], len(components)), device=first.device)
+        out = torch.empty(
+            (first.shape[0], len(components)), dtype=torch.float32, device=first.device
+        )
         for i, component in enumerate(components):
             out[:, i] = component
         return out
@@ -182,6 +192,12 @@ class TorchVectorEnv(VectorEnv):
         Returns:
             ``(observations [num_envs, obs_dim] float32, {})``.
         """
+        unknown = sorted(set(options or {}) - set(self.reset_options))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} takes the reset options {list(self.reset_options)}, got "
+                f"{unknown} (every env is reset; there is no reset mask)"
+            )
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
                 raise ValueError(
@@ -204,7 +220,8 @@ class TorchVectorEnv(VectorEnv):
         Returns:
             ``(obs, reward, terminated, truncated, infos)``: float32 observations (of the new
             episode where one ended), rewards in the state's dtype, bool flags, and
-            ``infos = {"final_obs": [num_envs, obs_dim], "_final_obs": done}``.
+            ``infos = {"final_obs": [num_envs, obs_dim], "_final_obs": done}`` (when no env
+            finished, ``obs`` and ``final_obs`` are the same tensor: copy before editing).
         """
         if self._state is None:
             raise RuntimeError(f"call reset() before step() on {type(self).__name__}")
@@ -214,8 +231,8 @@ class TorchVectorEnv(VectorEnv):
         truncated = self.elapsed_steps >= self.max_episode_steps
         done = terminated | truncated
         final_obs = self._observe(state)
-        obs = final_obs
-        if self.device.type == "cpu":  # the host sees `done` for free: redraw only those
+        obs = final_obs  # the same tensor where no env finished
+        if self.redraw_only_finished:  # the host sees `done` for free: redraw only those
             index = done.nonzero().squeeze(1)
             if len(index):
                 fresh = self._initial_state(len(index), None)
@@ -330,6 +347,7 @@ class Pendulum(TorchVectorEnv):
 
     gym_id = "Pendulum-v1"
     state_dim = 2
+    reset_options = ("x_init", "y_init")
     max_speed, max_torque, dt, g, m, l = 8.0, 2.0, 0.05, 10.0, 1.0, 1.0  # noqa: E741
     _high = np.array([1.0, 1.0, max_speed], dtype=np.float32)
     single_observation_space = spaces.Box(-_high, _high, dtype=np.float32)
@@ -342,8 +360,10 @@ class Pendulum(TorchVectorEnv):
             for name, value in (("x_init", x), ("y_init", y)):
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                     raise ValueError(f"reset option {name!r} must be a number, got {value!r}")
-        high = torch.tensor([[float(x)], [float(y)]], dtype=self.dtype, device=self.device)
-        return self._uniform(n, -high, high, 2)
+        # Python scalars, not a bound tensor: building one would copy from the host (and so
+        # wait for the device) at every step of an accelerator's autoreset
+        theta = self._uniform(n, -float(x), float(x), 1)
+        return torch.cat((theta, self._uniform(n, -float(y), float(y), 1)))
 
     def _dynamics(self, state, action):
         th, thdot = state
@@ -458,7 +478,7 @@ class Acrobot(TorchVectorEnv):
         return torch.where(x < low, x + torch.ceil((low - x) / period) * period, x)
 
     def _dynamics(self, state, action):
-        torque = (action - 1).to(state.dtype)
+        torque = action.to(state.dtype) - 1  # in the state's dtype: uint8 0 - 1 would wrap
         dt = self.dt
         k1 = self._derivatives(state, torque)
         k2 = self._derivatives(state + dt / 2.0 * k1, torque)

@@ -26,6 +26,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.vector.utils import batch_space
 
 from envs.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
+from mdpo.utils import get_device
 
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
 
@@ -138,6 +139,17 @@ class LeanSyncVectorEnv(VectorEnv):
 VEC_ENV_CLASSES = ("sync", "async", "gymnasium-sync")
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:<current>`` are the same device."""
+
+    def index(device: torch.device) -> int | None:
+        if device.type == "cuda" and device.index is None:
+            return torch.cuda.current_device()
+        return device.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 class TorchToNumpy(VectorEnv):
     """A torch-native env behind gymnasium's NumPy interface (for evaluation and for code that
     expects NumPy arrays): actions in, observations, rewards and flags out as arrays; the final
@@ -218,7 +230,7 @@ def make_vec_env(
     if isinstance(env, TorchVectorEnv):
         if device is None:
             return TorchToNumpy(env)
-        if env.device != torch.device(device):
+        if not same_device(env.device, get_device(device)):
             raise ValueError(
                 f"the torch-native env {env!r} lives on {env.device}, the agent on {device}; "
                 f"build it with device={str(device)!r}"
@@ -578,8 +590,10 @@ class TensorNormalizer:
 
     The NumPy normalizer stays the one source of the statistics (it is saved with the model
     and used by ``predict``): :meth:`pull` copies them here at the start of a rollout and
-    :meth:`push` writes them back at its end, so a rollout synchronises with the host twice,
-    not at every step. Statistics are float64, updated with the same formulas.
+    :meth:`push` writes them back at its end (also when the rollout stops on an error), so
+    they cross between host and device at those two points, not at every step; callbacks
+    that run during a rollout (evaluation, checkpoints) see the statistics as they were at its
+    start. Statistics are float64, updated with the same formulas.
 
     Args:
         normalizer: the agent's normalizer.
@@ -730,34 +744,36 @@ class TorchEnvRunner(Runner):
         obs, step = self._obs, self.venv.step
         ep_returns, ep_lengths = self._ep_returns, self._ep_lengths
         env_time, stopped, t = 0.0, False, 0
-        for t in range(n_steps):  # noqa: B007 - t is used after the loop
-            env_action, action = policy(obs, t)
-            if act_buf is None:
-                act_buf = torch.empty((n_steps, *action.shape), dtype=action.dtype, device=dev)
-            tic = time.perf_counter()
-            raw, reward, terminated, truncated, info = step(env_action)
-            env_time += time.perf_counter() - tic
-            done = info["_final_obs"]
-            ep_returns += reward
-            ep_lengths += 1
-            obs_buf[t] = obs
-            act_buf[t] = action
-            start_buf[t] = self._episode_starts
-            term_buf[t] = terminated
-            trunc_buf[t] = truncated
-            done_buf[t] = done
-            ep_return_buf[t] = ep_returns
-            ep_length_buf[t] = ep_lengths
-            rew_buf[t] = normalizer.reward(reward, done)
-            obs = normalizer.obs(raw, update=True)
-            final_buf[t] = normalizer.obs(info["final_obs"])  # as the NumPy runner: after
-            ep_returns.masked_fill_(done, 0.0)
-            ep_lengths.masked_fill_(done, 0)
-            self._episode_starts = done
-            if on_step is not None and on_step() is False:
-                stopped = True
-                break
-        normalizer.push()
+        try:
+            for t in range(n_steps):  # noqa: B007 - t is used after the loop
+                env_action, action = policy(obs, t)
+                if act_buf is None:
+                    act_buf = torch.empty((n_steps, *action.shape), dtype=action.dtype, device=dev)
+                tic = time.perf_counter()
+                raw, reward, terminated, truncated, info = step(env_action)
+                env_time += time.perf_counter() - tic
+                done = info["_final_obs"]
+                ep_returns += reward
+                ep_lengths += 1
+                obs_buf[t] = obs
+                act_buf[t] = action
+                start_buf[t] = self._episode_starts
+                term_buf[t] = terminated
+                trunc_buf[t] = truncated
+                done_buf[t] = done
+                ep_return_buf[t] = ep_returns
+                ep_length_buf[t] = ep_lengths
+                rew_buf[t] = normalizer.reward(reward, done)
+                obs = normalizer.obs(raw, update=True)
+                final_buf[t] = normalizer.obs(info["final_obs"])  # as the NumPy runner: after
+                ep_returns.masked_fill_(done, 0.0)
+                ep_lengths.masked_fill_(done, 0)
+                self._episode_starts = done
+                if on_step is not None and on_step() is False:
+                    stopped = True
+                    break
+        finally:  # the agent's statistics stay whole even if a step raises
+            normalizer.push()
         self._obs = obs
         self.env_time += env_time
         steps = t + 1

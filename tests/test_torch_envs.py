@@ -16,6 +16,7 @@ from mdpo.runners import (
     VecEnvRunner,
     check_env_id,
     make_vec_env,
+    same_device,
 )
 
 ENV_IDS = list(TORCH_ENVS)
@@ -46,7 +47,9 @@ def actions_for(env_id: str, obs: np.ndarray, rng: np.random.Generator) -> np.nd
     return (push + rng.uniform(-0.4, 0.4, (n, 1))).astype(np.float32)
 
 
-def compare_with_gymnasium(env_id, seed, steps, n_envs=3, max_episode_steps=None, **kwargs):
+def compare_with_gymnasium(
+    env_id, seed, steps, n_envs=3, max_episode_steps=None, redraw_only_finished=True, **kwargs
+):
     """Step the torch env and one gymnasium env per slot with the same actions; at every
     reset of the torch env, give gymnasium's env the same initial state. Returns the number
     of (terminated, truncated) episode ends seen.
@@ -57,6 +60,7 @@ def compare_with_gymnasium(env_id, seed, steps, n_envs=3, max_episode_steps=None
     part (measured: up to 2.3 apart within an episode, the flags still agreeing); every other
     env runs free over whole episodes."""
     env = make_torch_env(env_id, n_envs, max_episode_steps=max_episode_steps, **kwargs)
+    env.redraw_only_finished = redraw_only_finished
     make_kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     gym_envs = [gym.make(env_id, **make_kwargs) for _ in range(n_envs)]
     obs, _ = env.reset(seed=seed)
@@ -110,6 +114,29 @@ def test_matches_gymnasium_with_short_time_limits(env_id):
     """Truncations (and terminations) with a short limit, both sides built with it."""
     ends = compare_with_gymnasium(env_id, seed=3, steps=200, max_episode_steps=25)
     assert ends[1] >= 3
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_accelerator_autoreset_path_matches_gymnasium(env_id):
+    """The autoreset of accelerators (all envs draw, ``torch.where`` keeps the finished ones'
+    draws), forced on the CPU."""
+    ends = compare_with_gymnasium(
+        env_id, seed=7, steps=200, max_episode_steps=25, redraw_only_finished=False
+    )
+    assert ends[1] >= 3
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.bool])
+def test_discrete_actions_of_any_integer_dtype(dtype):
+    """Acrobot's torque and CartPole's force do not depend on the integer dtype (an unsigned
+    0 - 1 would wrap around)."""
+    for env_id, n in (("Acrobot-v1", 3), ("CartPole-v1", 2)):
+        reference, other = make_torch_env(env_id, 4), make_torch_env(env_id, 4)
+        reference.reset(seed=0)
+        other.reset(seed=0)
+        actions = torch.tensor([0, 1, 0, 1]) if dtype is torch.bool else torch.arange(4) % n
+        expected = reference.step(actions.long())[0]
+        torch.testing.assert_close(other.step(actions.to(dtype))[0], expected)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -221,6 +248,10 @@ def test_bad_inputs_are_named():
         env.reset(seed=[1, 2, 3])
     with pytest.raises(ValueError, match="low=1.0 is greater than high=0.0"):
         env.reset(options={"low": 1.0, "high": 0.0})
+    with pytest.raises(ValueError, match=r"reset options \['low', 'high'\], got \['reset_mask'\]"):
+        env.reset(options={"reset_mask": np.ones(3, bool)})
+    with pytest.raises(ValueError, match=r"\['x_init', 'y_init'\], got \['low'\]"):
+        Pendulum(2).reset(options={"low": 0.0})
     pendulum = Pendulum(3)
     pendulum.reset()
     with pytest.raises(ValueError, match=r"shape \(3, 1\)"):
@@ -242,6 +273,9 @@ def test_devices(monkeypatch):
     assert agent.device == torch.device("cpu") and agent.get_env().device == agent.device
     with pytest.raises(ValueError, match="lives on cpu"):
         make_vec_env(CartPole(2), device="meta")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert same_device(torch.device("cuda"), torch.device("cuda:0"))
+    assert not same_device(torch.device("cuda"), torch.device("cuda:1"))
 
 
 def linear_policy(obs_dim: int, env_id: str):
@@ -283,15 +317,22 @@ def test_tensor_runner_equals_numpy_runner(env_id, normalize):
         action = act(torch.from_numpy(obs)).numpy()
         return action, action
 
-    for _ in range(3):
-        a = tensor_runner.rollout(16, tensor_policy)
-        b = numpy_runner.rollout(16, numpy_policy)
+    def stop_after(k):  # a callback that stops the rollout after k steps
+        calls = []
+        return lambda: calls.append(1) or len(calls) < k
+
+    for steps, stop in ((16, None), (16, 5), (16, None)):
+        a = tensor_runner.rollout(steps, tensor_policy, stop and stop_after(stop))
+        b = numpy_runner.rollout(steps, numpy_policy, stop and stop_after(stop))
+        assert a.stopped == b.stopped == (stop is not None)
+        assert len(a.rewards) == len(b.rewards) == (stop or steps)
         for field in ("obs", "actions", "rewards", "final_obs", "last_obs"):
             torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-5)
         for field in ("terminated", "truncated", "episode_starts", "final_step",
                       "final_env", "last_episode_starts"):  # fmt: skip
             assert torch.equal(getattr(a, field), getattr(b, field)), field
-        assert len(a.final_step) >= n_envs  # episodes ended in every rollout
+        if stop is None:
+            assert len(a.final_step) >= n_envs  # episodes ended in every full rollout
     stats_a, stats_b = list(tensor_runner.ep_info_buffer), list(numpy_runner.ep_info_buffer)
     assert [length for _, length in stats_a] == [length for _, length in stats_b]
     np.testing.assert_allclose([r for r, _ in stats_a], [r for r, _ in stats_b], rtol=1e-6)
@@ -371,7 +412,7 @@ def test_ppo_solves_torch_cartpole():
 
     agent = PPO(
         "MlpPolicy", "torch:CartPole-v1", n_envs=64, n_steps=32, batch_size=512, n_epochs=10,
-        learning_rate=1e-3, gae_lambda=0.95, gamma=0.99, seed=0, device="auto",
+        learning_rate=1e-3, gae_lambda=0.95, gamma=0.99, seed=0, device="cpu",
     )  # fmt: skip
     agent.learn(100_000)
     mean, _ = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=0)
