@@ -11,7 +11,8 @@ The datasets are made first with ``mdpo data make`` (see the README); e.g.::
     python benchmarks/offline_benchmark.py --root runs/datasets \\
         --datasets mdpo/hopper/medium-replay-v0 mdpo/hopper/medium-expert-v0 --seeds 0 1 2 \\
         --steps 10000 --eval-every 1000 --set learning_rate=0.001 \\
-        --oppo-set encoder_learning_rate=0.001 --oppo-set warmup_steps=1000 \\
+        --oppo-set learning_rate=0.0001 --oppo-set encoder_learning_rate=0.0001 \\
+        --oppo-set warmup_steps=1000 \\
         --oppo-set 'encoder_kwargs={"hidden": 64, "n_layers": 2, "ff": 256, "dropout": 0.0}' \\
         --out results/oppo
     python benchmarks/offline_benchmark.py --report --out results/oppo
@@ -28,6 +29,8 @@ import subprocess
 import sys
 
 import numpy as np
+
+from mdpo.utils import code_version
 
 ALGOS = ("OPPO", "BC", "FilteredBC")
 
@@ -128,9 +131,11 @@ def report(args: argparse.Namespace) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=100)
+    versions = sorted({run.get("code_version", "not recorded") for run in runs})
     table = "\n".join(lines)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
-        handle.write(f"Command: `python {shlex.join(sys.argv)}`\n\n{table}\n")
+        handle.write(f"Command: `python {shlex.join(sys.argv)}` ({code_version()}); the runs' "
+                     f"code: {', '.join(versions)}\n\n{table}\n")  # fmt: skip
     print(table)
 
 

@@ -14,6 +14,7 @@ import traceback
 import numpy as np
 
 from mdpo.callbacks import BaseCallback, IterationCheckpointCallback, latest_checkpoint
+from mdpo.utils import code_version
 
 # ``mdpo oppo train --algo``: the agent and the hyperparameters that make it
 OFFLINE_ALGOS = {
@@ -230,7 +231,7 @@ def command_oppo_train(args: argparse.Namespace) -> int:
                "steps": agent.num_timesteps, "final_mean_return": last["mean_return"],
                "final_normalized": last.get("mean_normalized"),
                "final_returns": last["returns"], "train_seconds": round(time.time() - tic, 1),
-               "command": config["command"]}  # fmt: skip
+               "command": config["command"], "code_version": code_version()}  # fmt: skip
     with open(os.path.join(run_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     print(
