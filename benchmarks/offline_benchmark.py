@@ -131,7 +131,9 @@ def report(args: argparse.Namespace) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=100)
-    versions = sorted({run.get("code_version", "not recorded") for run in runs})
+    # the code a run started and finished on (a resumed run may span commits)
+    versions = sorted({run.get(key) or "not recorded" for run in runs
+                       for key in ("started_on", "code_version")})  # fmt: skip
     table = "\n".join(lines)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
         handle.write(f"Command: `python {shlex.join(sys.argv)}` ({code_version()}); the runs' "

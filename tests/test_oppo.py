@@ -627,7 +627,7 @@ def test_cli_makes_datasets_labels_trains_resumes_and_evaluates(tmp_path, capsys
     with open(os.path.join(run, "summary.json")) as handle:
         summary = json.load(handle)
     assert summary["steps"] == 6 and math.isfinite(summary["final_normalized"])
-    assert summary["code_version"].startswith("mdpo ")
+    assert summary["code_version"].startswith("mdpo ") and summary["started_on"].startswith("mdpo ")
     with open(os.path.join(run, "evaluations.csv")) as handle:
         assert [row.split(",")[0] for row in handle.read().split()[1:]] == ["3", "6"]
     assert main(["oppo", "train", "--resume", run]) == 0

@@ -187,7 +187,8 @@ def command_oppo_train(args: argparse.Namespace) -> int:
                   "steps": args.steps, "hyperparameters": hyper, "eval_every": args.eval_every,
                   "eval_episodes": args.eval_episodes, "checkpoint_every": args.checkpoint_every,
                   "device": args.device, "command": command_line(args),
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "code_version": code_version()}  # fmt: skip
     cls = ALGORITHMS[config["class"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     checkpoint = latest_checkpoint(ckpt_dir) if args.resume else None
@@ -231,7 +232,8 @@ def command_oppo_train(args: argparse.Namespace) -> int:
                "steps": agent.num_timesteps, "final_mean_return": last["mean_return"],
                "final_normalized": last.get("mean_normalized"),
                "final_returns": last["returns"], "train_seconds": round(time.time() - tic, 1),
-               "command": config["command"], "code_version": code_version()}  # fmt: skip
+               "command": config["command"], "started_on": config.get("code_version"),
+               "code_version": code_version()}  # fmt: skip
     with open(os.path.join(run_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     print(
