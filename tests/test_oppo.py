@@ -83,7 +83,9 @@ def test_dataset_round_trip_through_minari(tmp_path, monkeypatch):
     dataset.save("mdpo/pendulum/test-v0", root=str(tmp_path), overwrite=True)
 
 
-def test_dataset_errors(tmp_path):
+def test_dataset_errors(tmp_path, monkeypatch):
+    from mdpo.data import dataset as dataset_module
+
     with pytest.raises(FileNotFoundError, match="no Minari dataset 'mdpo/none/x-v0'"):
         OfflineDataset.load("mdpo/none/x-v0", root=str(tmp_path))
     discrete = gym.spaces.Discrete(2)
@@ -108,6 +110,23 @@ def test_dataset_errors(tmp_path):
         json.dump(meta, handle)
     with pytest.raises(ValueError, match="more than"):
         OfflineDataset.load("mdpo/pendulum/big-v0", root=str(tmp_path))
+    # files that hold more than the metadata says are refused from their arrays' shapes
+    small = hand_dataset()  # 8 steps
+    path = small.save("mdpo/pendulum/liar-v0", root=str(tmp_path))
+    meta_path = os.path.join(path, "data", "metadata.json")
+    with open(meta_path) as handle:
+        meta = json.load(handle)
+    meta["total_steps"] = 1
+    with open(meta_path, "w") as handle:
+        json.dump(meta, handle)
+    assert OfflineDataset.load("mdpo/pendulum/liar-v0", root=str(tmp_path)).total_steps == 8
+    monkeypatch.setattr(dataset_module, "MAX_STEPS", 7)
+    with pytest.raises(ValueError, match="hold 8 steps, more than the 7"):
+        OfflineDataset.load("mdpo/pendulum/liar-v0", root=str(tmp_path))
+    monkeypatch.setattr(dataset_module, "MAX_STEPS", 8)
+    monkeypatch.setattr(dataset_module, "MAX_BYTES", 100)
+    with pytest.raises(ValueError, match="bytes of arrays, more than the 100"):
+        OfflineDataset.load("mdpo/pendulum/liar-v0", root=str(tmp_path))
 
 
 def test_top_episodes_and_normalized_score():

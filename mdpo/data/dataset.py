@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-# a dataset is read whole into memory: refuse files that claim more than this many steps
+# a dataset is read whole into memory: refuse files that claim or hold more than this many
+# steps, or more than this many bytes of arrays
 MAX_STEPS = 20_000_000
+MAX_BYTES = 8 * 2**30
 
 
 @dataclass
@@ -277,6 +279,7 @@ class OfflineDataset:
             steps = int(raw.get("total_steps", 0))
             if steps > MAX_STEPS:
                 raise ValueError(f"{steps} steps is more than the {MAX_STEPS} read into memory")
+            check_stored_size(data)
             minari_dataset = MinariDataset(data)
             meta = minari_dataset.storage.metadata
             env_spec = json.loads(meta["env_spec"]) if meta.get("env_spec") else {}
@@ -303,6 +306,33 @@ class OfflineDataset:
             meta.get("ref_min_score"), meta.get("ref_max_score"), info,
             dict(env_spec.get("kwargs") or {}), meta.get("dataset_id", dataset),
         )  # fmt: skip
+
+
+def check_stored_size(data: str) -> None:
+    """Raise ``ValueError`` if the HDF5 files in the dataset folder ``data`` hold more than
+    :data:`MAX_STEPS` steps (rows of the episodes' ``rewards``) or :data:`MAX_BYTES` of arrays,
+    whatever the metadata says: only the arrays' shapes are read."""
+    import h5py
+
+    steps = stored = 0
+
+    def count(name: str, item: Any) -> None:
+        nonlocal steps, stored
+        if isinstance(item, h5py.Dataset):
+            stored += int(item.size) * item.dtype.itemsize
+            if name.rsplit("/", 1)[-1] == "rewards":
+                steps += int(item.shape[0]) if item.shape else 1
+
+    for name in sorted(os.listdir(data)):
+        if name.endswith((".hdf5", ".h5")):
+            with h5py.File(os.path.join(data, name), "r") as handle:
+                handle.visititems(count)
+    if steps > MAX_STEPS:
+        raise ValueError(f"the files hold {steps} steps, more than the {MAX_STEPS} read into "
+                         "memory")  # fmt: skip
+    if stored > MAX_BYTES:
+        raise ValueError(f"the files hold {stored} bytes of arrays, more than the {MAX_BYTES} "
+                         "read into memory")  # fmt: skip
 
 
 DATASET_ID = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+-v\d+$")
