@@ -134,6 +134,9 @@ def report(args: argparse.Namespace) -> None:
     # the code a run started and finished on (a resumed run may span commits)
     versions = sorted({run.get(key) or "not recorded" for run in runs
                        for key in ("started_on", "code_version")})  # fmt: skip
+    if any(len(members) < 5 for members in groups.values()):
+        lines.append("\nWith fewer than 5 seeds the percentile bootstrap interval is (nearly) "
+                     "the seeds' range: read it as a range, not a 95% interval.")  # fmt: skip
     table = "\n".join(lines)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
         handle.write(f"Command: `python {shlex.join(sys.argv)}` ({code_version()}); the runs' "
