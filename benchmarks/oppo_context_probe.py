@@ -37,7 +37,7 @@ from mdpo.utils import code_version
 
 
 def subset(segments: Segments, keep: torch.Tensor) -> Segments:
-    """The segments flagged in ``keep``."""
+    """The segments at the indices (or flags) ``keep``."""
     fields = ("observations", "actions", "timesteps", "mask", "returns")
     return Segments(**{name: getattr(segments, name)[keep] for name in fields})
 
@@ -60,9 +60,7 @@ def probe(agent: OPPO, n_segments: int, episodes: int, seed: int) -> dict:
         order = torch.argsort(returns)
         tenth = max(1, n_segments // 10)
         top, bottom = order[-tenth:], order[:tenth]
-        top_mask = torch.zeros(n_segments, dtype=torch.bool)
-        top_mask[top] = True
-        top_segments = subset(segments, top_mask)
+        top_segments = subset(segments, top)
         result = {
             "z_star_norm": float(z_star.norm()),
             "encoding_norm_mean": float(z.norm(dim=1).mean()),
@@ -70,8 +68,8 @@ def probe(agent: OPPO, n_segments: int, episodes: int, seed: int) -> dict:
             "him_own_z": him(segments, z),
             "him_shuffled_z": him(segments, shuffled),
             "him_z_star": him(segments, z_star.expand_as(z)),
-            "him_top10_own_z": him(top_segments, z[top_mask]),
-            "him_top10_z_star": him(top_segments, z_star.expand_as(z[top_mask])),
+            "him_top10_own_z": him(top_segments, z[top]),
+            "him_top10_z_star": him(top_segments, z_star.expand_as(z[top])),
         }
     contexts = {
         "z_star": z_star,
