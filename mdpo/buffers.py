@@ -225,6 +225,8 @@ class ReplayBuffer:
                 f"a buffer of capacity {self.capacity}"
             )
         self.pos, self.size = 0, 0
+        for name in shapes:  # the data held so far is replaced, not kept
+            setattr(self, name, None)
         self._allocate(0)
         self.reserve(rows)
         for name in shapes:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import difflib
 import inspect
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -22,6 +23,21 @@ from mdpo.callbacks import (
     IterationCheckpointCallback,
     latest_checkpoint,
     replay_buffer_path,
+)
+from mdpo.limits import (
+    MAX_VEC_ENVS,
+    BadFileError,
+    check_env_id_from_file,
+    field_int,
+    json_object,
+)
+from mdpo.runlock import (
+    RunFolderBusy,
+    clean_interrupted_saves,
+    read_run_json,
+    repair_csv,
+    run_folder_lock,
+    write_json_atomic,
 )
 from mdpo.runners import check_env_id, make_vec_env
 
@@ -83,24 +99,12 @@ class RunStatus(BaseCallback):
     def write(self, status: str, **extra: Any) -> None:
         data = {"status": status, "num_timesteps": self.model.num_timesteps, **extra}
         data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, data)  # strict JSON: -inf (no evaluation yet) as null
 
     def _on_rollout_start(self) -> None:
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
             self.write("running")
-
-
-def best_eval_so_far(path: str) -> float | None:
-    """The best mean evaluation return recorded in an ``evaluations.csv``, if any."""
-    if not os.path.exists(path):
-        return None
-    with open(path, newline="") as handle:
-        means = [float(row["mean_reward"]) for row in csv.DictReader(handle)]
-    return max(means) if means else None
 
 
 def unique_run_dir(base: str) -> str:
@@ -112,69 +116,104 @@ def unique_run_dir(base: str) -> str:
     return candidate
 
 
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
+
+
+def check_train_config(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """Check a run's ``config.json`` (read back on ``--resume``) field by field.
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    if config.get("algo") not in RL_ALGORITHMS:
+        raise BadFileError(f"{path}: algo must be one of {', '.join(RL_ALGORITHMS)}")
+    check_env_id_from_file(config.get("env"), f"{path}: env")
+    field_int(config.get("total_timesteps"), f"{path}: total_timesteps", 1, 2**62)
+    field_int(config.get("seed"), f"{path}: seed", 0, 2**32 - 1)
+    field_int(config.get("n_envs"), f"{path}: n_envs", 1, MAX_VEC_ENVS)
+    for key in ("checkpoint_freq", "eval_freq", "eval_episodes"):
+        field_int(config.get(key), f"{path}: {key}", 1, 2**40)
+    if not isinstance(config.get("device"), str) or not DEVICE.match(config["device"]):
+        raise BadFileError(f"{path}: device must be auto, cpu, cuda or cuda:N")
+    hyper = json_object(config.get("hyperparameters"), f"{path}: hyperparameters")
+    if hyper.get("env_kwargs") is not None:
+        json_object(hyper["env_kwargs"], f"{path}: hyperparameters.env_kwargs")
+    allowed = set(inspect.signature(ALGORITHMS[config["algo"]].__init__).parameters)
+    unknown = sorted(set(hyper) - (allowed - NOT_SETTABLE))
+    if unknown:
+        raise BadFileError(f"{path}: hyperparameters has unknown keys {unknown[:5]}")
+    return config
+
+
 def command_train(args: argparse.Namespace) -> int:
     """``mdpo train``: a new run, or the continuation of one with ``--resume``."""
     if args.resume:
-        config_path = os.path.join(args.resume, "config.json")
+        run_dir = args.resume
+        config_path = os.path.join(run_dir, "config.json")
         if not os.path.exists(config_path):
             raise ValueError(f"--resume {args.resume!r}: no config.json there (not a run folder)")
-        with open(config_path) as handle:
-            config = json.load(handle)
-        for given, key in ((args.algo, "algo"), (args.env, "env")):
-            if given is not None and given.lower() != str(config[key]).lower():
-                raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
         if args.set or args.steps is not None:
             raise ValueError("--resume continues a run as configured: drop --set and --steps")
-        run_dir = args.resume
-        status_path = os.path.join(run_dir, "status.json")
-        if os.path.exists(status_path):
-            with open(status_path) as handle:
-                if json.load(handle).get("status") == "completed":
+        with run_folder_lock(run_dir, "mdpo train"):
+            config = check_train_config(read_run_json(config_path), config_path)
+            for given, key in ((args.algo, "algo"), (args.env, "env")):
+                if given is not None and given.lower() != str(config[key]).lower():
+                    raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
+            status_path = os.path.join(run_dir, "status.json")
+            if os.path.exists(status_path):
+                status = read_run_json(status_path)
+                if status.get("status") == "completed":
                     print(f"{run_dir}: already complete")
                     return 0
-    else:
-        if args.algo is None or args.env is None:
-            raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
-        algo = resolve_algo(args.algo)
-        check_env_id(args.env)
-        args.steps = 100_000 if args.steps is None else args.steps
-        for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
-            if getattr(args, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-                )
-        config = {
-            "algo": algo,
-            "env": args.env,
-            "total_timesteps": args.steps,
-            "seed": args.seed,
-            "n_envs": args.n_envs,
-            "device": args.device,
-            "hyperparameters": parse_overrides(algo, args.set or []),
-            "checkpoint_freq": args.checkpoint_freq,
-            "eval_freq": args.eval_freq,
-            "eval_episodes": args.eval_episodes,
-            "command": "mdpo " + shlex.join(args.argv),
-            "mdpo_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        run_dir = args.out or unique_run_dir(
-            os.path.join(
-                "runs", f"{algo}-{args.env.replace('/', '_').replace(':', '_')}-s{args.seed}"
-            )
+            clean_interrupted_saves(run_dir)
+            return train_in_folder(args, config, run_dir, resume=True)
+
+    if args.algo is None or args.env is None:
+        raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
+    algo = resolve_algo(args.algo)
+    check_env_id(args.env)
+    args.steps = 100_000 if args.steps is None else args.steps
+    for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    config = {
+        "algo": algo,
+        "env": args.env,
+        "total_timesteps": args.steps,
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "hyperparameters": parse_overrides(algo, args.set or []),
+        "checkpoint_freq": args.checkpoint_freq,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "command": "mdpo " + shlex.join(args.argv),
+        "mdpo_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run_dir = args.out or unique_run_dir(
+        os.path.join("runs", f"{algo}-{args.env.replace('/', '_').replace(':', '_')}-s{args.seed}")
+    )
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise ValueError(
+            f"{run_dir!r} already holds a run; use --resume {run_dir} or another --out"
         )
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            raise ValueError(
-                f"{run_dir!r} already holds a run; use --resume {run_dir} or another --out"
-            )
+    return train_in_folder(args, config, run_dir, resume=False)
+
+
+def train_in_folder(
+    args: argparse.Namespace, config: dict[str, Any], run_dir: str, resume: bool
+) -> int:
+    """Train (or continue) the run of ``config`` in ``run_dir``, holding the folder's lock."""
     algo_cls = ALGORITHMS[config["algo"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    eval_dir = os.path.join(run_dir, "eval")
     final_path = os.path.join(run_dir, "final_model.zip")
     total = int(config["total_timesteps"])
-    device = args.device if args.resume is None or args.device != "auto" else config["device"]
+    device = args.device if not resume or args.device != "auto" else config["device"]
+    env_kwargs = config["hyperparameters"].get("env_kwargs")
 
-    checkpoint = latest_checkpoint(ckpt_dir) if args.resume else None
+    checkpoint = latest_checkpoint(ckpt_dir) if resume else None
+    lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo train")
     if checkpoint is not None:
         agent = algo_cls.load(
             checkpoint,
@@ -182,12 +221,14 @@ def command_train(args: argparse.Namespace) -> int:
             device=device,
             tensorboard_log=os.path.join(run_dir, "tb"),
             verbose=args.verbose,
+            env_kwargs=env_kwargs,  # the run's env, as configured (the file does not carry it)
         )
         buffer_file = replay_buffer_path(checkpoint)
         if hasattr(agent, "load_replay_buffer") and os.path.exists(buffer_file):
             agent.load_replay_buffer(buffer_file)
         print(f"resuming {run_dir} from {checkpoint} at {agent.num_timesteps} steps")
     else:
+        # the agent is built (and so the configuration checked) before the folder is made
         agent = algo_cls(
             "MlpPolicy",
             config["env"],
@@ -198,18 +239,34 @@ def command_train(args: argparse.Namespace) -> int:
             verbose=args.verbose,
             **config["hyperparameters"],
         )
-        # the folder is made only once the configuration is known to be valid
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as handle:
-            json.dump(config, handle, indent=1)
-    if agent.num_timesteps >= total:
-        agent.save(final_path)
-        print(f"{run_dir}: already at {agent.num_timesteps} >= {total} steps")
-        return 0
+    with lock:
+        if not resume:
+            if os.path.exists(os.path.join(run_dir, "config.json")):  # another run got there
+                raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir}")
+            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+        if agent.num_timesteps >= total:
+            agent.save(final_path)
+            print(f"{run_dir}: already at {agent.num_timesteps} >= {total} steps")
+            return 0
+        return _learn_in_folder(args, config, run_dir, agent, checkpoint, env_kwargs)
+
+
+def _learn_in_folder(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    run_dir: str,
+    agent: Agent,
+    checkpoint: str | None,
+    env_kwargs: dict[str, Any] | None,
+) -> int:
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    eval_dir = os.path.join(run_dir, "eval")
+    final_path = os.path.join(run_dir, "final_model.zip")
+    total = int(config["total_timesteps"])
     n_envs = agent.n_envs
     status = RunStatus(os.path.join(run_dir, "status.json"))
     # the evaluation env is made as the training one (env_kwargs included)
-    eval_env = make_vec_env(config["env"], env_kwargs=config["hyperparameters"].get("env_kwargs"))
+    eval_env = make_vec_env(config["env"], env_kwargs=env_kwargs)
     evaluation = EvalCallback(
         eval_env,
         n_eval_episodes=config["eval_episodes"],
@@ -218,9 +275,12 @@ def command_train(args: argparse.Namespace) -> int:
         best_model_save_path=eval_dir,
         verbose=args.verbose,
     )
-    best = best_eval_so_far(os.path.join(eval_dir, "evaluations.csv"))
-    if best is not None:
-        evaluation.best_mean_reward = best
+    # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
+    done = agent.num_timesteps if checkpoint is not None else 0
+    rows = repair_csv(os.path.join(eval_dir, "evaluations.csv"), "timesteps", done)
+    if rows:
+        evaluation.best_mean_reward = max(float(row["mean_reward"]) for row in rows)
+    evaluation.n_calls = done // n_envs  # the evaluation schedule goes on where it was
     callbacks = [
         status,
         IterationCheckpointCallback(config["checkpoint_freq"], ckpt_dir, keep_last=2),
@@ -457,8 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # the user's input (ModelFileError too)
-        print(f"mdpo {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RunFolderBusy) as err:  # the user's input
+        # (BadFileError and ModelFileError are ValueErrors): one line, never a traceback
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"mdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -6,8 +6,8 @@ a sweep spec or a run folder goes through the checks here before anything is bui
 
 - an environment id read from a file is a registered gymnasium id without ``:`` (or one of
   mdpo's torch-native ids, ``torch:<Name>-vN``), so no module named in a file is ever imported;
-- JSON is bounded in size and nesting depth, and refuses ``NaN``, ``Infinity``, numbers that
-  overflow a float and integers of more than :data:`MAX_INT_DIGITS` digits;
+- JSON is bounded in size and nesting depth, and refuses ``NaN`` and integers of more than
+  :data:`MAX_INT_DIGITS` digits; numbers that must be finite are checked where they are used;
 - every size that decides an allocation (space dimensions, network widths, buffer sizes,
   counts of cuts, runs or steps, the elements of a stored tensor) is bounded against what the
   file itself holds and against the limits below, before anything is allocated;
@@ -55,6 +55,11 @@ MAX_ENV_ID_CHARS = 200
 MAX_SWEEP_RUNS = 10_000
 #: the most bytes a sweep spec, once its YAML aliases are expanded, may take as JSON
 MAX_SWEEP_SPEC_BYTES = 1 << 20
+#: the most bytes the configs of all the runs of one sweep spec may take together as JSON
+#: (a grid multiplies its values: a small spec can name large configs for many runs)
+MAX_SWEEP_CONFIG_BYTES = 64 << 20
+#: the most environments one run steps in parallel (``n_envs`` of a sweep spec or a run config)
+MAX_VEC_ENVS = 1024
 #: the most cuts (over all stages) of an SDDP cut file
 MAX_CUTS = 1_000_000
 #: the most steps (transitions) of an offline dataset read into memory, and its bytes of arrays
@@ -140,23 +145,20 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} overflows a float")
-    return value
-
-
 def _parse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
+    # Python's json writes a Box's unbounded limits as +-Infinity: keep reading those
+    if name == "NaN":
+        raise ValueError("NaN is not a number mdpo reads from a file")
+    return float(name)
 
 
 def loads_json(data: str | bytes, where: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Parse JSON from a file within the limits; raise :class:`BadFileError` naming ``where``.
 
-    Refused: more than ``max_bytes``, nesting deeper than :data:`MAX_DEPTH`, ``NaN`` and
-    ``Infinity``, numbers that overflow a float, integers of more than
-    :data:`MAX_INT_DIGITS` digits, text that is not UTF-8.
+    Refused: more than ``max_bytes``, nesting deeper than :data:`MAX_DEPTH`, ``NaN``,
+    integers of more than :data:`MAX_INT_DIGITS` digits, text that is not UTF-8. ``Infinity``
+    is read (Python writes unbounded space limits so): fields that must be finite are checked
+    with :func:`field_int` and :func:`field_float`.
     """
     if len(data) > max_bytes:
         raise BadFileError(f"{where} is {len(data)} bytes, over the limit of {max_bytes}")
@@ -168,7 +170,6 @@ def loads_json(data: str | bytes, where: str, max_bytes: int = MAX_JSON_BYTES) -
         return json.loads(
             data,
             parse_int=_parse_int,
-            parse_float=_parse_float,
             parse_constant=_parse_constant,
         )
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
@@ -259,8 +260,10 @@ def inside(folder: str, relative: Any, where: str) -> str:
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise BadFileError(f"{where} must be a path inside {folder!r}, not {_short(relative)}")
     if os.path.isabs(relative):
-        raise BadFileError(f"{where} is the absolute path {relative!r}: paths in a run's files "
-                           "are relative to the run folder")  # fmt: skip
+        raise BadFileError(
+            f"{where} is the absolute path {relative!r}: paths in a run's files "
+            "are relative to the run folder"
+        )
     base = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(base, relative))
     if os.path.commonpath([base, path]) != base:

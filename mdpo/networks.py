@@ -15,6 +15,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from mdpo.limits import MAX_LAYER_WIDTH, MAX_LAYERS
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -86,15 +88,16 @@ def parse_net_arch(
     return check_sizes(list(net_arch)), check_sizes(list(net_arch))
 
 
-MAX_LAYER_SIZE = 1 << 16  # bounds what a (possibly foreign) model file can make us allocate
-
-
 def check_sizes(sizes: list[int]) -> list[int]:
-    """Raise ``ValueError`` unless every layer size is an int in ``[1, MAX_LAYER_SIZE]``."""
-    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_LAYER_SIZE
-               for s in sizes):  # fmt: skip
+    """Raise ``ValueError`` unless there are at most ``MAX_LAYERS`` sizes, each an int in
+    ``[1, MAX_LAYER_WIDTH]`` (:mod:`mdpo.limits`: what a foreign model file may ask for)."""
+    if len(sizes) > MAX_LAYERS or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_LAYER_WIDTH for s in sizes
+    ):
+        shown = sizes if len(sizes) <= 8 else f"{len(sizes)} layers"
         raise ValueError(
-            f"net_arch layer sizes must be integers in [1, {MAX_LAYER_SIZE}], got {sizes!r}"
+            f"net_arch must be at most {MAX_LAYERS} layer sizes, each an integer in "
+            f"[1, {MAX_LAYER_WIDTH}], got {shown!r}"
         )
     return sizes
 

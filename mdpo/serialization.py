@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 import zipfile
+import zlib
 from typing import Any
 
 import gymnasium as gym
@@ -20,13 +21,22 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from mdpo.limits import (
+    MAX_DISCRETE_ACTIONS,
+    MAX_JSON_BYTES,
+    MAX_MEMBER_BYTES,
+    MAX_SPACE_ELEMENTS,
+    BadFileError,
+    field_int,
+    json_object,
+    loads_json,
+)
+
 FORMAT_NAME = "mdpo-agent"
 FORMAT_VERSION = 1
-MAX_MEMBER_BYTES = 1 << 30  # no single member of a model file is larger than 1 GiB
-MAX_JSON_BYTES = 16 << 20
 
 
-class ModelFileError(ValueError):
+class ModelFileError(BadFileError):
     """A model file that is corrupt, foreign, or does not match what is asked of it."""
 
 
@@ -45,19 +55,64 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
     raise ValueError(f"cannot save a space of type {type(space).__name__}: {space}")
 
 
-def space_from_json(data: dict[str, Any]) -> spaces.Space:
-    """Rebuild a space written by :func:`space_to_json`."""
+#: the dtypes a ``Box`` read from a file may have
+BOX_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+              "uint16", "uint32", "uint64", "bool")  # fmt: skip
+
+
+def space_from_json(data: Any, where: str = "the model file's space") -> spaces.Space:
+    """Rebuild a space written by :func:`space_to_json`, refusing sizes over the limits
+    (:data:`mdpo.limits.MAX_SPACE_ELEMENTS` elements, :data:`mdpo.limits.MAX_DISCRETE_ACTIONS`
+    actions) before anything is allocated.
+
+    Raises:
+        ModelFileError: naming ``where`` and the field.
+    """
     try:
-        if data["type"] == "Box":
+        data = json_object(data, where)
+        kind = data.get("type")
+        if kind == "Box":
+            shape = data.get("shape")
+            if not isinstance(shape, list) or len(shape) > 8:
+                raise ModelFileError(f"{where}: shape must be a list of at most 8 sizes")
+            size = 1
+            for i, dim in enumerate(shape):
+                size *= field_int(dim, f"{where}: shape[{i}]", 0, MAX_SPACE_ELEMENTS)
+                if size > MAX_SPACE_ELEMENTS:
+                    raise ModelFileError(
+                        f"{where}: a Box of more than {MAX_SPACE_ELEMENTS} elements, the limit"
+                    )
+            if data.get("dtype") not in BOX_DTYPES:
+                raise ModelFileError(f"{where}: unsupported dtype {str(data.get('dtype'))[:40]!r}")
             dtype = np.dtype(data["dtype"])
-            low = np.asarray(data["low"], dtype=dtype).reshape(data["shape"])
-            high = np.asarray(data["high"], dtype=dtype).reshape(data["shape"])
+            bounds = []
+            for name in ("low", "high"):
+                value = data.get(name)
+                if not isinstance(value, (list, int, float)) or isinstance(value, bool):
+                    raise ModelFileError(f"{where}: {name} must be numbers")
+                array = np.asarray(value, dtype=np.float64)  # nested lists: bounded by the JSON
+                if array.size != size:
+                    raise ModelFileError(f"{where}: {name} has {array.size} numbers, not {size}")
+                if np.isnan(array).any():
+                    raise ModelFileError(f"{where}: {name} holds NaN")
+                bounds.append(array.reshape(shape))
+            if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+                info = np.iinfo(dtype) if dtype != np.bool_ else np.iinfo(np.uint8)
+                if not all(np.isfinite(b).all() and info.min <= b.min(initial=0) and
+                           b.max(initial=0) <= info.max for b in bounds):  # fmt: skip
+                    raise ModelFileError(f"{where}: bounds outside the range of {dtype}")
+            low, high = (b.astype(dtype) for b in bounds)
             return spaces.Box(low=low, high=high, dtype=dtype)
-        if data["type"] == "Discrete":
-            return spaces.Discrete(int(data["n"]), start=int(data["start"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"the model file describes an invalid space {data!r}: {err}") from err
-    raise ModelFileError(f"the model file names an unknown space type {data.get('type')!r}")
+        if kind == "Discrete":
+            n = field_int(data.get("n"), f"{where}: n", 1, MAX_DISCRETE_ACTIONS)
+            start = field_int(data.get("start", 0), f"{where}: start", -(2**62), 2**62)
+            return spaces.Discrete(n, start=start)
+    except (TypeError, ValueError, OverflowError) as err:
+        if isinstance(err, ModelFileError):
+            raise
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ModelFileError(f"{where} is invalid: {reason}") from None
+    raise ModelFileError(f"{where} names an unknown space type {str(kind)[:40]!r}")
 
 
 def versions() -> dict[str, str]:
@@ -113,6 +168,52 @@ def write_archive(path: str, json_parts: dict[str, Any], tensor_parts: dict[str,
     return path
 
 
+def check_tensors(obj: Any, stored_bytes: int, where: str, depth: int = 0) -> None:
+    """Refuse tensors that claim more than the file holds, or hold non-finite numbers.
+
+    A tensor saved as a view (``torch.zeros(1).expand(65536, 65536)``) costs a few bytes in the
+    file and its full size once copied: each tensor's elements must fit in its own storage, and
+    all tensors together in the bytes the member holds. Non-finite floats are refused (they
+    would load and act as ``nan``).
+    """
+    total = 0
+    stack = [(obj, depth)]
+    while stack:
+        item, level = stack.pop()
+        if level > 64:
+            raise ModelFileError(f"{where} nests deeper than 64 levels")
+        if isinstance(item, torch.Tensor):
+            nbytes = item.numel() * item.element_size()
+            storage = item.untyped_storage().nbytes()
+            if item.numel() and storage < item.storage_offset() * item.element_size() + nbytes:
+                raise ModelFileError(
+                    f"{where}: a tensor of shape {tuple(item.shape)} claims more elements than "
+                    "it stores (an expanded view): refused"
+                )
+            total += nbytes
+            if total > stored_bytes:
+                raise ModelFileError(
+                    f"{where}: its tensors claim more bytes than the {stored_bytes} it holds"
+                )
+            if item.is_floating_point() and not bool(torch.isfinite(item).all()):
+                raise ModelFileError(f"{where}: a tensor of shape {tuple(item.shape)} holds "
+                                     "non-finite numbers (nan or inf)")  # fmt: skip
+        elif isinstance(item, dict):
+            stack.extend((value, level + 1) for value in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((value, level + 1) for value in item)
+
+
+def _to_device(obj: Any, device: torch.device | str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((key, _to_device(value, device)) for key, value in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(value, device) for value in obj)
+    return obj
+
+
 class Archive:
     """Read side of a model zip, with every failure turned into a :class:`ModelFileError`.
 
@@ -139,7 +240,7 @@ class Archive:
         try:
             self._zip = zipfile.ZipFile(self.path)
             self._members = {info.filename: info for info in self._zip.infolist()}
-        except (zipfile.BadZipFile, OSError, ValueError) as err:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
             raise ModelFileError(f"{self.path!r} is not a valid zip file: {err}") from None
         try:
             self.meta = self._check_format()
@@ -161,7 +262,9 @@ class Archive:
             raise ModelFileError(
                 f"{self.path!r} is not an {self.expected_format} file (mdpo.json says {found!r})"
             )
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = field_int(meta.get("format_version", 0), f"mdpo.json in {self.path!r}: "
+                            "format_version", 0)  # fmt: skip
+        if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"{self.path!r} has format version {meta.get('format_version')}; this mdpo "
                 f"reads up to {FORMAT_VERSION}: upgrade mdpo"
@@ -186,7 +289,8 @@ class Archive:
         try:
             with self._zip.open(info) as stream:
                 data = stream.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error,
+                NotImplementedError) as err:  # fmt: skip
             raise ModelFileError(f"member {name!r} of {self.path!r} is corrupt: {err}") from None
         if len(data) > limit:
             raise ModelFileError(f"member {name!r} of {self.path!r} is over {limit} bytes")
@@ -195,20 +299,30 @@ class Archive:
     def json(self, name: str) -> Any:
         """Parse member ``name.json``."""
         try:
-            return json.loads(self.read(f"{name}.json", MAX_JSON_BYTES))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ModelFileError(f"{name}.json in {self.path!r} is not valid JSON: {err}") from None
+            return loads_json(self.read(f"{name}.json", MAX_JSON_BYTES), f"{name}.json")
+        except ModelFileError:
+            raise
+        except BadFileError as err:
+            raise ModelFileError(f"{err} (in {self.path!r})") from None
 
     def tensors(self, name: str, device: torch.device | str = "cpu", suffix: str = ".pt") -> Any:
         """Load member ``name + suffix`` with ``torch.load(weights_only=True)``."""
         data = self.read(f"{name}{suffix}")
         try:
-            return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+            # the tensors are loaded on the CPU first: checked there before any device copy
+            loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for bad or unsafe payloads
+            # torch's own message may advise weights_only=False: never pass that on
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+            if "weights_only" in str(err) or "pickle" in str(err).lower() or not reason:
+                reason = "corrupt, or it carries objects other than tensors"
             raise ModelFileError(
-                f"{name}{suffix} in {self.path!r} could not be loaded as plain tensors "
-                f"(corrupt, or it carries objects other than tensors): {err}"
+                f"{name}{suffix} in {self.path!r} could not be loaded as plain tensors ({reason})"
             ) from None
+        check_tensors(loaded, len(data), f"{name}{suffix} in {self.path!r}")
+        if torch.device(device) != torch.device("cpu"):
+            loaded = _to_device(loaded, device)
+        return loaded
 
     def close(self) -> None:
         """Close the zip."""

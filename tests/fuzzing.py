@@ -130,10 +130,29 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
 
 #: hostile JSON values: nesting, huge or non-finite numbers, wrong types, long strings, paths
 HOSTILE_VALUES = [
-    None, True, -1, 0, 2**31, 2**63, 10**400, 1e308, -1e308, 0.5, "", "x" * 5000,
-    "../../etc/passwd", "/tmp/elsewhere", "os:system", "evilmod:Pendulum-v1", [], {}, [[[[]]]],
-    {"a": {"b": {"c": {}}}}, [1e308] * 4, list(range(50)),
-]  # fmt: skip
+    None,
+    True,
+    -1,
+    0,
+    2**31,
+    2**63,
+    10**400,
+    1e308,
+    -1e308,
+    0.5,
+    "",
+    "x" * 5000,
+    "../../etc/passwd",
+    "/tmp/elsewhere",
+    "os:system",
+    "evilmod:Pendulum-v1",
+    [],
+    {},
+    [[[[]]]],
+    {"a": {"b": {"c": {}}}},
+    [1e308] * 4,
+    list(range(50)),
+]
 
 deep_json = st.integers(min_value=65, max_value=5000).map(lambda n: "[" * n + "]" * n)
 
@@ -166,3 +185,32 @@ def json_mutation(value: Any, rng: random.Random) -> Any:
 def rngs() -> st.SearchStrategy[random.Random]:
     """A seeded ``random.Random`` per example (hypothesis picks the seeds)."""
     return st.integers(min_value=0, max_value=2**32 - 1).map(random.Random)
+
+
+def rewrite_zip(src: str, dst: str, change: Callable[[str, bytes], bytes | None]) -> str:
+    """Copy the zip ``src`` to ``dst`` with ``change(name, data)`` applied to each member
+    (``None`` drops the member); returns ``dst``."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = change(item.filename, zin.read(item.filename))
+            if data is not None:
+                zout.writestr(item.filename, data)
+    return str(dst)
+
+
+def replace_member(member: str, data: bytes) -> Callable[[str, bytes], bytes]:
+    """A ``change`` for :func:`rewrite_zip` that replaces one member's bytes."""
+    return lambda name, old: data if name == member else old
+
+
+def tensor_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj`` to bytes."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -221,7 +221,7 @@ def test_foreign_config_cannot_request_huge_networks(trained, tmp_path):
     _, path = trained
     huge = rewrite(path, tmp_path / "huge.zip",
                    edit_json("config.json", policy_kwargs={"net_arch": [10**9]}))  # fmt: skip
-    with pytest.raises(ModelFileError, match="layer sizes"):
+    with pytest.raises(ModelFileError, match="layer size"):
         PPO.load(huge)
 
 

@@ -14,6 +14,17 @@ from gymnasium import spaces
 from torch import nn
 
 from mdpo.callbacks import BaseCallback, CallbackList, ProgressBarCallback, as_callback
+from mdpo.limits import (
+    MAX_BUFFER_SIZE,
+    MAX_LAYER_WIDTH,
+    MAX_VEC_ENVS,
+    BadFileError,
+    check_env_id_from_file,
+    field_float,
+    field_int,
+    json_object,
+    mlp_parameters,
+)
 from mdpo.logger import Logger, next_run_dir
 from mdpo.networks import activation_name
 from mdpo.runners import (
@@ -64,6 +75,96 @@ def json_policy_kwargs(policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
             f"policy_kwargs must be plain values (JSON), got {kwargs!r}: {err}"
         ) from None
     return kwargs
+
+
+#: integer hyperparameters that size an allocation, and the most a model file may ask for
+SIZE_HYPERPARAMETERS = {
+    "n_steps": 1 << 24, "batch_size": 1 << 24, "n_envs": MAX_VEC_ENVS,
+    "buffer_size": MAX_BUFFER_SIZE,
+    "n_epochs": 1 << 16, "gradient_steps": 1 << 16, "stats_window_size": 1 << 20,
+    "train_freq": 1 << 24, "learning_starts": 1 << 40, "policy_batch_size": 1 << 24,
+    "n_policy_steps": 1 << 16, "n_critic_updates": 1 << 16, "cg_max_steps": 1 << 16,
+    "line_search_max_iter": 1 << 16, "segment_length": 1 << 16, "context_length": 1 << 16,
+    "n_pairs": 1 << 20, "workers": 1 << 10, "horizon": 1 << 20,
+}  # fmt: skip
+
+
+def stored_elements(tensors: Any) -> int:
+    """The number of elements of every tensor in a loaded state (what the file holds)."""
+    total, stack = 0, [tensors]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+def check_config_from_file(
+    config: dict[str, Any],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    elements: int,
+    where: str,
+) -> None:
+    """Refuse hyperparameters read from a model file that would allocate without bound.
+
+    Sizes (:data:`SIZE_HYPERPARAMETERS`) are bounded; an env id must be registered and plain
+    (:func:`mdpo.limits.check_env_id_from_file`); the networks that ``policy_kwargs`` and the
+    other ``*_kwargs`` describe must fit in the ``elements`` the file's parameters hold: an MLP
+    given by ``net_arch`` is counted exactly, any other network has at least the product of
+    its two largest sizes (a layer between them) as parameters.
+
+    Raises:
+        ModelFileError: naming the file and the field.
+    """
+    from mdpo.serialization import ModelFileError
+
+    try:
+        for key, high in SIZE_HYPERPARAMETERS.items():
+            if config.get(key) is not None and not isinstance(config[key], (list, dict, str)):
+                field_int(config[key], f"config.json in {where}: {key}", 0, high)
+        if config.get("env_id") is not None:
+            check_env_id_from_file(config["env_id"], f"config.json in {where}: env_id")
+        obs_dim = int(spaces.flatdim(observation_space))
+        out_dim = int(getattr(action_space, "n", 0) or spaces.flatdim(action_space))
+        for key, value in config.items():
+            if not key.endswith("_kwargs") or key == "env_kwargs" or value is None:
+                continue
+            kwargs = json_object(value, f"config.json in {where}: {key}")
+            sizes = _sizes_in(kwargs, f"config.json in {where}: a layer size in {key}")
+            need = sorted(sizes)[-2] * sorted(sizes)[-1] if len(sizes) >= 2 else 0
+            net_arch = kwargs.get("net_arch")
+            arches = net_arch.values() if isinstance(net_arch, dict) else [net_arch]
+            for arch in arches:
+                if isinstance(arch, list):
+                    need = max(need, mlp_parameters(obs_dim, arch, out_dim))
+            if need > elements:
+                raise ModelFileError(
+                    f"config.json in {where}: {key} describes a network of at least {need} "
+                    f"parameters, but the file holds only {elements} numbers"
+                )
+    except ModelFileError:
+        raise
+    except BadFileError as err:
+        raise ModelFileError(str(err)) from None
+
+
+def _sizes_in(value: Any, where: str, depth: int = 0) -> list[int]:
+    """Every integer in a JSON value of ``*_kwargs``, each at most ``MAX_LAYER_WIDTH``."""
+    if depth > 8:
+        raise BadFileError(f"{where} nests deeper than 8 levels")
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return []
+    if isinstance(value, int):  # negative integers are not sizes (e.g. a log_std_init of -1)
+        return [field_int(value, where, None, MAX_LAYER_WIDTH)] if value > 0 else []
+    items = value.values() if isinstance(value, dict) else value
+    if not isinstance(items, (list, type({}.values()))):
+        return []
+    return [size for item in items for size in _sizes_in(item, where, depth + 1)]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -553,6 +654,8 @@ class Agent(ABC):
 
         with Archive(path) as archive:
             algo = archive.meta.get("algo")
+            if not isinstance(algo, str) or len(algo) > 40:
+                raise ModelFileError(f"mdpo.json in {archive.path!r}: algo must be a name")
             target = cls
             if cls is Agent or getattr(cls, "__abstractmethods__", None):
                 if algo not in ALGORITHMS:
@@ -563,12 +666,22 @@ class Agent(ABC):
                     f"{archive.path!r} holds a {algo} agent, not {cls.algo_name}; "
                     f"use mdpo.{algo}.load or mdpo.load"
                 )
-            config = archive.json("config")
-            spaces_json = archive.json("spaces")
-            state = archive.json("state")
-            params = archive.tensors("parameters", get_device(device))
+            config = json_object(archive.json("config"), f"config.json in {archive.path!r}")
+            spaces_json = json_object(archive.json("spaces"), f"spaces.json in {archive.path!r}")
+            state = json_object(archive.json("state"), f"state.json in {archive.path!r}")
+            params = archive.tensors("parameters", "cpu")
             normalizer = archive.tensors("normalizer")
             rng = archive.tensors("rng") if archive.has("rng.pt") else None
+        where = f"{archive.path!r}"
+        observation_space = space_from_json(
+            spaces_json.get("observation_space"), f"spaces.json in {where}: observation_space"
+        )
+        action_space = space_from_json(
+            spaces_json.get("action_space"), f"spaces.json in {where}: action_space"
+        )
+        check_config_from_file(
+            config, observation_space, action_space, stored_elements(params), where
+        )
         try:
             config = dict(config)
             policy = config.pop("policy")
@@ -580,26 +693,31 @@ class Agent(ABC):
             config.update(custom_objects or {})
             config.update(kwargs)
             agent = target(policy, None, device=device, _init_setup_model=False, **config)
-            agent._set_spaces(
-                space_from_json(spaces_json["observation_space"]),
-                space_from_json(spaces_json["action_space"]),
-            )
+            agent._set_spaces(observation_space, action_space)
             agent._setup_model()
             agent.normalizer.load_state_dict(normalizer)
             agent.set_parameters(params, exact_match=True)
-            agent.num_timesteps = int(state["num_timesteps"])
-            agent._n_updates = int(state["n_updates"])
-            agent._iteration = int(state["iteration"])
-            agent._total_timesteps = int(state["total_timesteps"])
-            agent._current_progress_remaining = float(state["progress_remaining"])
+            counters = f"state.json in {where}"
+            agent.num_timesteps = field_int(state.get("num_timesteps"), f"{counters}: "
+                                            "num_timesteps", 0, 2**62)  # fmt: skip
+            agent._n_updates = field_int(state.get("n_updates"), f"{counters}: n_updates", 0, 2**62)
+            agent._iteration = field_int(state.get("iteration"), f"{counters}: iteration", 0, 2**62)
+            agent._total_timesteps = field_int(state.get("total_timesteps"), f"{counters}: "
+                                               "total_timesteps", 0, 2**62)  # fmt: skip
+            agent._current_progress_remaining = field_float(
+                state.get("progress_remaining"), f"{counters}: progress_remaining"
+            )
             if rng is not None:
                 for name, generator in agent._generators().items():
                     if name in rng:
                         generator.set_state(rng[name].cpu())
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            if isinstance(err, ModelFileError):
-                raise
-            raise ModelFileError(f"{path!r} does not describe a valid {algo} agent: {err}") from err
+            if isinstance(err, BadFileError):
+                raise ModelFileError(str(err)) from None
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ModelFileError(
+                f"{path!r} does not describe a valid {algo} agent: {reason}"
+            ) from None
         if env is not None:
             agent.set_env(env)
         return agent

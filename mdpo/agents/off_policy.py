@@ -321,6 +321,11 @@ class OffPolicyAgent(Agent):
         with Archive(path, REPLAY_BUFFER_FORMAT, member_limit=limit) as archive:
             state = archive.tensors("buffer")
         try:
+            if not isinstance(state, dict):
+                raise TypeError("not a state dict")
             buffer.load_state_dict(state)
-        except (KeyError, TypeError, AttributeError) as err:
-            raise ModelFileError(f"{path!r} does not hold a valid replay buffer: {err}") from None
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ModelFileError(
+                f"{path!r} does not hold a valid replay buffer: {reason}"
+            ) from None

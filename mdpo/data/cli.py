@@ -4,6 +4,7 @@ evaluating OPPO and its behaviour-cloning baselines on them)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -14,6 +15,14 @@ import traceback
 import numpy as np
 
 from mdpo.callbacks import BaseCallback, IterationCheckpointCallback, latest_checkpoint
+from mdpo.limits import BadFileError, field_int
+from mdpo.runlock import (
+    clean_interrupted_saves,
+    read_run_json,
+    repair_csv,
+    run_folder_lock,
+    write_json_atomic,
+)
 from mdpo.utils import code_version
 
 # ``mdpo oppo train --algo``: the agent and the hyperparameters that make it
@@ -146,16 +155,20 @@ class OfflineEvalCallback(BaseCallback):
 
 def command_oppo_train(args: argparse.Namespace) -> int:
     """``mdpo oppo train``: a new offline run (OPPO, BC or FilteredBC), or ``--resume``."""
-    from mdpo.agents import ALGORITHMS
     from mdpo.cli import parse_overrides
 
     if args.resume:
-        with open(os.path.join(args.resume, "config.json")) as handle:
-            config = json.load(handle)
         run_dir = args.resume
-        if os.path.exists(os.path.join(run_dir, "summary.json")):
-            print(f"{run_dir}: already complete")
-            return 0
+        config_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(config_path):
+            raise ValueError(f"--resume {run_dir!r}: no config.json there (not a run folder)")
+        with run_folder_lock(run_dir, "mdpo oppo train"):
+            config = check_offline_config(read_run_json(config_path), config_path)
+            if os.path.exists(os.path.join(run_dir, "summary.json")):
+                print(f"{run_dir}: already complete")
+                return 0
+            clean_interrupted_saves(run_dir)
+            return train_offline_in_folder(args, config, run_dir, resume=True)
     else:
         if args.dataset is None:
             raise ValueError("mdpo oppo train needs --dataset (or --resume RUN_DIR)")
@@ -189,9 +202,41 @@ def command_oppo_train(args: argparse.Namespace) -> int:
                   "device": args.device, "command": command_line(args),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                   "code_version": code_version()}  # fmt: skip
+    return train_offline_in_folder(args, config, run_dir, resume=False)
+
+
+def check_offline_config(config: dict, path: str) -> dict:
+    """Check an offline run's ``config.json`` (read back on ``--resume``) field by field.
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    classes = {cls_name for cls_name, _ in OFFLINE_ALGOS.values()}
+    if config.get("algo") not in OFFLINE_ALGOS or config.get("class") not in classes:
+        raise BadFileError(f"{path}: algo and class must be one of {sorted(OFFLINE_ALGOS)}")
+    if config.get("policy") not in ("MlpPolicy", "TransformerPolicy"):
+        raise BadFileError(f"{path}: policy must be MlpPolicy or TransformerPolicy")
+    for key in ("dataset", "device"):
+        if not isinstance(config.get(key), str):
+            raise BadFileError(f"{path}: {key} must be a string")
+    if config.get("data_root") is not None and not isinstance(config["data_root"], str):
+        raise BadFileError(f"{path}: data_root must be a folder or null")
+    field_int(config.get("seed"), f"{path}: seed", 0, 2**32 - 1)
+    for key in ("steps", "eval_every", "eval_episodes", "checkpoint_every"):
+        field_int(config.get(key), f"{path}: {key}", 1, 2**40)
+    if not isinstance(config.get("hyperparameters", {}), dict):
+        raise BadFileError(f"{path}: hyperparameters must be a JSON object")
+    return config
+
+
+def train_offline_in_folder(args: argparse.Namespace, config: dict, run_dir: str,
+                            resume: bool) -> int:  # fmt: skip
+    """Train (or continue) the offline run of ``config`` in ``run_dir`` (locked)."""
+    from mdpo.agents import ALGORITHMS
+
     cls = ALGORITHMS[config["class"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    checkpoint = latest_checkpoint(ckpt_dir) if args.resume else None
+    checkpoint = latest_checkpoint(ckpt_dir) if resume else None
     tb = os.path.join(run_dir, "tb")
     if checkpoint is not None:
         agent = cls.load(checkpoint, env=config["dataset"], device=config["device"],
@@ -201,12 +246,23 @@ def command_oppo_train(args: argparse.Namespace) -> int:
         agent = cls(config["policy"], config["dataset"], seed=config["seed"],
                     device=config["device"], tensorboard_log=tb, data_root=config["data_root"],
                     verbose=args.verbose, **config["hyperparameters"])  # fmt: skip
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as handle:
-            json.dump(config, handle, indent=1)
-        print(f"{config['algo']} on {config['dataset']}: {agent.data.summary()}")
-    evaluation = OfflineEvalCallback(os.path.join(run_dir, "evaluations.csv"),
-                                     config["eval_every"], config["eval_episodes"])  # fmt: skip
+    lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo oppo train")
+    with lock:
+        if not resume:
+            if os.path.exists(os.path.join(run_dir, "config.json")):  # another run got there
+                raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir}")
+            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+            print(f"{config['algo']} on {config['dataset']}: {agent.data.summary()}")
+        return _learn_offline(args, config, run_dir, agent, checkpoint)
+
+
+def _learn_offline(args: argparse.Namespace, config: dict, run_dir: str, agent: object,
+                   checkpoint: str | None) -> int:  # fmt: skip
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    eval_path = os.path.join(run_dir, "evaluations.csv")
+    # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
+    repair_csv(eval_path, "step", agent.num_timesteps if checkpoint is not None else 0)
+    evaluation = OfflineEvalCallback(eval_path, config["eval_every"], config["eval_episodes"])
     checkpoints = IterationCheckpointCallback(config["checkpoint_every"], ckpt_dir, keep_last=2)
     remaining = config["steps"] - agent.num_timesteps
     tic = time.time()
@@ -234,8 +290,7 @@ def command_oppo_train(args: argparse.Namespace) -> int:
                "final_returns": last["returns"], "train_seconds": round(time.time() - tic, 1),
                "command": config["command"], "started_on": config.get("code_version"),
                "code_version": code_version()}  # fmt: skip
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
+    write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
     print(
         f"done: {agent.num_timesteps} steps; final return {last['mean_return']:.1f}, "
         f"normalized {last.get('mean_normalized', float('nan')):.1f}; model {final}"

@@ -26,10 +26,27 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from mdpo.limits import (
+    MAX_DATASET_BYTES,
+    MAX_DATASET_STEPS,
+    BadFileError,
+    check_env_id_from_file,
+    field_float,
+    field_int,
+    json_object,
+    load_json_file,
+    loads_json,
+)
+from mdpo.serialization import space_from_json
+
 # a dataset is read whole into memory: refuse files that claim or hold more than this many
-# steps, or more than this many bytes of arrays
-MAX_STEPS = 20_000_000
-MAX_BYTES = 8 * 2**30
+# steps, or more than this many bytes of arrays (mdpo.limits)
+MAX_STEPS = MAX_DATASET_STEPS
+MAX_BYTES = MAX_DATASET_BYTES
+
+
+class DatasetError(BadFileError):
+    """A dataset folder that is malformed, hostile or over the limits."""
 
 
 @dataclass
@@ -258,81 +275,202 @@ class OfflineDataset:
     def load(cls, dataset: str, root: str | None = None) -> OfflineDataset:
         """Read a Minari dataset by id (under ``root``) or from its folder.
 
+        The folder is read as data only: ``metadata.json`` is checked field by field and the
+        HDF5 arrays are read with h5py, without Minari's loader (which builds an env from the
+        metadata's ``env_spec`` when it lacks a space: code named in a file). The env id must
+        be a registered one (:func:`mdpo.limits.check_env_id_from_file`); the steps and bytes
+        the HDF5 files hold are counted from their shapes, each link counted, before any array
+        is read.
+
         Raises:
             FileNotFoundError: no such dataset.
-            ValueError: the dataset is unreadable, too large, or not of Box spaces.
+            DatasetError: the dataset is unreadable, hostile, too large, or not of Box spaces.
         """
-        from minari import MinariDataset
-
+        if not isinstance(dataset, str) or not dataset:
+            raise DatasetError(f"a dataset is an id or a folder, not {dataset!r}")
         with _minari_root(root):
             folder = dataset if os.path.isdir(os.path.join(dataset, "data")) else None
-            folder = folder or dataset_path(dataset)
+            if folder is None:
+                check_dataset_id(dataset)
+                folder = dataset_path(dataset)
         data = os.path.join(folder, "data")
         if not os.path.isfile(os.path.join(data, "metadata.json")):
             raise FileNotFoundError(
                 f"no Minari dataset {dataset!r} (looked in {folder}); make one with "
-                "`mdpo data make` or set --data-root / MINARI_DATASETS_PATH"
+                "`mdpo data make`, or point --root (or MINARI_DATASETS_PATH) at its folder"
             )
-        try:
-            with open(os.path.join(data, "metadata.json")) as handle:
-                raw = json.load(handle)
-            steps = int(raw.get("total_steps", 0))
-            if steps > MAX_STEPS:
-                raise ValueError(f"{steps} steps is more than the {MAX_STEPS} read into memory")
-            check_stored_size(data)
-            minari_dataset = MinariDataset(data)
-            meta = minari_dataset.storage.metadata
-            env_spec = json.loads(meta["env_spec"]) if meta.get("env_spec") else {}
-            env_id = env_spec.get("id")
-            if env_id is None:
-                raise ValueError("the dataset does not name its environment (env_spec)")
-            episodes = [
-                Episode(
-                    np.asarray(e.observations),
-                    np.asarray(e.actions),
-                    np.asarray(e.rewards),
-                    np.asarray(e.terminations, bool),
-                    np.asarray(e.truncations, bool),
-                )
-                for e in minari_dataset.iterate_episodes()
-            ]
-            info = json.loads(meta.get("mdpo", "{}"))
-        except (KeyError, TypeError, ValueError, OSError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"dataset {dataset!r} is not a readable Minari dataset: {err}"
-            ) from None
+        where = os.path.join(data, "metadata.json")
+        meta = json_object(load_json_file(where), where)
+        steps = field_int(meta.get("total_steps", 0), f"{where}: total_steps", 0)
+        if steps > MAX_STEPS:
+            raise DatasetError(f"{where}: {steps} steps is more than the {MAX_STEPS} read into "
+                               "memory")  # fmt: skip
+        observation_space = _space_field(meta, "observation_space", where)
+        action_space = _space_field(meta, "action_space", where)
+        env_spec = json_object(_json_string(meta, "env_spec", where), f"{where}: env_spec")
+        env_id = check_env_id_from_file(env_spec.get("id"), f"{where}: env_spec.id")
+        env_kwargs = json_object(env_spec.get("kwargs") or {}, f"{where}: env_spec.kwargs")
+        refs = [field_float(meta.get(k), f"{where}: {k}", allow_none=True)
+                for k in ("ref_min_score", "ref_max_score")]  # fmt: skip
+        info = json_object(_json_string(meta, "mdpo", where, "{}"), f"{where}: mdpo")
+        dataset_id = meta.get("dataset_id", dataset)
+        dataset_id = dataset_id if isinstance(dataset_id, str) else dataset
+        episodes = read_episodes(data, observation_space, action_space)
         return cls(
-            episodes, env_id, minari_dataset.observation_space, minari_dataset.action_space,
-            meta.get("ref_min_score"), meta.get("ref_max_score"), info,
-            dict(env_spec.get("kwargs") or {}), meta.get("dataset_id", dataset),
+            episodes, env_id, observation_space, action_space, refs[0], refs[1], info,
+            dict(env_kwargs), dataset_id,
         )  # fmt: skip
 
 
+def _json_string(meta: dict[str, Any], key: str, where: str, default: str | None = None) -> Any:
+    """A metadata field that Minari stores as a JSON string (spaces, env spec, our info)."""
+    text = meta.get(key, default)
+    if text is None:
+        raise DatasetError(f"{where}: no {key} (mdpo reads datasets that describe it)")
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        raise DatasetError(f"{where}: {key} must be a JSON string")
+    return loads_json(text, f"{where}: {key}")
+
+
+def _space_field(meta: dict[str, Any], key: str, where: str) -> spaces.Space:
+    """A ``Box`` (or ``Discrete``) space of the metadata; a missing one is refused (Minari
+    would build the env to find it)."""
+    try:
+        return space_from_json(_json_string(meta, key, where), f"{where}: {key}")
+    except BadFileError as err:
+        raise DatasetError(str(err)) from None
+
+
+def _hard_link(group: Any, name: str, where: str) -> Any:
+    """``group[name]`` if it is a hard link inside the file (external and soft links, which
+    can point at other files, are refused) and not a virtual dataset (made of other files)."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise DatasetError(f"{where}: {name} is a {type(link).__name__}, not data in the file")
+    item = group[name]
+    if isinstance(item, h5py.Dataset) and item.is_virtual:
+        raise DatasetError(f"{where}: {name} is a virtual dataset (made of other files)")
+    return item
+
+
+def _episode_groups(handle: Any, where: str) -> list[tuple[int, Any]]:
+    """The ``episode_N`` groups of an open HDF5 file, in the order of ``N``."""
+    import h5py
+
+    groups = []
+    for name in handle:
+        match = re.fullmatch(r"episode_(\d{1,9})", name)
+        if match is None:
+            continue
+        group = _hard_link(handle, name, where)
+        if not isinstance(group, h5py.Group):
+            raise DatasetError(f"{where}: {name} is not a group of arrays")
+        groups.append((int(match.group(1)), group))
+    return sorted(groups, key=lambda pair: pair[0])
+
+
+EPISODE_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def _data_files(data: str) -> list[str]:
+    names = sorted(n for n in os.listdir(data) if n.endswith((".hdf5", ".h5")))
+    if not names:
+        raise DatasetError(f"{data}: no HDF5 file")
+    return [os.path.join(data, n) for n in names]
+
+
 def check_stored_size(data: str) -> None:
-    """Raise ``ValueError`` if the HDF5 files in the dataset folder ``data`` hold more than
-    :data:`MAX_STEPS` steps (rows of the episodes' ``rewards``) or :data:`MAX_BYTES` of arrays,
-    whatever the metadata says: only the arrays' shapes are read."""
+    """Raise :class:`DatasetError` if the HDF5 files in the dataset folder ``data`` hold more
+    than :data:`MAX_STEPS` steps (rows of the episodes' ``rewards``) or :data:`MAX_BYTES` of
+    arrays, whatever the metadata says: only the arrays' shapes are read, and an array that is
+    linked from several episodes counts once per link (it would be read once per link)."""
     import h5py
 
     steps = stored = 0
-
-    def count(name: str, item: Any) -> None:
-        nonlocal steps, stored
-        if isinstance(item, h5py.Dataset):
-            stored += int(item.size) * item.dtype.itemsize
-            if name.rsplit("/", 1)[-1] == "rewards":
-                steps += int(item.shape[0]) if item.shape else 1
-
-    for name in sorted(os.listdir(data)):
-        if name.endswith((".hdf5", ".h5")):
-            with h5py.File(os.path.join(data, name), "r") as handle:
-                handle.visititems(count)
+    for path in _data_files(data):
+        try:
+            with h5py.File(path, "r") as handle:
+                for _, group in _episode_groups(handle, path):
+                    for name in EPISODE_ARRAYS:
+                        if name not in group:
+                            continue
+                        item = _hard_link(group, name, path)
+                        if not isinstance(item, h5py.Dataset):
+                            raise DatasetError(f"{path}: {group.name}/{name} is not an array")
+                        stored += int(item.size) * item.dtype.itemsize
+                        if name == "rewards":
+                            steps += int(item.shape[0]) if item.shape else 1
+                        if steps > MAX_STEPS or stored > MAX_BYTES:
+                            break
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            if isinstance(err, DatasetError):
+                raise
+            raise DatasetError(f"{path} is not a readable HDF5 file: {_first_line(err)}") from None
     if steps > MAX_STEPS:
-        raise ValueError(f"the files hold {steps} steps, more than the {MAX_STEPS} read into "
-                         "memory")  # fmt: skip
+        raise DatasetError(f"the files hold {steps} steps, more than the {MAX_STEPS} read into "
+                           "memory")  # fmt: skip
     if stored > MAX_BYTES:
-        raise ValueError(f"the files hold {stored} bytes of arrays, more than the {MAX_BYTES} "
-                         "read into memory")  # fmt: skip
+        raise DatasetError(f"the files hold {stored} bytes of arrays, more than the {MAX_BYTES} "
+                           "read into memory")  # fmt: skip
+
+
+def read_episodes(
+    data: str, observation_space: spaces.Space, action_space: spaces.Space
+) -> list[Episode]:
+    """The episodes of a Minari dataset's ``data`` folder, read with h5py after
+    :func:`check_stored_size`; every array's dtype and shape is checked against the spaces."""
+    import h5py
+
+    check_stored_size(data)
+    obs_shape = tuple(observation_space.shape or ())
+    act_shape = tuple(action_space.shape or ())
+    episodes = []
+    for path in _data_files(data):
+        try:
+            with h5py.File(path, "r") as handle:
+                for _, group in _episode_groups(handle, path):
+                    arrays = {}
+                    for name in EPISODE_ARRAYS:
+                        if name not in group:
+                            raise DatasetError(f"{path}: {group.name} has no {name}")
+                        item = _hard_link(group, name, path)
+                        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biuf":
+                            raise DatasetError(f"{path}: {group.name}/{name} is not numbers")
+                        arrays[name] = item[()]
+                    obs, act = arrays["observations"], arrays["actions"]
+                    if obs.shape[1:] != obs_shape or act.shape[1:] != act_shape:
+                        raise DatasetError(
+                            f"{path}: {group.name} has observations {obs.shape[1:]} and actions "
+                            f"{act.shape[1:]}, the spaces say {obs_shape} and {act_shape}"
+                        )
+                    for name in ("rewards", "terminations", "truncations"):
+                        if arrays[name].ndim != 1:
+                            raise DatasetError(f"{path}: {group.name}/{name} is not a vector")
+                    rewards = arrays["rewards"].astype(np.float64)
+                    if not (np.isfinite(rewards).all() and np.isfinite(obs).all()):
+                        raise DatasetError(f"{path}: {group.name} holds non-finite numbers")
+                    try:
+                        episodes.append(Episode(obs, act, rewards,
+                                                arrays["terminations"].astype(bool),
+                                                arrays["truncations"].astype(bool)))  # fmt: skip
+                    except ValueError as err:
+                        raise DatasetError(f"{path}: {group.name}: {err}") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            if isinstance(err, DatasetError):
+                raise
+            raise DatasetError(f"{path} is not a readable HDF5 file: {_first_line(err)}") from None
+    if not episodes:
+        raise DatasetError(f"{data}: the dataset holds no episode")
+    return episodes
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 DATASET_ID = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+-v\d+$")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mdpo.data.dataset import OfflineDataset
+from mdpo.limits import MAX_INT_DIGITS, BadFileError
 
 # a label file is read whole: refuse larger ones
 MAX_LABEL_BYTES = 16 * 2**20  # about a million labels
@@ -250,47 +251,62 @@ def write_labels(path: str, pairs: PreferencePairs) -> str:
     return path
 
 
-def read_labels(path: str, sampler: SegmentSampler) -> PreferencePairs:
-    """Read given labels (CSV with columns ``episode_a,start_a,episode_b,start_b,label``;
-    label 1 prefers segment a, 0 segment b, 0.5 a tie; values in between are soft labels).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a malformed row, a segment not in the dataset, a label outside [0, 1], or
-            a file over the size limit (each named).
-    """
-    size = os.path.getsize(path)
-    if size > MAX_LABEL_BYTES:
-        raise ValueError(f"label file {path!r} has {size} bytes, more than {MAX_LABEL_BYTES}")
+def _label_rows(path: str) -> list[list[float]]:
+    """The rows of a label file, each checked (see :func:`read_labels`)."""
     rows = []
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != LABEL_COLUMNS:
-            raise ValueError(f"label file {path!r}: the header must be {','.join(LABEL_COLUMNS)}, "
-                             f"got {header!r}")  # fmt: skip
+            raise LabelFileError(f"label file {path!r}: the header must be "
+                                 f"{','.join(LABEL_COLUMNS)}, got {str(header)[:80]}")  # fmt: skip
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
             try:
                 if len(row) != 5:
                     raise ValueError(f"{len(row)} fields, expected 5")
+                if any(len(field) > MAX_INT_DIGITS for field in row):
+                    raise ValueError(f"a field of more than {MAX_INT_DIGITS} characters")
                 values = [int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4])]
             except ValueError as err:
-                raise ValueError(f"label file {path!r}, line {line}: {err}") from None
+                raise LabelFileError(f"label file {path!r}, line {line}: {err}") from None
             if not 0.0 <= values[4] <= 1.0:
-                raise ValueError(f"label file {path!r}, line {line}: label {values[4]} is not "
-                                 "in [0, 1]")  # fmt: skip
+                raise LabelFileError(f"label file {path!r}, line {line}: label {values[4]} is "
+                                     "not in [0, 1]")  # fmt: skip
             rows.append(values)
+    return rows
+
+
+class LabelFileError(BadFileError):
+    """A label file that is malformed or names segments the dataset does not have."""
+
+
+def read_labels(path: str, sampler: SegmentSampler) -> PreferencePairs:
+    """Read given labels (CSV with columns ``episode_a,start_a,episode_b,start_b,label``;
+    label 1 prefers segment a, 0 segment b, 0.5 a tie; values in between are soft labels).
+
+    Raises:
+        FileNotFoundError: no such file.
+        LabelFileError: a malformed row, a segment not in the dataset, a label outside [0, 1], or
+            a file over the size limit (each named).
+    """
+    size = os.path.getsize(path)
+    if size > MAX_LABEL_BYTES:
+        raise LabelFileError(f"label file {path!r} has {size} bytes, more than {MAX_LABEL_BYTES}")
+    try:
+        rows = _label_rows(path)
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise LabelFileError(f"label file {path!r} is not a CSV text file: {err}") from None
     if not rows:
-        raise ValueError(f"label file {path!r} holds no labels")
+        raise LabelFileError(f"label file {path!r} holds no labels")
     data = np.array(rows, dtype=np.float64)
     ea, sa, eb, sb = (data[:, i].astype(np.int64) for i in range(4))
     for name, (e, s) in (("segment a of pair", (ea, sa)), ("segment b of pair", (eb, sb))):
         try:
             sampler.check(e, s, name)
         except ValueError as err:
-            raise ValueError(f"label file {path!r}: {err}") from None
+            raise LabelFileError(f"label file {path!r}: {err}") from None
     as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
     return PreferencePairs(as_long(ea), as_long(sa), as_long(eb), as_long(sb),
                            torch.as_tensor(data[:, 4], dtype=torch.float32))  # fmt: skip
