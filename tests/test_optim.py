@@ -134,7 +134,11 @@ def test_the_time_limit_is_per_solve_not_per_model():
     from envs.hydro.problem import HydroProblem
 
     model = HighsModel(HydroProblem("bolivia", 24).target_equivalent().lp, time_limit=1.0)
-    for _ in range(40):
+    # solve until the instance's total time is past the limit (how many solves that takes
+    # depends on the machine), then a few more: each must still succeed
+    for extra in range(400):
         model.highs.clearSolver()  # cold: each solve takes a while
         assert model.solve().status == "Optimal"
-    assert model.highs.getRunTime() > 1.0
+        if model.highs.getRunTime() > 1.5 and extra >= 3:
+            break
+    assert model.highs.getRunTime() > 1.5

@@ -9,19 +9,34 @@ use, naming the file, the element and the field.
 
 from __future__ import annotations
 
-import json
 import os
+from array import array
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from mdpo.limits import MAX_JSON_BYTES, BadFileError, load_json_file
+
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 CASES = ("bolivia", "case3")
+#: the most bytes of a case's CSV file (JSON files: :data:`mdpo.limits.MAX_JSON_BYTES`); read
+#: line by line into one array of floats, so the memory is at most four times this
 MAX_FILE_BYTES = 64 << 20
 
 
-class CaseDataError(ValueError):
+class CaseDataError(BadFileError):
     """The case data is missing, malformed, or inconsistent."""
+
+
+def _show(value: Any) -> str:
+    """A value read from a case file, for a message: short, one line (a structure by kind)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        if isinstance(value, int) and value.bit_length() > 200:
+            return "a huge integer"
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -132,34 +147,46 @@ def case_path(name_or_path: str) -> str:
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise CaseDataError(f"missing case file {path}")
-    if os.path.getsize(path) > MAX_FILE_BYTES:
-        raise CaseDataError(f"{path} is over {MAX_FILE_BYTES} bytes")
     try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CaseDataError(f"{path} is not valid JSON: {err}") from None
+        data = load_json_file(path, max_bytes=MAX_JSON_BYTES)
+    except BadFileError as err:
+        raise CaseDataError(str(err)) from None
     if not isinstance(data, dict):
-        raise CaseDataError(f"{path} must hold a JSON object")
+        raise CaseDataError(f"{path} must hold a JSON object, not {_show(data)}")
     return data
 
 
 def _read_csv(path: str) -> np.ndarray:
+    """A table of finite numbers, read a line at a time into one flat array (a file of short
+    numbers would take ten times its size as Python lists)."""
     if not os.path.isfile(path):
         raise CaseDataError(f"missing case file {path}")
     if os.path.getsize(path) > MAX_FILE_BYTES:
         raise CaseDataError(f"{path} is over {MAX_FILE_BYTES} bytes")
+    values, width, rows = array("d"), None, 0
     try:
-        rows = [
-            [float(v) for v in line.split(",")]
-            for line in open(path).read().splitlines()
-            if line.strip()
-        ]
-    except ValueError as err:
-        raise CaseDataError(f"{path}: not a table of numbers: {err}") from None
-    if not rows or len({len(r) for r in rows}) != 1:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                row = [float(v) for v in line.split(",")]
+                if width is None:
+                    width = len(row)
+                elif len(row) != width:
+                    raise CaseDataError(
+                        f"{path}: rows must be non-empty and of equal length (line {number} "
+                        f"has {len(row)} values, not {width})"
+                    )
+                values.extend(row)
+                rows += 1
+    except (ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, CaseDataError):
+            raise
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CaseDataError(f"{path}: not a table of numbers: {reason}") from None
+    if not rows:
         raise CaseDataError(f"{path}: rows must be non-empty and of equal length")
-    table = np.asarray(rows, dtype=np.float64)
+    table = np.frombuffer(values, dtype=np.float64).reshape(rows, width).copy()
     if not np.all(np.isfinite(table)):
         raise CaseDataError(f"{path}: values must be finite")
     return table
@@ -168,13 +195,15 @@ def _read_csv(path: str) -> np.ndarray:
 def _field(record: dict, key: str, where: str, kind: type = float):
     if key not in record:
         raise CaseDataError(f"{where}: missing field {key!r}")
-    value = record[key]
+    value = raw = record[key]
     try:
         if kind is int:
             if isinstance(value, bool) or int(value) != value:
                 raise ValueError
             return int(value)
         if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
             value = float(value)
             if not np.isfinite(value):
                 raise ValueError
@@ -182,10 +211,30 @@ def _field(record: dict, key: str, where: str, kind: type = float):
             # as bounds they would only trouble the solver
             return 0.0 if abs(value) < np.finfo(np.float64).tiny else value
         return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e999)
         raise CaseDataError(
-            f"{where}: field {key!r} = {value!r} is not a valid {kind.__name__}"
+            f"{where}: field {key!r} = {_show(raw)} is not a valid {kind.__name__}"
         ) from None
+
+
+def _int_list(record: dict, key: str, where: str) -> tuple[int, ...]:
+    """The list of integers ``record[key]`` (an empty tuple when missing)."""
+    value = record.get(key, [])
+    if not isinstance(value, list):
+        raise CaseDataError(f"{where}: field {key!r} must be a list of plant indices, not "
+                            f"{_show(value)}")  # fmt: skip
+    return tuple(_field({key: v}, key, where, int) for v in value)
+
+
+def _cost(record: dict, where: str) -> float:
+    """The linear coefficient of a generator's cost polynomial ``[c2,] [c1,] [c0]``."""
+    cost = record.get("cost", [])
+    if not isinstance(cost, list) or len(cost) not in (0, 1, 2, 3):
+        raise CaseDataError(f"{where}: cost must be a polynomial of degree 2 at most")
+    terms = [_field({"cost": c}, "cost", where) for c in cost]
+    if len(terms) == 3 and terms[0] != 0:
+        raise CaseDataError(f"{where}: quadratic costs are not supported (cost {terms})")
+    return terms[-2] if len(terms) >= 2 else 0.0
 
 
 def _non_negative(value: float, where: str, key: str) -> float:
@@ -237,7 +286,7 @@ def load_case(name_or_path: str) -> Case:
 
     loads = []
     for record in _records(network, "load", pm_file):
-        where = f"{pm_file} load {record.get('index', '?')}"
+        where = f"{pm_file} load {_show(record.get('index', '?'))}"
         if record.get("status", 1) == 0:
             continue
         loads.append(Load(
@@ -248,7 +297,7 @@ def load_case(name_or_path: str) -> Case:
 
     branches = []
     for record in _records(network, "branch", pm_file):
-        where = f"{pm_file} branch {record.get('index', '?')}"
+        where = f"{pm_file} branch {_show(record.get('index', '?'))}"
         if record.get("br_status", 1) == 0:
             continue
         branch = Branch(
@@ -274,16 +323,11 @@ def load_case(name_or_path: str) -> Case:
 
     generators = []
     for record in _records(network, "gen", pm_file):
-        where = f"{pm_file} gen {record.get('index', '?')}"
+        where = f"{pm_file} gen {_show(record.get('index', '?'))}"
         if record.get("gen_status", 1) == 0:
             continue
         index = _field(record, "index", where, int)
-        cost = record.get("cost", [])
-        if not isinstance(cost, list) or len(cost) not in (0, 1, 2, 3):
-            raise CaseDataError(f"{where}: cost must be a polynomial of degree 2 at most")
-        if len(cost) == 3 and float(cost[0]) != 0:
-            raise CaseDataError(f"{where}: quadratic costs are not supported (cost {cost})")
-        linear = float(cost[-2]) if len(cost) >= 2 else 0.0
+        linear = _cost(record, where)
         gen = Generator(
             index,
             check_bus(_field(record, "gen_bus", where, int), where),
@@ -299,11 +343,11 @@ def load_case(name_or_path: str) -> Case:
 
     plants = []
     for record in plant_records:
-        where = f"{hy_file} plant {record.get('index', '?')}"
+        where = f"{hy_file} plant {_show(record.get('index', '?'))}"
         plant = HydroPlant(
             index=_field(record, "index", where, int),
             generator=_field(record, "index_grid", where, int),
-            name=str(record.get("name", record.get("index"))).strip(),
+            name=_name(record, where),
             min_volume=_non_negative(_field(record, "min_volume", where), where, "min_volume"),
             max_volume=_non_negative(_field(record, "max_volume", where), where, "max_volume"),
             min_turn=_non_negative(_field(record, "min_turn", where), where, "min_turn"),
@@ -314,8 +358,8 @@ def load_case(name_or_path: str) -> Case:
             initial_volume=_non_negative(
                 _field(record, "initial_volume", where), where, "initial_volume"
             ),
-            downstream_turn=tuple(int(i) for i in record.get("downstream_turn", [])),
-            downstream_spill=tuple(int(i) for i in record.get("downstream_spill", [])),
+            downstream_turn=_int_list(record, "downstream_turn", where),
+            downstream_spill=_int_list(record, "downstream_spill", where),
         )
         if plant.min_volume > plant.max_volume:
             raise CaseDataError(
@@ -328,8 +372,8 @@ def load_case(name_or_path: str) -> Case:
                 f"{where}: index_grid refers to unknown generator {plant.generator}"
             )
         plants.append(plant)
-    plant_ids = [p.index for p in plants]
-    if len(set(plant_ids)) != len(plant_ids):
+    plant_ids = {p.index for p in plants}
+    if len(plant_ids) != len(plants):
         raise CaseDataError(f"{hy_file}: duplicate plant indices")
     for plant in plants:
         for kind in ("downstream_turn", "downstream_spill"):
@@ -382,21 +426,36 @@ def load_case(name_or_path: str) -> Case:
     )
 
 
+def _name(record: dict, where: str) -> str:
+    """A plant's name (its index when it has none)."""
+    name = record.get("name", record.get("index"))
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or len(str(name)) > 200:
+        raise CaseDataError(f"{where}: field 'name' = {_show(name)} is not a plant name")
+    return str(name).strip()
+
+
 def _check_acyclic(plants: list[HydroPlant], file: str) -> None:
-    """Water flows downstream: a cascade must not loop back to a plant."""
-    edges = {p.index: set(p.downstream_turn) | set(p.downstream_spill) for p in plants}
-    state: dict[int, int] = {}
-
-    def visit(node: int, path: list[int]) -> None:
-        if state.get(node) == 1:
-            cycle = " -> ".join(str(n) for n in [*path, node])
-            raise CaseDataError(f"{file}: the cascade loops: {cycle}")
-        if state.get(node) == 2:
-            return
-        state[node] = 1
-        for nxt in edges[node]:
-            visit(nxt, [*path, node])
-        state[node] = 2
-
-    for plant in plants:
-        visit(plant.index, [])
+    """Water flows downstream: a cascade must not loop back to a plant. Depth first, with an
+    explicit stack: a file can chain more plants than Python recurses."""
+    edges = {p.index: sorted(set(p.downstream_turn) | set(p.downstream_spill)) for p in plants}
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for root in edges:
+        if state.get(root):
+            continue
+        path, stack = [root], [iter(edges[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :] + [nxt]
+                shown = " -> ".join(str(n) for n in cycle[:20]) + (
+                    " ..." if len(cycle) > 20 else ""
+                )
+                raise CaseDataError(f"{file}: the cascade loops: {shown}")
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(edges[nxt]))

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import time
 
 import numpy as np
+
+from mdpo.limits import (
+    MAX_CUTS,
+    BadFileError,
+    dumps_json,
+    field_float,
+    field_int,
+    json_object,
+    load_json_file,
+)
 
 EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judged on
 
@@ -50,25 +59,67 @@ def _finish(args, case, records, label: str, extra: dict) -> dict:
     return summary
 
 
+def read_json_file(path: str) -> dict:
+    """A JSON object written by these commands (``summary.json``, ``train_state.json``,
+    ``best_model.zip.json``), within :mod:`mdpo.limits`' bounds.
+
+    Raises:
+        BadFileError: naming the file (and the field).
+    """
+    return json_object(load_json_file(path), path)
+
+
+def read_training_log(path: str) -> list[tuple[float, float, float]]:
+    """``(lower bound, forward cost, seconds)`` per iteration of SDDP's ``training.csv``.
+
+    Raises:
+        BadFileError: a missing column or a value that is not a finite number.
+    """
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for i, row in enumerate(csv.DictReader(handle)):
+                if i >= MAX_CUTS:  # one row per iteration, each adding cuts: bounded by them
+                    raise BadFileError(f"{path}: more than {MAX_CUTS} rows")
+                values = []
+                for key in ("lower_bound", "forward_cost", "seconds"):
+                    text = row.get(key)
+                    try:
+                        value = float(text) if isinstance(text, str) and len(text) <= 64 else None
+                    except ValueError:
+                        value = None
+                    values.append(field_float(value, f"{path} row {i + 1}: {key}"))
+                rows.append(tuple(values))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: not a training log ({str(err)[:120]})") from None
+    return rows
+
+
 def command_sddp(args: argparse.Namespace) -> int:
-    """Train SDDP, save its cuts, simulate it on the fixed evaluation scenarios."""
-    from envs.hydro import load_case
-    from envs.hydro.sddp import SDDP
+    """Train SDDP, save its cuts, simulate it on the fixed evaluation scenarios (holding the
+    run folder's lock while it writes there)."""
+    from mdpo.runlock import run_folder_lock
 
     if args.report > args.horizon:
         raise ValueError(f"--report {args.report} exceeds --horizon {args.horizon}")
+    with run_folder_lock(args.out, "mdpo hydro sddp"):
+        return _sddp_in_folder(args)
+
+
+def _sddp_in_folder(args: argparse.Namespace) -> int:
+    from envs.hydro import load_case
+    from envs.hydro.sddp import SDDP
+
     case = load_case(args.case)
-    os.makedirs(args.out, exist_ok=True)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
     cuts_path = os.path.join(args.out, "cuts.json.gz")
     log_path = os.path.join(args.out, "training.csv")
     if os.path.exists(cuts_path) and os.path.exists(log_path) and not args.restart:
         sddp.load_cuts(cuts_path)
-        with open(log_path) as handle:
-            for row in csv.DictReader(handle):
-                sddp.log.lower_bounds.append(float(row["lower_bound"]))
-                sddp.log.forward_costs.append(float(row["forward_cost"]))
-                sddp.log.seconds.append(float(row["seconds"]))
+        for lower, forward, seconds in read_training_log(log_path):
+            sddp.log.lower_bounds.append(lower)
+            sddp.log.forward_costs.append(forward)
+            sddp.log.seconds.append(seconds)
         print(f"resuming SDDP from {cuts_path} after {len(sddp.log.lower_bounds)} iterations")
     resumed_at = len(sddp.log.lower_bounds)
 
@@ -161,7 +212,7 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
     command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
     model file of an mdpo agent trained on ``HydroDispatch-v0``."""
-    from envs.hydro.sddp import SDDP, is_cuts_file, read_cuts_file
+    from envs.hydro.sddp import SDDP, is_cuts_file
 
     if spec == "myopic":
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
@@ -170,11 +221,10 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
         raise FileNotFoundError(f"policy {spec!r}: no such file (give 'myopic', an SDDP "
                                 "cuts.json.gz, or an mdpo model file)")  # fmt: skip
     if is_cuts_file(spec):
-        horizon = read_cuts_file(spec).get("horizon")
-        if not isinstance(horizon, int) or horizon < stages:
-            raise ValueError(f"{spec}: cuts for horizon {horizon!r} cannot drive {stages} stages")
-        sddp = SDDP(case, horizon, load_scale=load_scale)
-        sddp.load_cuts(spec)
+        # the models of the stages simulated only, with their cuts: the file's horizon sizes
+        # nothing (the cuts of later stages never act on the first ones)
+        sddp = SDDP(case, stages, load_scale=load_scale)
+        sddp.load_cuts(spec, prefix=True)
         return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
     import mdpo
     from envs.hydro.env import HydroDispatchEnv
@@ -221,7 +271,14 @@ STRICT_PENALTY = 1e6  # far above the value of water (~28 000 per hm³): targets
 
 def command_tsddr(args: argparse.Namespace) -> int:
     """Train TS-DDR / TS-LDR (resumable), then simulate its best model on the evaluation
-    scenarios."""
+    scenarios (holding the run folder's lock while it writes there)."""
+    from mdpo.runlock import run_folder_lock
+
+    with run_folder_lock(args.out, "mdpo hydro tsddr"):
+        return _tsddr_in_folder(args)
+
+
+def _tsddr_in_folder(args: argparse.Namespace) -> int:
     import glob
 
     from envs.hydro import load_case
@@ -230,7 +287,6 @@ def command_tsddr(args: argparse.Namespace) -> int:
     from mdpo.callbacks import BaseCallback
 
     case = load_case(args.case)
-    os.makedirs(args.out, exist_ok=True)
     penalty = args.slack_penalty
     if penalty is None and args.policy == "strict":
         penalty = STRICT_PENALTY
@@ -241,12 +297,18 @@ def command_tsddr(args: argparse.Namespace) -> int:
                          key=os.path.getmtime)  # fmt: skip
     previous_seconds = 0.0
     if checkpoints and not args.restart:
+        # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
+        # one that leads out of it): a copied run folder writes into the copy
         agent = TSDDR.load(checkpoints[-1], env=problem, workers=args.workers)
-        with open(state_path) as handle:
-            previous_seconds = json.load(handle)["train_seconds"]
+        previous_seconds = field_float(read_json_file(state_path).get("train_seconds"),
+                                       f"{state_path}: train_seconds")  # fmt: skip
+        if previous_seconds < 0:
+            raise BadFileError(f"{state_path}: train_seconds is negative")
         if os.path.exists(f"{best_path}.json"):
-            with open(f"{best_path}.json") as handle:
-                agent.best_eval_cost = json.load(handle)["eval_mean_cost"]
+            agent.best_eval_cost = field_float(
+                read_json_file(f"{best_path}.json").get("eval_mean_cost"),
+                f"{best_path}.json: eval_mean_cost",
+            )
         print(f"resuming from {checkpoints[-1]} at step {agent.num_timesteps}")
     else:
         policy_kwargs = (
@@ -268,7 +330,8 @@ def command_tsddr(args: argparse.Namespace) -> int:
                 path = self.model.save(os.path.join(args.out, name))
                 seconds = previous_seconds + time.perf_counter() - start
                 with open(state_path, "w") as handle:
-                    json.dump({"steps": self.model.num_timesteps, "train_seconds": seconds}, handle)
+                    handle.write(dumps_json({"steps": self.model.num_timesteps,
+                                             "train_seconds": seconds}))  # fmt: skip
                 for old in sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")))[:-1]:
                     if old != path:
                         os.remove(old)
@@ -283,8 +346,8 @@ def command_tsddr(args: argparse.Namespace) -> int:
     trained_steps, best = agent.num_timesteps, {}
     if os.path.exists(best_path):  # the best on the validation scenarios (not the reported ones)
         agent = TSDDR.load(best_path, env=problem)
-        with open(f"{best_path}.json") as handle:
-            best = json.load(handle)
+        best = read_json_file(f"{best_path}.json")
+        field_float(best.get("eval_mean_cost"), f"{best_path}.json: eval_mean_cost")
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
     from envs.hydro.env import HydroDispatchEnv
     from envs.hydro.simulate import simulate_env_policy
@@ -304,6 +367,30 @@ def command_tsddr(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_summary(path: str) -> dict:
+    """A ``summary.json`` of these commands, with the fields :func:`command_compare` uses
+    checked (label, case, scenarios, stages, scenario seed, mean cost, its interval).
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    summary = read_json_file(path)
+    for key in ("label", "case"):
+        if not isinstance(summary.get(key), str) or len(summary[key]) > 200:
+            raise BadFileError(f"{path}: {key} must be a string of at most 200 characters")
+    for key in ("scenarios", "stages", "scenario_seed"):
+        field_int(summary.get(key), f"{path}: {key}", 0)
+    field_float(summary.get("mean_cost"), f"{path}: mean_cost")
+    interval = summary.get("ci95")
+    if not isinstance(interval, list) or len(interval) != 2:
+        raise BadFileError(f"{path}: ci95 must be a list [low, high]")
+    for value in interval:
+        field_float(value, f"{path}: ci95", allow_none=True)
+    if summary.get("train_seconds") is not None:
+        field_float(summary["train_seconds"], f"{path}: train_seconds")
+    return summary
+
+
 def command_compare(args: argparse.Namespace) -> int:
     """A table (mean cost, 95% CI, gaps to the bound and to SDDP, training time) and the
     per-stage figure of several result folders."""
@@ -315,8 +402,7 @@ def command_compare(args: argparse.Namespace) -> int:
     for folder in folders:
         if not os.path.exists(os.path.join(folder, "summary.json")):
             raise ValueError(f"{folder}: no summary.json (not a result folder of mdpo hydro)")
-        with open(os.path.join(folder, "summary.json")) as handle:
-            summary = json.load(handle)
+        summary = read_summary(os.path.join(folder, "summary.json"))
         summary["folder"] = folder
         rows.append(summary)
         runs[summary["label"]] = read_stage_means(os.path.join(folder, "stages.csv"))
@@ -339,7 +425,7 @@ def command_compare(args: argparse.Namespace) -> int:
     lines = ["| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
              "| training |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in sorted(rows, key=lambda r: r["mean_cost"]):
-        mean, (low, high) = r["mean_cost"], r["ci95"]
+        mean, (low, high) = r["mean_cost"], [np.nan if v is None else v for v in r["ci95"]]
         gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
         seconds = r.get("train_seconds")
         train = f"{seconds:.0f} s" if seconds is not None else ""
@@ -368,8 +454,7 @@ def command_plot(args: argparse.Namespace) -> int:
         label = os.path.basename(os.path.normpath(folder))
         summary_path = os.path.join(folder, "summary.json")
         if os.path.exists(summary_path):
-            with open(summary_path) as handle:
-                label = json.load(handle).get("label", label)
+            label = read_summary(summary_path)["label"]
         runs[label] = read_stage_means(os.path.join(folder, "stages.csv"))
     plot_stages(args.out, load_case(args.case), runs)
     print(f"wrote {args.out}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,26 +23,134 @@ from tqdm import tqdm
 from envs.hydro.case import Case
 from envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
 from envs.hydro.simulate import StageRecords, stage_record
+from mdpo.limits import (
+    MAX_CUTS,
+    BadFileError,
+    field_float,
+    field_int,
+    json_object,
+    loads_json,
+)
 
-MAX_CUTS_BYTES = 2**31  # what a cut file may hold, uncompressed
+#: bytes of cut-file text per number: ``json.dump`` writes a float in at most 24 characters
+#: (``-1.2345678901234567e-300``), then ``", "``
+BYTES_PER_NUMBER = 26
+#: what a cut file may hold besides its cuts (case name, horizon, ... and brackets)
+HEADER_BYTES = 1 << 20
 
 
-def read_cuts_file(path: str) -> dict:
-    """The JSON of a cut file (gzipped or not), refusing more than ``MAX_CUTS_BYTES``."""
-    with open(path, "rb") as handle:
-        gzipped = handle.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    with opener(path, "rb") as handle:
-        text = handle.read(MAX_CUTS_BYTES + 1)
-    if len(text) > MAX_CUTS_BYTES:
-        raise ValueError(f"{path}: more than {MAX_CUTS_BYTES} bytes of cuts")
+class CutFileError(BadFileError):
+    """A cut file that is malformed, hostile, over a limit or computed for another problem."""
+
+
+@dataclass(frozen=True)
+class CutFile:
+    """The validated content of a cut file: ``len(stages)`` cuts
+    ``θ_{stages[i]} >= intercepts[i] + slopes[i]·v_out``."""
+
+    case: str
+    horizon: int
+    stage_k: float
+    load_scale: float
+    stages: np.ndarray  # [cuts] int64, each in [0, horizon)
+    intercepts: np.ndarray  # [cuts] float64, finite
+    slopes: np.ndarray  # [cuts, reservoirs] float64, finite
+
+
+def cut_file_max_bytes(n_reservoirs: int) -> int:
+    """The most bytes of (uncompressed) text a cut file for ``n_reservoirs`` may hold: what
+    :data:`~mdpo.limits.MAX_CUTS` cuts of as many slopes take as ``json.dump`` writes them
+    (the Bolivia study's 60 000 cuts of 11 reservoirs take 15 MB; the bound is 346 MB there,
+    88 MB for one reservoir). A gzip bomb is refused once it has expanded to this."""
+    return HEADER_BYTES + MAX_CUTS * (BYTES_PER_NUMBER * (n_reservoirs + 2) + 8)
+
+
+def _check_structure(text: str, n_reservoirs: int, where: str) -> None:
+    """Refuse text that would parse into more than :data:`~mdpo.limits.MAX_CUTS` cuts' worth
+    of lists and numbers, before it is parsed: the parsed form takes about ten times the text
+    of short numbers (``[0,0,[0]],``), so the byte bound alone does not bound the memory."""
+    lists, items = text.count("["), text.count(",")
+    if lists > 2 * MAX_CUTS + 1:
+        raise CutFileError(f"{where}: {lists} lists, more than {MAX_CUTS} cuts (the limit)")
+    if items > MAX_CUTS * (n_reservoirs + 3) + 16:
+        raise CutFileError(f"{where}: {items} list items, more than {MAX_CUTS} cuts of "
+                           f"{n_reservoirs} slopes hold")  # fmt: skip
+    if text.count("{") > 16 or text.count('"') > 256:
+        raise CutFileError(f"{where}: not a cut file of mdpo hydro sddp (objects or strings "
+                           "where cuts belong)")  # fmt: skip
+
+
+def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
+    """The cuts of a cut file (JSON, gzipped or not) for a case of ``n_reservoirs``, checked
+    before any is built: at most :func:`cut_file_max_bytes` of text and
+    :data:`~mdpo.limits.MAX_CUTS` cuts, each ``[stage in [0, horizon), intercept, slopes]``
+    with ``n_reservoirs`` slopes, every number finite.
+
+    Raises:
+        CutFileError: naming the file and the field.
+    """
+    limit = cut_file_max_bytes(n_reservoirs)
     try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a cut file of mdpo hydro sddp ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cuts"), list):
-        raise ValueError(f"{path}: not a cut file of mdpo hydro sddp (no list of cuts)")
-    return data
+        with open(path, "rb") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as handle:
+            # by chunks: one read(limit) would reserve the whole bound up front
+            chunks, size = [], 0
+            while size <= limit and (chunk := handle.read(1 << 22)):
+                chunks.append(chunk)
+                size += len(chunk)
+        raw = b"".join(chunks)
+        del chunks
+    except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt gzip too
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise CutFileError(f"{path}: not a readable cut file ({reason})") from None
+    if len(raw) > limit:
+        raise CutFileError(f"{path}: more than {limit} bytes of cuts (the most {MAX_CUTS} cuts "
+                           f"of {n_reservoirs} reservoirs take)")  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CutFileError(f"{path}: not a cut file of mdpo hydro sddp (not UTF-8)") from None
+    del raw  # the parsed cuts and the text are what the memory holds at once
+    _check_structure(text, n_reservoirs, path)
+    try:
+        data = json_object(loads_json(text, path, max_bytes=limit), path)
+    except CutFileError:
+        raise
+    except BadFileError as err:
+        raise CutFileError(f"{err} (not a cut file of mdpo hydro sddp)") from None
+    del text
+    if not isinstance(data.get("cuts"), list):
+        raise CutFileError(f"{path}: not a cut file of mdpo hydro sddp (no list of cuts)")
+    case = data.get("case")
+    if not isinstance(case, str):
+        raise CutFileError(f"{path}: field 'case' must be a case name (a string)")
+    try:
+        horizon = field_int(data.get("horizon"), f"{path}: field 'horizon'", 1)
+        stage_k = field_float(data.get("stage_k"), f"{path}: field 'stage_k'")
+        load_scale = field_float(data.get("load_scale"), f"{path}: field 'load_scale'")
+        cuts = data["cuts"]
+        n_cuts = field_int(len(cuts), f"{path}: the number of cuts", 0, MAX_CUTS)
+        stages = np.empty(n_cuts, dtype=np.int64)
+        intercepts = np.empty(n_cuts, dtype=np.float64)
+        slopes = np.empty((n_cuts, n_reservoirs), dtype=np.float64)
+        for i, cut in enumerate(cuts):
+            where = f"{path}: cut {i}"
+            if not isinstance(cut, list) or len(cut) != 3 or not isinstance(cut[2], list):
+                raise CutFileError(f"{where} must be [stage, intercept, [slopes]]")
+            if len(cut[2]) != n_reservoirs:
+                raise CutFileError(f"{where} has {len(cut[2])} slopes, not one per reservoir "
+                                   f"({n_reservoirs})")  # fmt: skip
+            stages[i] = field_int(cut[0], f"{where} stage", 0, horizon - 1)
+            intercepts[i] = field_float(cut[1], f"{where} intercept")
+            for j, value in enumerate(cut[2]):
+                slopes[i, j] = field_float(value, f"{where} slope {j}")
+    except CutFileError:
+        raise
+    except BadFileError as err:
+        raise CutFileError(str(err)) from None
+    return CutFile(case, horizon, stage_k, load_scale, stages, intercepts, slopes)
 
 
 def is_cuts_file(path: str) -> bool:
@@ -107,10 +216,15 @@ class SDDP:
 
     def add_cut(self, t: int, intercept: float, slopes: np.ndarray) -> None:
         """``θ_t >= intercept + slopes·v_out`` in stage ``t``."""
+        slopes = np.asarray(slopes, dtype=np.float64)
+        if not (np.isfinite(intercept) and np.all(np.isfinite(slopes))):
+            # a NaN row would make every later solve of the stage fail, far from the cause
+            raise ValueError(f"stage {t}: a cut with non-finite coefficients ({intercept}, "
+                             f"{slopes})")  # fmt: skip
         columns = np.concatenate([[self.stage.future_cost], self.stage.volume_out])
-        values = np.concatenate([[1.0], -np.asarray(slopes, dtype=np.float64)])
+        values = np.concatenate([[1.0], -slopes])
         self.models[t].add_rows([intercept], [np.inf], [(columns, values)])
-        self.cuts.append((t, float(intercept), np.asarray(slopes, dtype=np.float64)))
+        self.cuts.append((t, float(intercept), slopes))
 
     def lower_bound(self) -> float:
         """Expected first-stage value (stage cost plus θ) at the initial volumes."""
@@ -217,20 +331,35 @@ class SDDP:
         }  # fmt: skip
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "wt") as handle:
-            json.dump(data, handle)
+            json.dump(data, handle, allow_nan=False)  # strict JSON: read_cuts_file's
 
-    def load_cuts(self, path: str) -> None:
+    def load_cuts(self, path: str, prefix: bool = False) -> None:
         """Add the cuts of a file written by :meth:`save_cuts` for the same problem (JSON,
-        gzipped or not; at most ``MAX_CUTS_BYTES`` of text)."""
-        data = read_cuts_file(path)
-        for key in ("case", "horizon", "stage_k", "load_scale"):
-            mine = getattr(self, key) if key != "case" else self.case.name
-            if data.get(key) != mine:
-                raise ValueError(f"{path}: cuts were computed for {key}={data.get(key)!r}, "
-                                 f"not {mine!r}")  # fmt: skip
-        n = len(self.case.plants)
-        for t, intercept, slopes in data["cuts"]:
-            if not 0 <= int(t) < self.horizon or len(slopes) != n:
-                raise ValueError(f"{path}: a cut for stage {t} with {len(slopes)} slopes does "
-                                 f"not fit {self.horizon} stages of {n} reservoirs")  # fmt: skip
-            self.add_cut(int(t), float(intercept), np.asarray(slopes, dtype=np.float64))
+        gzipped or not; checked by :func:`read_cuts_file`).
+
+        Args:
+            path: the cut file.
+            prefix: the file's horizon may be longer than this one's: only the cuts of this
+                one's stages are added (all that a simulation of as many stages uses); else
+                the horizons must be equal.
+
+        Raises:
+            CutFileError: a malformed file, or one computed for another problem.
+        """
+        cuts = read_cuts_file(path, len(self.case.plants))
+        if not prefix and cuts.horizon != self.horizon:
+            raise CutFileError(f"{path}: cuts were computed for horizon={cuts.horizon}, not "
+                               f"{self.horizon}")  # fmt: skip
+        if prefix and cuts.horizon < self.horizon:
+            raise CutFileError(f"{path}: cuts for horizon {cuts.horizon} cannot drive "
+                               f"{self.horizon} stages")  # fmt: skip
+        mine = {"case": self.case.name, "stage_k": self.stage_k, "load_scale": self.load_scale}
+        for key, value in mine.items():
+            if getattr(cuts, key) != value:
+                theirs = getattr(cuts, key)
+                shown = repr(theirs if len(str(theirs)) <= 60 else f"{str(theirs)[:57]}...")
+                raise CutFileError(f"{path}: cuts were computed for {key}={shown}, not "
+                                   f"{value!r}")  # fmt: skip
+        for t, intercept, slopes in zip(cuts.stages, cuts.intercepts, cuts.slopes):
+            if t < self.horizon:
+                self.add_cut(int(t), float(intercept), slopes)

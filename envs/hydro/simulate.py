@@ -9,13 +9,13 @@ and the mean thermal generation, which the reference study plots (``reference_re
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from envs.hydro.case import DATA_DIR, Case
+from mdpo.limits import BadFileError, dumps_json
 from mdpo.optim.lp import LinearProgram
 
 
@@ -160,18 +160,31 @@ def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -
 
 
 def read_stage_means(path: str) -> dict[str, np.ndarray]:
-    """The per-stage means of a ``stages.csv`` written by :meth:`StageRecords.write`."""
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "total_volume" not in rows[0] or "thermal_mw" not in rows[0]:
-        raise ValueError(f"{path} is not a stages.csv written by mdpo hydro")
-    return {key: np.array([float(r[key]) for r in rows]) for key in ("total_volume", "thermal_mw")}
+    """The per-stage means of a ``stages.csv`` written by :meth:`StageRecords.write`.
+
+    Raises:
+        BadFileError: not such a file (a missing column, a value that is not a number).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or "total_volume" not in rows[0] or "thermal_mw" not in rows[0]:
+            raise BadFileError(f"{path} is not a stages.csv written by mdpo hydro")
+        means = {key: np.array([float(r[key]) for r in rows])
+                 for key in ("total_volume", "thermal_mw")}  # fmt: skip
+    except BadFileError:
+        raise
+    except (csv.Error, ValueError, TypeError) as err:  # UnicodeDecodeError too
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise BadFileError(f"{path} is not a stages.csv written by mdpo hydro: {reason}") from None
+    return means
 
 
 def write_summary(path: str, summary: dict) -> None:
-    """Write a summary dictionary as indented JSON."""
+    """Write a summary dictionary as indented, strict JSON (an undefined interval, of one
+    scenario, as ``null``): what :func:`mdpo.limits.loads_json` reads back."""
     with open(path, "w") as handle:
-        json.dump(summary, handle, indent=1)
+        handle.write(dumps_json(summary, indent=1))
 
 
 def simulate_env_policy(

@@ -688,8 +688,11 @@ class Agent(ABC):
             for name, value in list(config.items()):
                 if isinstance(value, dict) and value.get("schedule") == "linear":
                     config[name] = LinearSchedule.from_json(value)
-            # env_kwargs go to gymnasium.make: take them from the caller, never from the file
+            # env_kwargs go to gymnasium.make: take them from the caller, never from the file;
+            # nor does a file choose where logs go or which device runs
             config.pop("env_kwargs", None)
+            for key in _NOT_CONFIG:
+                config.pop(key, None)
             config.update(custom_objects or {})
             config.update(kwargs)
             agent = target(policy, None, device=device, _init_setup_model=False, **config)

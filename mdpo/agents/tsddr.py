@@ -19,6 +19,7 @@ for that stage; the reported cost leaves out the slack penalty.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
@@ -30,6 +31,12 @@ from torch import nn
 
 from mdpo.agents.base import Agent
 from mdpo.callbacks import BaseCallback
+from mdpo.limits import (
+    MAX_BUFFER_SIZE,
+    MAX_NETWORK_PARAMETERS,
+    field_int,
+    inside,
+)
 from mdpo.optim.multistage import (
     MultiStageProblem,
     TargetSolve,
@@ -311,6 +318,9 @@ class TSDDR(Agent):
         eval_seed: seed of the evaluation scenarios (keep it apart from those a final result is
             reported on: the best model is chosen on these).
         best_model_path: where to save the agent when an evaluation improves (or ``None``).
+            A saved agent stores it relative to the folder it is saved into (only if it lies
+            inside); :meth:`load` resolves it against the folder of the file loaded, and
+            refuses one that leads out of it. An agent loaded by :func:`mdpo.load` has none.
         n_stages: the horizon (taken from the problem; needed to load a model without one).
         env_kwargs, policy_kwargs, tensorboard_log, verbose, seed, device: see
             :class:`~mdpo.agents.base.Agent`.
@@ -349,12 +359,24 @@ class TSDDR(Agent):
         self.eval_freq = check_int(eval_freq, "eval_freq", minimum=0)
         self.eval_scenarios = check_int(eval_scenarios, "eval_scenarios")
         self.eval_seed = check_int(eval_seed, "eval_seed", minimum=0)
-        self.best_model_path = best_model_path
+        self._from_file = not _init_setup_model  # built by a loader from a file's config
+        # a path read from a file is never used as it is: TSDDR.load resolves it inside the
+        # folder of the file (a tampered checkpoint must not write anywhere)
+        self._best_model_in_file = best_model_path if self._from_file else None
+        self.best_model_path = None if self._from_file else best_model_path
+        self._save_folder: str | None = None
         super().__init__(policy, None, learning_rate, env_kwargs=env_kwargs,
                          policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
                          verbose=verbose, seed=seed, device=device)  # fmt: skip
         self.problem: MultiStageProblem | None = None
         self.n_stages = None if n_stages is None else check_int(n_stages, "n_stages")
+        if self._from_file:
+            # sizes that decide allocations (the rule's weights, the evaluation scenarios)
+            stages = field_int(n_stages, "config.json: n_stages", 1, MAX_BUFFER_SIZE)
+            field_int(self.eval_scenarios * stages, "config.json: eval_scenarios × n_stages",
+                      1, MAX_BUFFER_SIZE)  # fmt: skip
+            field_int(self.batch_size * stages, "config.json: batch_size × n_stages", 1,
+                      MAX_BUFFER_SIZE)  # fmt: skip
         self.best_eval_cost = float("inf")
         self._pool = None
         self._eval_noise: np.ndarray | None = None
@@ -392,6 +414,13 @@ class TSDDR(Agent):
     def _setup_model(self) -> None:
         if self.n_stages is None:
             raise ValueError("TSDDR needs a problem (env=) or n_stages to build its policy")
+        if self._from_file:  # counted on the meta device first: nothing is allocated
+            with torch.device("meta"):
+                sizes = self.policy_class(self.observation_space, self.action_space,
+                                          self.n_stages, **self.policy_kwargs)  # fmt: skip
+            count = sum(t.numel() for t in [*sizes.parameters(), *sizes.buffers()])
+            field_int(count, "config.json: the rule's parameters (n_stages, policy_kwargs)", 0,
+                      MAX_NETWORK_PARAMETERS)  # fmt: skip
         rule = self.policy_class(self.observation_space, self.action_space, self.n_stages,
                                  **self.policy_kwargs)  # fmt: skip
         self.policy = rule.to(self.device)
@@ -399,6 +428,61 @@ class TSDDR(Agent):
 
     def _state_modules(self) -> dict[str, Any]:
         return {"policy": self.policy, "policy.optimizer": self.optimizer}
+
+    # ----------------------------------------------------------------------------- files
+    def _config(self) -> dict[str, Any]:
+        config = super()._config()
+        config["best_model_path"] = self._relative_best_model_path()
+        return config
+
+    def _relative_best_model_path(self) -> str | None:
+        """``best_model_path`` relative to the folder being saved into, or ``None`` when it
+        lies outside it (a run's files hold no path out of the run folder)."""
+        if self.best_model_path is None:
+            return None
+        folder = os.path.realpath(self._save_folder or os.getcwd())
+        best = os.path.realpath(self.best_model_path)
+        if os.path.commonpath([folder, best]) != folder or best == folder:
+            return None
+        return os.path.relpath(best, folder)
+
+    def save(self, path: str) -> str:
+        """Save the agent (see :meth:`Agent.save`); ``best_model_path`` is stored relative to
+        the folder of ``path``."""
+        self._save_folder = os.path.dirname(os.path.abspath(path))
+        try:
+            return super().save(path)
+        finally:
+            self._save_folder = None
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        env: Any = None,
+        device: str | torch.device = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TSDDR:
+        """Load a TS-DDR agent (see :meth:`Agent.load`). The best model path the file holds
+        is resolved against the folder of ``path`` (a copied run folder writes into the
+        copy); ``best_model_path=`` given here replaces it.
+
+        Raises:
+            ModelFileError: a corrupt file; :class:`~mdpo.limits.BadFileError`: a best model
+                path that is absolute or leads out of the folder.
+        """
+        overrides = {**(custom_objects or {}), **kwargs}
+        given = "best_model_path" in overrides
+        chosen = overrides.pop("best_model_path", None)
+        agent = super().load(path, env=env, device=device, **overrides)
+        stored, agent._best_model_in_file = agent._best_model_in_file, None
+        if given:
+            agent.best_model_path = chosen
+        elif stored is not None:
+            folder = os.path.dirname(os.path.abspath(path))
+            agent.best_model_path = inside(folder, stored, f"{path}: config best_model_path")
+        return agent
 
     # ----------------------------------------------------------------------------- training
     def _solver(self):
@@ -497,11 +581,11 @@ class TSDDR(Agent):
             self.best_eval_cost = mean
             self.best_policy_state = copy.deepcopy(self.policy.state_dict())
             if self.best_model_path is not None:
-                import json
+                from mdpo.limits import dumps_json
 
                 path = self.save(self.best_model_path)
                 with open(f"{path}.json", "w") as handle:  # read back by a resumed run
-                    json.dump({"eval_mean_cost": mean, "step": self.num_timesteps}, handle)
+                    handle.write(dumps_json({"eval_mean_cost": mean, "step": self.num_timesteps}))
         self.logger.record("eval/best_mean_cost", self.best_eval_cost)
 
     # ----------------------------------------------------------------------------- acting

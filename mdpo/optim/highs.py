@@ -63,6 +63,7 @@ class HighsModel:
         self.highs = _quiet_highs(highspy)
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("threads", threads)
+        self.threads = int(threads)
         self.time_limit = float(time_limit)
         model = highspy.HighsLp()
         model.num_col_ = lp.n_variables
@@ -113,8 +114,21 @@ class HighsModel:
         """One attempt, limited to ``time_limit`` seconds (HiGHS's own limit counts the run
         time of every solve of this instance, so it is moved forward each time)."""
         self.highs.setOptionValue("time_limit", self.highs.getRunTime() + self.time_limit)
-        self.highs.run()
+        status = self.highs.run()
+        if status == self._highspy.HighsStatus.kError and self._not_run() and self.threads:
+            # HiGHS has one thread scheduler per process, started by the first instance that
+            # runs: an instance asking for another number of threads is refused before it
+            # solves (status 'Not Set'). Another HiGHS in this process (a user's own) started
+            # it with its count: this model runs on that scheduler from now on (threads=0:
+            # "whatever the process has"); the simplex that solves these problems is serial.
+            self.highs.setOptionValue("threads", 0)
+            self.threads = 0
+            self.highs.run()
         return self.highs.getModelStatus()
+
+    def _not_run(self) -> bool:
+        """Whether the last ``run`` ended before solving (no model status set)."""
+        return self.highs.getModelStatus() == self._highspy.HighsModelStatus.kNotset
 
     def solve(self, context: str = "") -> Solution:
         """Solve; raises :class:`SolveError` naming the problem (and ``context``) unless optimal.
@@ -136,6 +150,12 @@ class HighsModel:
         name = self.highs.modelStatusToString(status)
         if status != hs.kOptimal:
             where = f" ({context})" if context else ""
+            if status == hs.kNotset:
+                raise SolveError(
+                    f"{self.lp.name}{where}: HiGHS refused to start the solve (status "
+                    f"{name!r}): its options or this process's HiGHS thread scheduler (threads="
+                    f"{self.threads}) do not allow it; rerun with HiGHS's output on to see why"
+                )
             raise SolveError(f"{self.lp.name}{where}: HiGHS ended with status {name!r}")
         solution = self.highs.getSolution()
         return Solution(

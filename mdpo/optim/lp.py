@@ -6,17 +6,44 @@ backend (:mod:`mdpo.optim.highs`) turns one into a solver model.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-MAX_MOF_BYTES = 256 << 20
+from mdpo.limits import MAX_JSON_BYTES, BadFileError, load_json_file
+
+#: the most bytes of a MathOptFormat file: the bound of every JSON file mdpo reads
+MAX_MOF_BYTES = MAX_JSON_BYTES
 
 
-class LPFormatError(ValueError):
+class LPFormatError(BadFileError):
     """A model file that is not a linear program this reader understands."""
+
+
+def _brief(value: Any) -> str:
+    """A value read from a file, for a one-line message (a structure by its kind)."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 60:
+        return value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "int"
+        return text if len(text) <= 60 else text[:57] + "..."
+    return type(value).__name__
+
+
+def _number(value: Any, where: str, allow_infinite: bool = False) -> float:
+    """``value`` as a float: a JSON number, never NaN (infinite only for bounds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LPFormatError(f"{where} must be a number, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number) or (not allow_infinite and not math.isfinite(number)):
+        raise LPFormatError(f"{where} must be a finite number, not {number}")
+    return number
 
 
 @dataclass
@@ -65,13 +92,15 @@ def read_mof(path: str) -> LinearProgram:
     ``LessThan`` and ``Interval`` sets, and variable bounds written as single-variable
     constraints. Anything else (quadratic, conic, integer) raises :class:`LPFormatError`.
     """
-    if os.path.getsize(path) > MAX_MOF_BYTES:
-        raise LPFormatError(f"{path} is over {MAX_MOF_BYTES} bytes")
     try:
-        with open(path) as handle:
-            model = json.load(handle)
+        model = load_json_file(path, max_bytes=MAX_MOF_BYTES)
+    except BadFileError as err:
+        raise LPFormatError(f"{err} (not a MathOptFormat model)") from None
+    try:
         names = [v["name"] for v in model["variables"]]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError("variable names must be strings")
+    except (KeyError, TypeError) as err:
         raise LPFormatError(f"{path} is not a MathOptFormat model: {err}") from None
     index = {name: i for i, name in enumerate(names)}
     n = len(names)
@@ -82,24 +111,25 @@ def read_mof(path: str) -> LinearProgram:
         if kind == "Variable":
             return {index[function["name"]]: 1.0}, 0.0
         if kind != "ScalarAffineFunction":
-            raise LPFormatError(f"{path}: {where} has a {kind} function (linear only)")
+            raise LPFormatError(f"{path}: {where} has a {_brief(kind)} function (linear only)")
         terms: dict[int, float] = {}
         for term in function["terms"]:
             col = index[term["variable"]]
-            terms[col] = terms.get(col, 0.0) + float(term["coefficient"])
-        return terms, float(function.get("constant", 0.0))
+            terms[col] = terms.get(col, 0.0) + _number(term["coefficient"], f"{path}: {where}")
+        return terms, _number(function.get("constant", 0.0), f"{path}: {where} constant")
 
     def interval(set_: dict, where: str) -> tuple[float, float]:
         kind = set_.get("type")
+        at = f"{path}: {where}"
         if kind == "EqualTo":
-            return float(set_["value"]), float(set_["value"])
+            return _number(set_["value"], at), _number(set_["value"], at)
         if kind == "GreaterThan":
-            return float(set_["lower"]), np.inf
+            return _number(set_["lower"], at, True), np.inf
         if kind == "LessThan":
-            return -np.inf, float(set_["upper"])
+            return -np.inf, _number(set_["upper"], at, True)
         if kind == "Interval":
-            return float(set_["lower"]), float(set_["upper"])
-        raise LPFormatError(f"{path}: {where} has a {kind} set (linear sets only)")
+            return _number(set_["lower"], at, True), _number(set_["upper"], at, True)
+        raise LPFormatError(f"{path}: {where} has a {_brief(kind)} set (linear sets only)")
 
     try:
         objective = model["objective"]
@@ -112,7 +142,7 @@ def read_mof(path: str) -> LinearProgram:
                 c[col] = coef
         rows, row_lo, row_hi, starts, cols, vals = [], [], [], [0], [], []
         for k, constraint in enumerate(model["constraints"]):
-            where = f"constraint {constraint.get('name') or k}"
+            where = f"constraint {_brief(constraint.get('name') or k)}"
             lo, hi = interval(constraint["set"], where)
             function = constraint["function"]
             if function.get("type") == "Variable":  # a bound
@@ -120,7 +150,8 @@ def read_mof(path: str) -> LinearProgram:
                 lower[col], upper[col] = max(lower[col], lo), min(upper[col], hi)
                 continue
             terms, const = affine(function, where)
-            rows.append(constraint.get("name") or f"c{k}")
+            name = constraint.get("name") or f"c{k}"
+            rows.append(name if isinstance(name, str) else f"c{k}")
             row_lo.append(lo - const)
             row_hi.append(hi - const)
             for col in sorted(terms):
@@ -128,7 +159,11 @@ def read_mof(path: str) -> LinearProgram:
                 vals.append(terms[col])
             starts.append(len(cols))
     except KeyError as err:
-        raise LPFormatError(f"{path}: unknown variable or missing field {err}") from None
+        missing = _brief(err.args[0]) if err.args else "?"
+        raise LPFormatError(f"{path}: unknown variable or missing field {missing!r}") from None
+    except (TypeError, AttributeError, IndexError) as err:  # a list where an object belongs
+        reason = str(err).splitlines()[0][:120]
+        raise LPFormatError(f"{path} is not a MathOptFormat model: {reason}") from None
     return LinearProgram(
         name=os.path.basename(path),
         variables=names,
