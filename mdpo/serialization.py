@@ -174,21 +174,28 @@ def check_tensors(obj: Any, stored_bytes: int, where: str, depth: int = 0) -> No
     A tensor saved as a view (``torch.zeros(1).expand(65536, 65536)``) costs a few bytes in the
     file and its full size once copied: each tensor's elements must fit in its own storage, and
     all tensors together in the bytes the member holds. Non-finite floats are refused (they
-    would load and act as ``nan``).
+    would load and act as ``nan``); only dense tensors are read. Messages name the tensor
+    (``policy_net.0.weight``).
     """
     total = 0
-    stack = [(obj, depth)]
+    stack = [(obj, depth, "")]
     while stack:
-        item, level = stack.pop()
+        item, level, name = stack.pop()
         if level > 64:
             raise ModelFileError(f"{where} nests deeper than 64 levels")
         if isinstance(item, torch.Tensor):
+            label = f"tensor {name!r}" if name else "a tensor"
+            label += f" of shape {tuple(item.shape)}"
+            if item.layout != torch.strided:  # sparse and others have no plain storage
+                raise ModelFileError(
+                    f"{where}: {label} is a {item.layout} tensor; only dense tensors are read"
+                )
             nbytes = item.numel() * item.element_size()
             storage = item.untyped_storage().nbytes()
             if item.numel() and storage < item.storage_offset() * item.element_size() + nbytes:
                 raise ModelFileError(
-                    f"{where}: a tensor of shape {tuple(item.shape)} claims more elements than "
-                    "it stores (an expanded view): refused"
+                    f"{where}: {label} claims more elements than it stores (an expanded "
+                    "view): refused"
                 )
             total += nbytes
             if total > stored_bytes:
@@ -196,12 +203,13 @@ def check_tensors(obj: Any, stored_bytes: int, where: str, depth: int = 0) -> No
                     f"{where}: its tensors claim more bytes than the {stored_bytes} it holds"
                 )
             if item.is_floating_point() and not bool(torch.isfinite(item).all()):
-                raise ModelFileError(f"{where}: a tensor of shape {tuple(item.shape)} holds "
-                                     "non-finite numbers (nan or inf)")  # fmt: skip
+                raise ModelFileError(f"{where}: {label} holds non-finite numbers (nan or inf)")
         elif isinstance(item, dict):
-            stack.extend((value, level + 1) for value in item.values())
+            for key, value in item.items():
+                key_text = str(key)[:80] if isinstance(key, (str, int)) else type(key).__name__
+                stack.append((value, level + 1, f"{name}.{key_text}" if name else key_text))
         elif isinstance(item, (list, tuple)):
-            stack.extend((value, level + 1) for value in item)
+            stack.extend((value, level + 1, f"{name}[{i}]") for i, value in enumerate(item))
 
 
 def _to_device(obj: Any, device: torch.device | str) -> Any:

@@ -126,7 +126,8 @@ def check_config_from_file(
     try:
         for key, high in SIZE_HYPERPARAMETERS.items():
             if config.get(key) is not None and not isinstance(config[key], (list, dict, str)):
-                field_int(config[key], f"config.json in {where}: {key}", 0, high)
+                # -1 is a value some take (gradient_steps=-1: as many as steps collected)
+                field_int(config[key], f"config.json in {where}: {key}", -1, high)
         if config.get("env_id") is not None:
             check_env_id_from_file(config["env_id"], f"config.json in {where}: env_id")
         obs_dim = int(spaces.flatdim(observation_space))
