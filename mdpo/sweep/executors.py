@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import fcntl
 import io
-import json
 import os
 import shutil
 import signal
@@ -24,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from mdpo.limits import BadFileError, json_object, load_json_file
+from mdpo.sweep.report import read_sweep_json
 from mdpo.sweep.spec import RunConfig, SweepSpec, SweepSpecError
-from mdpo.sweep.worker import run_one, write_json_atomic
+from mdpo.sweep.worker import read_status, run_one, write_json_atomic
 from mdpo.utils import code_version
 
 
@@ -44,23 +45,28 @@ class SweepPlan:
 def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
     """Set up ``out`` for ``spec``: completed runs are kept, the others start clean.
 
-    Everything is checked before anything is written or deleted.
+    Everything is checked before anything is written or deleted: the files already in ``out``
+    (each completed run's ``result.json``, ``sweep.json``) are read within the limits of
+    :mod:`mdpo.limits`.
 
     Raises:
         SweepSpecError: a completed run in ``out`` was made with other settings.
+        BadFileError: a malformed ``result.json`` or ``sweep.json`` in ``out`` (one line naming
+            the file and the field); nothing is deleted to make up for it.
     """
     plan = SweepPlan(out)
     for run in spec.runs():
-        result_path = os.path.join(plan.run_dir(run), "result.json")
+        run_dir = plan.run_dir(run)
+        result_path = os.path.join(run_dir, "result.json")
         if not os.path.exists(result_path):
             plan.todo.append(run)
             continue
         try:
-            with open(result_path) as handle:
-                done_config = json.load(handle)["config"]
-        except (OSError, ValueError, KeyError):
-            plan.todo.append(run)  # unreadable: redo it
-            continue
+            result = json_object(load_json_file(result_path), result_path)
+            done_config = json_object(result.get("config"), f"{result_path}: config")
+        except BadFileError as err:
+            # not redone silently: redoing deletes the folder, which is the user's to decide
+            raise SweepSpecError(f"{err}; delete {run_dir} to run it again") from None
         if done_config != run.to_json():
             raise SweepSpecError(
                 f"run {run.run_id} in {out!r} was completed with other settings; the spec "
@@ -68,12 +74,15 @@ def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
             )
         plan.done.append(run)
 
+    # the folders to clear are plain folders inside out/runs: no link leads the clearing out
+    runs_dir = os.path.join(out, "runs")
+    for path in [runs_dir] + [plan.run_dir(run) for run in plan.todo]:
+        if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+            raise SweepSpecError(f"{path} is a link or a file, not a run folder: remove it")
+    sweep = read_sweep_json(out)
+    history = sweep["invocations"] if sweep else []
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     sweep_path = os.path.join(out, "sweep.json")
-    history: list[dict[str, Any]] = []
-    if os.path.exists(sweep_path):
-        with open(sweep_path) as handle:
-            history = json.load(handle).get("invocations", [])
     history.append({"command": command, "code_version": code_version(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
     write_json_atomic(sweep_path, {"name": spec.name, "spec": spec.source, "invocations": history})
@@ -129,11 +138,10 @@ def record_failure(run_dir: str, error: str) -> None:
     """Mark a run failed unless its own process already recorded why."""
     status_path = os.path.join(run_dir, "status.json")
     try:
-        with open(status_path) as handle:
-            if json.load(handle).get("status") in ("failed", "completed"):
-                return
-    except (OSError, ValueError):
-        pass
+        if read_status(run_dir)["status"] in ("failed", "completed"):
+            return
+    except BadFileError:
+        pass  # a malformed status says nothing: this one replaces it
     write_json_atomic(status_path, {"status": "failed", "error": error})
 
 
@@ -143,11 +151,12 @@ def run_completed(run_dir: str) -> bool:
 
 
 def run_status(run_dir: str) -> dict[str, Any]:
-    """``status.json`` of a run (``{"status": "pending"}`` when absent or unreadable)."""
+    """``status.json`` of a run, checked (:func:`~mdpo.sweep.worker.read_status`);
+    ``{"status": "pending"}`` when absent or malformed (the sweep goes on: only the progress
+    line and the failure messages read it)."""
     try:
-        with open(os.path.join(run_dir, "status.json")) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        return read_status(run_dir)
+    except BadFileError:
         return {"status": "pending"}
 
 
@@ -247,7 +256,7 @@ def _zip_folder(folder: str) -> bytes:
 
 def _ray_task(config: dict[str, Any]) -> bytes:
     """Run one run in a temporary folder on whichever node Ray picked; return the folder."""
-    run = RunConfig.from_json(config)
+    run = RunConfig.from_json(config, "the run's config")
     folder = tempfile.mkdtemp(prefix="mdpo-run-")
     try:
         write_json_atomic(os.path.join(folder, "config.json"), config)

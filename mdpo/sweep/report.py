@@ -1,10 +1,16 @@
-"""Sweep reports: tables with confidence intervals, learning curves, per-run costs."""
+"""Sweep reports: tables with confidence intervals, learning curves, per-run costs.
+
+A sweep folder may come from anyone: its files (``sweep.json``, each run's ``result.json``
+and ``status.json``) are read within the limits of :mod:`mdpo.limits` and checked field by
+field before anything is computed from them; a malformed one is refused with a one-line
+:class:`~mdpo.limits.BadFileError` naming the file and the field.
+"""
 
 from __future__ import annotations
 
 import csv
 import glob
-import json
+import math
 import os
 import statistics
 import time
@@ -13,20 +19,129 @@ from typing import Any
 
 import numpy as np
 
+from mdpo.limits import field_float, field_int, json_object, load_json_file
+from mdpo.sweep.spec import SweepSpecError, parse_spec
 from mdpo.sweep.stats import bootstrap_ci, summarize
+from mdpo.sweep.worker import read_status
 from mdpo.utils import code_version
 
 
-def spec_run_ids(sweep_dir: str) -> set[str] | None:
-    """The run ids of the spec the sweep was last run with (``None`` if unknown)."""
-    from mdpo.sweep.spec import SweepSpecError, parse_spec
+def read_sweep_json(sweep_dir: str) -> dict[str, Any] | None:
+    """``sweep_dir/sweep.json``, checked: ``name`` a string, ``spec`` an object (checked as a
+    spec when it is used), ``invocations`` a list of objects whose ``command``, ``time`` and
+    ``code_version`` are strings.
 
+    Returns:
+        ``{"name", "spec", "invocations"}``, or ``None`` when there is no ``sweep.json``.
+
+    Raises:
+        BadFileError: a malformed ``sweep.json``, in one line naming it and the field.
+    """
+    path = os.path.join(sweep_dir, "sweep.json")
+    if not os.path.exists(path):
+        return None
+    data = json_object(load_json_file(path), path)
+    name = data.get("name", os.path.basename(os.path.abspath(sweep_dir)))
+    if not isinstance(name, str):
+        raise SweepSpecError(f"{path}: name must be a string, not {_kind(name)}")
+    spec = json_object(data.get("spec", {}), f"{path}: spec")
+    invocations = data.get("invocations", [])
+    if not isinstance(invocations, list):
+        raise SweepSpecError(f"{path}: invocations must be a list, not {_kind(invocations)}")
+    for i, inv in enumerate(invocations):
+        json_object(inv, f"{path}: invocations[{i}]")
+        for key in ("command", "time", "code_version"):
+            if not isinstance(inv.get(key), str):
+                raise SweepSpecError(
+                    f"{path}: invocations[{i}].{key} must be a string, not {_kind(inv.get(key))}"
+                )
+    return {"name": name, "spec": spec, "invocations": invocations}
+
+
+def spec_run_ids(sweep_dir: str) -> set[str] | None:
+    """The run ids of the spec the sweep was last run with (``None`` if unknown).
+
+    A spec that this installation cannot check (a baseline library or an env missing here) is
+    unknown: every run folder then counts.
+
+    Raises:
+        BadFileError: a malformed ``sweep.json``.
+    """
+    sweep = read_sweep_json(sweep_dir)
+    if sweep is None:
+        return None
     try:
-        with open(os.path.join(sweep_dir, "sweep.json")) as handle:
-            spec = parse_spec(json.load(handle)["spec"])
-    except (OSError, ValueError, KeyError, SweepSpecError):
+        spec = parse_spec(sweep["spec"], f"{os.path.join(sweep_dir, 'sweep.json')}: spec")
+    except SweepSpecError:
         return None
     return {run.run_id for run in spec.runs()}
+
+
+def check_result(data: Any, where: str) -> dict[str, Any]:
+    """A run's ``result.json``, checked for every field a report reads.
+
+    A return written as ``null`` (a non-finite return: the writer writes strict JSON) reads as
+    ``nan``; every other number must be finite.
+
+    Returns:
+        A copy holding the checked fields only.
+
+    Raises:
+        BadFileError: a missing or malformed field, in one line naming ``where`` and it.
+    """
+    data = json_object(data, where)
+    config = json_object(data.get("config"), f"{where}: config")
+    checked_config: dict[str, Any] = {}
+    for key in ("label", "variant", "env"):
+        if not isinstance(config.get(key), str):
+            raise SweepSpecError(
+                f"{where}: config.{key} must be a string, not {_kind(config.get(key))}"
+            )
+        checked_config[key] = config[key]
+    checked_config["seed"] = field_int(config.get("seed"), f"{where}: config.seed", 0)
+    for key in ("budget", "eval_every", "eval_episodes"):
+        checked_config[key] = field_int(config.get(key), f"{where}: config.{key}", 1)
+    result: dict[str, Any] = {"config": checked_config}
+    for key in ("run_id", "code_version"):
+        if not isinstance(data.get(key), str):
+            raise SweepSpecError(f"{where}: {key} must be a string, not {_kind(data.get(key))}")
+        result[key] = data[key]
+    result["final_return"] = _return(data.get("final_return"), f"{where}: final_return")
+    result["num_timesteps"] = field_int(data.get("num_timesteps"), f"{where}: num_timesteps", 0)
+    for key in ("wall_time_s", "train_time_s", "eval_time_s", "steps_per_s"):
+        result[key] = field_float(data.get(key), f"{where}: {key}")
+    curve = data.get("curve")
+    if not isinstance(curve, list):
+        raise SweepSpecError(f"{where}: curve must be a list, not {_kind(curve)}")
+    result["curve"] = []
+    for i, point in enumerate(curve):
+        point = json_object(point, f"{where}: curve[{i}]")
+        result["curve"].append(
+            {
+                "nominal_timesteps": field_int(
+                    point.get("nominal_timesteps"), f"{where}: curve[{i}].nominal_timesteps", 0
+                ),
+                "mean_return": _return(
+                    point.get("mean_return"), f"{where}: curve[{i}].mean_return"
+                ),
+            }
+        )
+    return result
+
+
+def _return(value: Any, where: str) -> float:
+    number = field_float(value, where, allow_none=True)
+    return math.nan if number is None else number
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    return {dict: "an object", list: "a list", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
@@ -34,6 +149,9 @@ def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[s
 
     Only the runs of the sweep's current spec count: folders left by runs the spec no longer
     has are ignored.
+
+    Raises:
+        BadFileError: a malformed ``sweep.json``, ``result.json`` or ``status.json``.
     """
     results, others = [], defaultdict(list)
     wanted = spec_run_ids(sweep_dir)
@@ -44,18 +162,13 @@ def load_results(sweep_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[s
             continue
         path = os.path.join(run_dir, "result.json")
         if os.path.exists(path):
-            with open(path) as handle:
-                results.append(json.load(handle))
+            results.append(check_result(load_json_file(path), path))
             continue
-        try:
-            with open(os.path.join(run_dir, "status.json")) as handle:
-                status = json.load(handle)
-        except (OSError, ValueError):
-            status = {"status": "pending"}
+        status = read_status(run_dir)
         label = os.path.basename(run_dir)
         if status.get("error"):
             label += f": {status['error'].splitlines()[0][:200]}"
-        others[status.get("status", "pending")].append(label)
+        others[status["status"]].append(label)
     return results, dict(others)
 
 
@@ -75,14 +188,19 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (group, env), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         stats = summarize([r["final_return"] for r in runs])
         late = summarize([late_return(r) for r in runs])
-        rows.append({
-            "algorithm": group, "env": env, **stats,
-            "late_mean": late["mean"], "late_ci_low": late["mean_ci_low"],
-            "late_ci_high": late["mean_ci_high"],
-            "seeds": " ".join(str(r["config"]["seed"]) for r in runs),
-            "median_wall_time_s": statistics.median(r["wall_time_s"] for r in runs),
-            "median_steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
-        })  # fmt: skip
+        rows.append(
+            {
+                "algorithm": group,
+                "env": env,
+                **stats,
+                "late_mean": late["mean"],
+                "late_ci_low": late["mean_ci_low"],
+                "late_ci_high": late["mean_ci_high"],
+                "seeds": " ".join(str(r["config"]["seed"]) for r in runs),
+                "median_wall_time_s": statistics.median(r["wall_time_s"] for r in runs),
+                "median_steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -157,6 +275,7 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
 
     Raises:
         ValueError: no completed run in ``sweep_dir``.
+        BadFileError: a malformed file in ``sweep_dir`` (one line naming it and the field).
     """
     results, others = load_results(sweep_dir)
     if not results:
@@ -184,10 +303,7 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
         writer.writerows(run_rows)
     plot_curves(curves(results), os.path.join(out, "curves.png"))
 
-    sweep: dict[str, Any] = {}
-    if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
-        with open(os.path.join(sweep_dir, "sweep.json")) as handle:
-            sweep = json.load(handle)
+    sweep: dict[str, Any] = read_sweep_json(sweep_dir) or {}
     import yaml
 
     config = results[0]["config"]

@@ -11,7 +11,6 @@ without ``result.json`` is unfinished, whatever else its folder holds.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 import time
@@ -20,20 +19,87 @@ from typing import Any
 
 import numpy as np
 
-from mdpo.sweep.spec import RunConfig, algorithm_class
+from mdpo.limits import BadFileError, dumps_json, field_float, json_object, load_json_file
+from mdpo.sweep.spec import RunConfig, SweepSpecError, algorithm_class
 from mdpo.utils import code_version
 
 EVAL_SEED_OFFSET = 10_000  # eval envs use seeds far from the training env's
+#: what a run's ``status.json`` may say
+STATUSES = ("pending", "running", "completed", "failed")
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
+    """Write ``data`` as strict JSON to ``path`` through a temporary file and a rename.
+
+    Non-finite floats (a diverged run's return) are written as ``null``, so that the strict
+    readers of :mod:`mdpo.limits` read the file back. The temporary file is removed when
+    anything fails (a value JSON cannot hold, a full disk, an interrupt): none is left behind.
+    """
+    text = dumps_json(data, indent=1)  # before any file exists: a bad value leaves nothing
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_run_config(run_dir: str) -> RunConfig:
+    """The run config in ``run_dir/config.json``, read within the limits and checked field by
+    field (:meth:`RunConfig.from_json`: its env id imports nothing).
+
+    Raises:
+        BadFileError: a missing, malformed or hostile ``config.json``; one line naming it.
+    """
+    path = os.path.join(run_dir, "config.json")
+    return RunConfig.from_json(load_json_file(path), path)
+
+
+def read_status(run_dir: str) -> dict[str, Any]:
+    """A run's ``status.json``, checked: ``status`` one of :data:`STATUSES`, ``error`` a
+    string, ``wall_time_s`` and ``final_return`` numbers (``null`` for a non-finite return).
+
+    Returns:
+        The checked fields (``{"status": "pending"}`` when there is no ``status.json``).
+
+    Raises:
+        BadFileError: a malformed ``status.json``; one line naming it and the field.
+    """
+    path = os.path.join(run_dir, "status.json")
+    if not os.path.exists(path):
+        return {"status": "pending"}
+    data = json_object(load_json_file(path), path)
+    status = data.get("status", "pending")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise SweepSpecError(
+            f"{path}: status must be one of {', '.join(STATUSES)}, not {_show(status)}"
+        )
+    checked: dict[str, Any] = {"status": status}
+    if "error" in data:
+        if not isinstance(data["error"], str):
+            raise SweepSpecError(f"{path}: error must be a string, not {_show(data['error'])}")
+        if data["error"].strip():  # an empty error says nothing (and has no first line)
+            checked["error"] = data["error"]
+    if "wall_time_s" in data:
+        checked["wall_time_s"] = field_float(data["wall_time_s"], f"{path}: wall_time_s")
+    if "final_return" in data:
+        checked["final_return"] = field_float(
+            data["final_return"], f"{path}: final_return", allow_none=True
+        )
+    return checked
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    return type(value).__name__ if value is not None else "null"
 
 
 class EvalSchedule:
@@ -183,8 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mdpo.sweep.worker RUN_DIR", file=sys.stderr)
         return 2
     run_dir = argv[0]
-    with open(os.path.join(run_dir, "config.json")) as handle:
-        run = RunConfig.from_json(json.load(handle))
+    try:
+        run = load_run_config(run_dir)
+    except BadFileError as err:  # nothing of the run is made: record why, in one line
+        message = f"{type(err).__name__}: {err}"
+        print(f"{run_dir}: {message}", file=sys.stderr)
+        try:
+            write_json_atomic(
+                os.path.join(run_dir, "status.json"), {"status": "failed", "error": message}
+            )
+        except OSError:  # no folder to record it in: the message above says it
+            pass
+        return 2
     try:
         run_one(run, run_dir)
     except Exception as err:  # recorded in status.json; the exit code tells the executor
