@@ -33,9 +33,9 @@ def rate(model, columns, scenarios, cold: bool) -> float:
 
 
 def main() -> None:
-    import envs.hydro  # noqa: F401
-    from envs.hydro import load_case
-    from envs.hydro.model import build_deterministic_equivalent, build_stage_lp
+    import mdpo.envs.hydro  # noqa: F401
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_deterministic_equivalent, build_stage_lp
     from mdpo.optim.highs import HighsModel
 
     parser = argparse.ArgumentParser(description=__doc__,

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 import torch
+from pendulum_mixture import START, mixture_dataset
 
-from envs.pendulum_mixture import START, mixture_dataset
 from mdpo import BC, OPPO
 from mdpo.data.preferences import PreferencePairs, Preferences, SegmentSampler
 

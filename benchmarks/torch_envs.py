@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import run_metadata, write_rows  # noqa: E402
-from envs.torch_classic import TORCH_ENVS, make_torch_env  # noqa: E402
+from mdpo.envs.torch_classic import TORCH_ENVS, make_torch_env  # noqa: E402
 from mdpo.utils import get_device  # noqa: E402
 
 # PPO settings per variant: (env, n_envs, hyperparameters). The 1-env one is RL Zoo's

@@ -1,7 +1,6 @@
-"""Environments of the suite.
+"""Environments of the suite, installed as ``mdpo.envs`` (this repository folder is ``envs/``).
 
-``envs.toy``: small environments with known dynamics used by the tests.
-``envs.torch_classic``: torch-native batched CartPole, Pendulum, MountainCarContinuous and
+``mdpo.envs.torch_classic``: torch-native batched CartPole, Pendulum, MountainCarContinuous and
 Acrobot (``env="torch:<id>"`` for the agents).
-``envs.hydro``: the hydrothermal dispatch model of the Bolivian system and its gymnasium env.
+``mdpo.envs.hydro``: the hydrothermal dispatch model of the Bolivian system and its gymnasium env.
 """

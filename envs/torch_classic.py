@@ -53,6 +53,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from mdpo.utils import get_device
+
 
 class TorchVectorEnv(VectorEnv):
     """Base of the torch-native batched environments.
@@ -82,7 +84,6 @@ class TorchVectorEnv(VectorEnv):
         dtype: torch.dtype = torch.float64,
         max_episode_steps: int | None = None,
     ):
-        from mdpo.utils import get_device  # here: mdpo's runners import this module
 
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")

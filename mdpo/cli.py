@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(func=command_eval)
 
-    from envs.hydro.cli import add_parser as add_hydro_parser
+    from mdpo.envs.hydro.cli import add_parser as add_hydro_parser
 
     add_hydro_parser(sub)
     from mdpo.data.cli import add_parsers as add_offline_parsers

@@ -7,7 +7,7 @@ whole rollout to the agent as torch tensors on the agent's device.
 - :class:`VecEnvRunner` steps a gymnasium vector env: the per-step path stays in NumPy and
   the conversion to tensors happens once per rollout.
 - :class:`TorchEnvRunner` steps a torch-native env (``env="torch:CartPole-v1"``, see
-  :mod:`envs.torch_classic`) whose batch lives on the agent's device: observations, actions
+  :mod:`mdpo.envs.torch_classic`) whose batch lives on the agent's device: observations, actions
   and rewards never leave it, and nothing waits on the device during a rollout.
 """
 
@@ -25,7 +25,7 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
+from mdpo.envs.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
 from mdpo.utils import get_device
 
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
@@ -677,7 +677,7 @@ class TensorNormalizer:
 
 
 class TorchEnvRunner(Runner):
-    """Steps a torch-native env (:class:`envs.torch_classic.TorchVectorEnv`) on the agent's
+    """Steps a torch-native env (:class:`mdpo.envs.torch_classic.TorchVectorEnv`) on the agent's
     device: the rollout is written into preallocated tensors there, episode statistics are
     gathered once at the end of the rollout, and nothing in the loop waits for the device
     (see :class:`Runner` for the arguments).

@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from toy import make_counter
 
-from envs.toy import make_counter
 from mdpo import PPO, BaseCallback, CheckpointCallback, EvalCallback, evaluate_policy
 from mdpo.utils import linear_schedule
 

@@ -136,7 +136,7 @@ def test_off_policy_checkpoints_keep_the_replay_buffer(in_tmp):
 def test_train_evaluates_on_the_env_made_with_its_env_kwargs(in_tmp):
     """The evaluation env is made with the run's ``env_kwargs`` (here a 3-bus hydro case whose
     spaces differ from the default Bolivia ones)."""
-    import envs.hydro  # noqa: F401 - registers HydroDispatch-v0
+    import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 
     kwargs = json.dumps({"case": "case3", "horizon": 6, "load_scale": 1.0})
     assert main(["train", "PPO", "HydroDispatch-v0", "--set", f"env_kwargs={kwargs}",

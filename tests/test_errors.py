@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from toy import make_counter
 
-from envs.toy import make_counter
 from mdpo import PPO, CheckpointCallback, NonFiniteLossError
 
 

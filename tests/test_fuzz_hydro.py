@@ -12,8 +12,8 @@ from fuzzing import FUZZ, assert_loads_or_refuses, deep_json, json_mutation, mut
 from hypothesis import given
 from hypothesis import strategies as st
 
-from envs.hydro import load_case
-from envs.hydro.sddp import SDDP
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.sddp import SDDP
 
 CASE_FILES = ["PowerModels.json", "hydro.json", "inflows.csv", "scenarioprobability.csv"]
 JSON_FILES = ["PowerModels.json", "hydro.json"]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from fuzzing import run_case
 
-from envs.hydro import CaseDataError, load_case
-from envs.hydro.sddp import SDDP, CutFileError, cut_file_max_bytes, read_cuts_file
+from mdpo.envs.hydro import CaseDataError, load_case
+from mdpo.envs.hydro.sddp import SDDP, CutFileError, cut_file_max_bytes, read_cuts_file
 from mdpo.limits import MAX_CUTS, BadFileError
 from mdpo.optim.lp import LPFormatError, read_mof
 
@@ -143,7 +143,7 @@ def test_simulate_with_a_bad_cut_file_is_a_one_line_error(tmp_path, cut_file, ca
 def test_a_huge_declared_horizon_allocates_nothing(tmp_path, case3):
     """The file's horizon sizes nothing: the policy holds the models of the stages simulated
     (the old code built one HiGHS model per stage of the file's horizon)."""
-    from envs.hydro.cli import load_policy
+    from mdpo.envs.hydro.cli import load_policy
 
     path = tmp_path / "cuts.json"
     path.write_text(cut_text([[0, 1.0, [-5.0]], [10**11, 2.0, [-1.0]]], horizon=10**12))
@@ -280,8 +280,8 @@ def test_mathoptformat_files_are_read_within_bounds(tmp_path):
 
 # ------------------------------------------------------------ 8, 9, 13: TS-DDR run folders
 def tsddr_agent(best_model_path=None):
-    from envs.hydro.problem import HydroProblem
     from mdpo import TSDDR
+    from mdpo.envs.hydro.problem import HydroProblem
 
     problem = HydroProblem("case3", 6, load_scale=1.0)
     return TSDDR("StatePolicy", problem, eval_freq=1, eval_scenarios=4, seed=0, device="cpu",

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from envs.hydro import CaseDataError, load_case
+from mdpo.envs.hydro import CaseDataError, load_case
 
 
 def test_bundled_cases():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs.hydro  # noqa: F401 - registers HydroDispatch-v0
-from envs.hydro.model import build_deterministic_equivalent
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
+from mdpo.envs.hydro.model import build_deterministic_equivalent
 from mdpo.optim.highs import HighsModel
 
 
@@ -29,7 +29,7 @@ def test_env_checker_and_episode():
 def test_step_equals_the_target_lp():
     """A step's reward is minus the optimum of the one-stage LP with the same volume,
     inflow and target, solved directly."""
-    env = envs.hydro.HydroDispatchEnv("bolivia", horizon=3)
+    env = mdpo.envs.hydro.HydroDispatchEnv("bolivia", horizon=3)
     obs, _ = env.reset(seed=1)
     action = np.linspace(-0.8, 0.8, 11)
     volumes = env.volumes.copy()
@@ -56,7 +56,7 @@ def test_ppo_runs_on_it():
 def test_fixed_scenario_and_stage_record():
     """``reset(options={"scenario": ...})`` fixes the inflows; the recorded operating cost is
     the LP optimum minus the slack penalty, the recorded generation meets the load."""
-    env = envs.hydro.HydroDispatchEnv("bolivia", horizon=4)
+    env = mdpo.envs.hydro.HydroDispatchEnv("bolivia", horizon=4)
     path = np.array([3, 0, 14, 7])
     action = np.full(11, 0.3)
     seen = []

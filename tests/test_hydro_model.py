@@ -4,8 +4,8 @@ subproblem (read from its MathOptFormat file) at any incoming volumes and inflow
 import numpy as np
 import pytest
 
-from envs.hydro import load_case
-from envs.hydro.model import build_stage_lp
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.model import build_stage_lp
 from mdpo.optim import read_mof
 from mdpo.optim.highs import HighsModel
 
@@ -61,7 +61,7 @@ def scenario(case, horizon, seed):
 
 
 def test_one_stage_equivalent_is_the_stage_lp():
-    from envs.hydro.model import build_deterministic_equivalent
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
 
     case = load_case("bolivia")
     volume = np.array([p.max_volume for p in case.plants]) * 0.3
@@ -74,7 +74,7 @@ def test_one_stage_equivalent_is_the_stage_lp():
 
 
 def test_targets_at_the_optimum_cost_nothing_and_slack_is_penalized():
-    from envs.hydro.model import build_deterministic_equivalent, largest_cost
+    from mdpo.envs.hydro.model import build_deterministic_equivalent, largest_cost
 
     case = load_case("case3")
     inflows = scenario(case, 6, seed=1)
@@ -96,7 +96,7 @@ def test_targets_at_the_optimum_cost_nothing_and_slack_is_penalized():
 def test_target_duals_are_cost_derivatives(name, horizon, load_scale):
     """The dual of each target constraint equals the central finite difference of the optimal
     cost with respect to that target, wherever the basis does not change within ±h."""
-    from envs.hydro.model import build_deterministic_equivalent
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
 
     case = load_case(name)
     inflows = scenario(case, horizon, seed=2)

@@ -12,8 +12,8 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from torch.distributions import Normal
 from torch.nn import functional as F
+from toy import make_counter
 
-from envs.toy import make_counter
 from mdpo import SAC, ModelFileError, OffPolicyMDPO
 from mdpo.agents.mdpo_off import tsallis_log
 from mdpo.buffers import ReplaySample

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from pendulum_mixture import mixture_dataset
 
-from envs.pendulum_mixture import mixture_dataset
 from mdpo import BC, OPPO
 from mdpo.agents.oppo import masked_mse, norm_loss, weighted_triplet_loss
 from mdpo.data.dataset import Episode, OfflineDataset
@@ -727,7 +727,7 @@ def test_oppo_beats_behaviour_cloning_on_a_pendulum_mixture():
     segments. Budget: 2000 gradient steps each, a small encoder (width 32, one layer).
     Measured (normalized; benchmarks/oppo_pendulum.py, results/oppo_pendulum): OPPO 89.0 with
     seed 0 (37.0 and 86.2 with seeds 1 and 2), BC -32.8 (-32.3, -28.4)."""
-    from envs.pendulum_mixture import START
+    from pendulum_mixture import START
 
     torch.set_num_threads(1)
     dataset = mixture_dataset(good=20, bad=20)

@@ -85,8 +85,8 @@ def test_mof_reader_refuses_what_it_does_not_read(tmp_path):
 
 
 def test_batch_solve_in_processes_equals_serial():
-    from envs.hydro import load_case
-    from envs.hydro.model import build_deterministic_equivalent
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
     from mdpo.optim.highs import BoundUpdate, solve_batch
 
     case = load_case("case3")
@@ -116,7 +116,7 @@ def test_batch_solve_in_processes_equals_serial():
 def test_a_solve_out_of_time_is_retried_then_named():
     """A solve that ends without a verdict is retried (cold, then interior point); when every
     attempt runs out of time the error names the problem and the status."""
-    from envs.hydro.problem import HydroProblem
+    from mdpo.envs.hydro.problem import HydroProblem
 
     lp = HydroProblem("bolivia", 48).target_equivalent().lp
     model = HighsModel(lp, time_limit=1e-4)
@@ -131,7 +131,7 @@ def test_a_solve_out_of_time_is_retried_then_named():
 def test_the_time_limit_is_per_solve_not_per_model():
     """HiGHS counts its time limit over every solve of an instance; ours is per solve: many
     solves whose total exceeds the limit all succeed."""
-    from envs.hydro.problem import HydroProblem
+    from mdpo.envs.hydro.problem import HydroProblem
 
     model = HighsModel(HydroProblem("bolivia", 24).target_equivalent().lp, time_limit=1.0)
     # solve until the instance's total time is past the limit (how many solves that takes

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from toy import make_counter
 
-from envs.toy import make_counter
 from mdpo import PPO
 from mdpo.runners import LeanSyncVectorEnv, Normalizer, VecEnvRunner, make_vec_env
 

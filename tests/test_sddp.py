@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from envs.hydro import load_case
-from envs.hydro.model import build_scenario_tree
-from envs.hydro.sddp import SDDP
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.model import build_scenario_tree
+from mdpo.envs.hydro.sddp import SDDP
 from mdpo.optim.highs import HighsModel
 
 
@@ -121,7 +121,7 @@ def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
 
 
 def test_evaluation_paths_are_prefixes_in_scenarios_and_stages():
-    from envs.hydro.cli import evaluation_paths
+    from mdpo.envs.hydro.cli import evaluation_paths
 
     case = load_case("bolivia")
     full = evaluation_paths(case, 20, 30)

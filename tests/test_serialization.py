@@ -228,8 +228,7 @@ def test_foreign_config_cannot_request_huge_networks(trained, tmp_path):
 def test_discrete_actions_with_an_offset_start(tmp_path):
     import gymnasium as gym
     from gymnasium import spaces
-
-    from envs.toy import CounterEnv
+    from toy import CounterEnv
 
     class Shifted(CounterEnv):
         def __init__(self):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.torch_classic import TORCH_ENVS, CartPole, Pendulum, make_torch_env
+from mdpo.envs.torch_classic import TORCH_ENVS, CartPole, Pendulum, make_torch_env
 from mdpo.runners import (
     Normalizer,
     TorchEnvRunner,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import envs.hydro  # noqa: F401 - registers HydroDispatch-v0
-from envs.hydro import load_case
-from envs.hydro.problem import HydroProblem
-from envs.hydro.sddp import SDDP
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 from mdpo import TSDDR
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.problem import HydroProblem
+from mdpo.envs.hydro.sddp import SDDP
 from mdpo.optim.highs import SolveError
 from mdpo.optim.lp import LinearProgram
 from mdpo.optim.multistage import MultiStageProblem, TargetLP, simulate_stagewise
@@ -118,8 +118,8 @@ def test_save_load_resume_equals_uninterrupted(tmp_path):
 def test_stagewise_evaluation_equals_the_env_driven_by_predict():
     """The agent's own evaluation and the gymnasium env driven by ``predict`` (with its
     memory) give the same costs: the same non-anticipative simulation."""
-    from envs.hydro.env import HydroDispatchEnv
-    from envs.hydro.simulate import simulate_env_policy
+    from mdpo.envs.hydro.env import HydroDispatchEnv
+    from mdpo.envs.hydro.simulate import simulate_env_policy
 
     agent = case3_agent("LSTMPolicy", horizon=6, eval_freq=0)
     agent.learn(5)

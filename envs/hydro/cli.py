@@ -45,7 +45,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def _finish(args, case, records, label: str, extra: dict) -> dict:
     """Write a policy's records and summary into ``args.out`` and print one line."""
-    from envs.hydro.simulate import write_summary
+    from mdpo.envs.hydro.simulate import write_summary
 
     summary = {"label": label, "command": command_line(args), "case": case.name,
                "load_scale": args.load_scale,
@@ -107,8 +107,8 @@ def command_sddp(args: argparse.Namespace) -> int:
 
 
 def _sddp_in_folder(args: argparse.Namespace) -> int:
-    from envs.hydro import load_case
-    from envs.hydro.sddp import SDDP
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.sddp import SDDP
 
     case = load_case(args.case)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
@@ -176,9 +176,9 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
 
 def command_bound(args: argparse.Namespace) -> int:
     """Perfect-foresight cost of each evaluation scenario (the wait-and-see lower bound)."""
-    from envs.hydro import load_case
-    from envs.hydro.model import build_deterministic_equivalent
-    from envs.hydro.simulate import StageRecords, stage_record
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
+    from mdpo.envs.hydro.simulate import StageRecords, stage_record
     from mdpo.optim.highs import BoundUpdate, solve_batch
 
     if args.extra_stages < 0:
@@ -212,7 +212,7 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
     command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
     model file of an mdpo agent trained on ``HydroDispatch-v0``."""
-    from envs.hydro.sddp import SDDP, is_cuts_file
+    from mdpo.envs.hydro.sddp import SDDP, is_cuts_file
 
     if spec == "myopic":
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
@@ -227,8 +227,8 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
         sddp.load_cuts(spec, prefix=True)
         return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
     import mdpo
-    from envs.hydro.env import HydroDispatchEnv
-    from envs.hydro.simulate import simulate_env_policy
+    from mdpo.envs.hydro.env import HydroDispatchEnv
+    from mdpo.envs.hydro.simulate import simulate_env_policy
 
     agent = mdpo.load(spec, device="cpu")
     if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
@@ -251,7 +251,7 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
 
 def command_simulate(args: argparse.Namespace) -> int:
     """Simulate a policy on the evaluation scenarios."""
-    from envs.hydro import load_case
+    from mdpo.envs.hydro import load_case
 
     case = load_case(args.case)
     label, simulate = load_policy(args.policy, case, args.stages, args.load_scale,
@@ -281,10 +281,10 @@ def command_tsddr(args: argparse.Namespace) -> int:
 def _tsddr_in_folder(args: argparse.Namespace) -> int:
     import glob
 
-    from envs.hydro import load_case
-    from envs.hydro.problem import HydroProblem
     from mdpo import TSDDR
     from mdpo.callbacks import BaseCallback
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.problem import HydroProblem
 
     case = load_case(args.case)
     penalty = args.slack_penalty
@@ -349,8 +349,8 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         best = read_json_file(f"{best_path}.json")
         field_float(best.get("eval_mean_cost"), f"{best_path}.json: eval_mean_cost")
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
-    from envs.hydro.env import HydroDispatchEnv
-    from envs.hydro.simulate import simulate_env_policy
+    from mdpo.envs.hydro.env import HydroDispatchEnv
+    from mdpo.envs.hydro.simulate import simulate_env_policy
 
     env = HydroDispatchEnv(case, horizon=args.stages, load_scale=args.load_scale,
                            slack_penalty=problem.slack_penalty)  # fmt: skip
@@ -394,8 +394,8 @@ def read_summary(path: str) -> dict:
 def command_compare(args: argparse.Namespace) -> int:
     """A table (mean cost, 95% CI, gaps to the bound and to SDDP, training time) and the
     per-stage figure of several result folders."""
-    from envs.hydro import load_case
-    from envs.hydro.simulate import plot_stages, read_stage_means
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
 
     rows, runs = [], {}
     folders = [f for f in args.folders if os.path.isdir(f)]  # a shell glob also lists files
@@ -446,8 +446,8 @@ def command_compare(args: argparse.Namespace) -> int:
 
 def command_plot(args: argparse.Namespace) -> int:
     """Per-stage means of several result folders in one figure."""
-    from envs.hydro import load_case
-    from envs.hydro.simulate import plot_stages, read_stage_means
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
 
     runs = {}
     for folder in args.folders:

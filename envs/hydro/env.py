@@ -21,9 +21,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.hydro.case import Case, load_case
-from envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
-from envs.hydro.simulate import stage_record
+from mdpo.envs.hydro.case import Case, load_case
+from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
+from mdpo.envs.hydro.simulate import stage_record
 
 
 class HydroDispatchEnv(gym.Env):
@@ -83,7 +83,7 @@ class HydroDispatchEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start at the initial volumes; ``options={"scenario": indices}`` fixes the inflow
-        column of every stage (``horizon`` indices, as ``envs.hydro.cli.evaluation_paths``)
+        column of every stage (``horizon`` indices, as ``mdpo.envs.hydro.cli.evaluation_paths``)
         instead of drawing them."""
         super().reset(seed=seed)
         self.scenario = None
@@ -131,8 +131,8 @@ class HydroDispatchEnv(gym.Env):
         return self._observation(), -solution.objective * self.reward_scale, terminated, False, info
 
     def target_problem(self):
-        """This env's problem for TS-DDR (:class:`envs.hydro.problem.HydroProblem`)."""
-        from envs.hydro.problem import HydroProblem
+        """This env's problem for TS-DDR (:class:`mdpo.envs.hydro.problem.HydroProblem`)."""
+        from mdpo.envs.hydro.problem import HydroProblem
 
         return HydroProblem(self.case, self.horizon, self.stage_k, self.load_scale,
                             self.problem.slack_penalty)  # fmt: skip

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.hydro.case import Case
+from mdpo.envs.hydro.case import Case
 from mdpo.optim.lp import LinearProgram
 
 STAGE_K = 0.0036

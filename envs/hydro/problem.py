@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.hydro.case import Case, load_case
-from envs.hydro.model import (
+from mdpo.envs.hydro.case import Case, load_case
+from mdpo.envs.hydro.model import (
     LOAD_SCALE,
     STAGE_K,
     DeterministicEquivalent,

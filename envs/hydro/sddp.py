@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from envs.hydro.case import Case
-from envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
-from envs.hydro.simulate import StageRecords, stage_record
+from mdpo.envs.hydro.case import Case
+from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
+from mdpo.envs.hydro.simulate import StageRecords, stage_record
 from mdpo.limits import (
     MAX_CUTS,
     BadFileError,
@@ -175,7 +175,7 @@ class SDDP:
     Args:
         case: the case.
         horizon: stages (126 for the Bolivia study: 96 reported + 30 against end effects).
-        stage_k, load_scale: see :func:`envs.hydro.model.build_stage_lp`.
+        stage_k, load_scale: see :func:`mdpo.envs.hydro.model.build_stage_lp`.
         seed: seed of the forward-pass sampling.
     """
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.hydro.case import DATA_DIR, Case
+from mdpo.envs.hydro.case import DATA_DIR, Case
 from mdpo.limits import BadFileError, dumps_json
 from mdpo.optim.lp import LinearProgram
 
@@ -195,7 +195,7 @@ def simulate_env_policy(
     policy's target); the recorded cost leaves out the target-slack penalty.
 
     Args:
-        env: a :class:`envs.hydro.env.HydroDispatchEnv` (its horizon is the number of stages).
+        env: a :class:`mdpo.envs.hydro.env.HydroDispatchEnv` (its horizon is the number of stages).
         act: ``observation -> action`` (target volumes scaled to [-1, 1]).
         paths: ``[scenarios, env.horizon]`` inflow column indices.
         progress: show a progress bar over the scenarios.

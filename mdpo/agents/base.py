@@ -183,8 +183,8 @@ class Agent(ABC):
         policy: ``"MlpPolicy"`` (the only policy alias for now) or a policy class.
         env: an env id, a ``gymnasium.Env``, a factory, a ``SAME_STEP`` vector env, or ``None``
             (only to load a model for inference). ``"torch:<id>"`` (e.g.
-            ``"torch:CartPole-v1"``) or a :class:`~envs.torch_classic.TorchVectorEnv` steps
-            ``n_envs`` torch-native envs on the agent's device (see :mod:`envs.torch_classic`).
+            ``"torch:CartPole-v1"``) or a :class:`~mdpo.envs.torch_classic.TorchVectorEnv` steps
+            ``n_envs`` torch-native envs on the agent's device (see :mod:`mdpo.envs.torch_classic`).
         learning_rate: a float, or a schedule mapping progress remaining (1 → 0) to the rate.
         n_envs: number of parallel envs built from an env id or factory.
         vec_env_cls: ``"sync"`` or ``"async"`` vector env for ``n_envs > 1``.

@@ -638,7 +638,7 @@ class TSDDR(Agent):
     def actor(self):
         """``observation -> action`` for one scenario at a time, stage by stage, carrying the
         rule's memory (a new scenario starts when the stage fraction is 0); e.g. for
-        :func:`envs.hydro.simulate.simulate_env_policy`."""
+        :func:`mdpo.envs.hydro.simulate.simulate_env_policy`."""
         memory: dict[str, Any] = {"state": None}
 
         def act(observation: np.ndarray) -> np.ndarray:
