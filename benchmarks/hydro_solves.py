@@ -38,8 +38,9 @@ def main() -> None:
     from mdpo.envs.hydro.model import build_deterministic_equivalent, build_stage_lp
     from mdpo.optim.highs import HighsModel
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--case", default="bolivia")
     parser.add_argument("--stage-solves", type=int, default=500)
     parser.add_argument("--de-solves", type=int, default=20)
@@ -50,10 +51,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = case.inflows.shape[0]
     stage = build_stage_lp(case)
-    stage_inflows = [case.inflows[rng.integers(rows), :, rng.integers(case.n_scenarios)]
-                     for _ in range(args.stage_solves)]  # fmt: skip
-    paths = [np.stack([case.inflows[t % rows, :, rng.integers(case.n_scenarios)]
-                       for t in range(96)]).ravel() for _ in range(args.de_solves)]  # fmt: skip
+    stage_inflows = [
+        case.inflows[rng.integers(rows), :, rng.integers(case.n_scenarios)]
+        for _ in range(args.stage_solves)
+    ]
+    paths = [
+        np.stack(
+            [case.inflows[t % rows, :, rng.integers(case.n_scenarios)] for t in range(96)]
+        ).ravel()
+        for _ in range(args.de_solves)
+    ]
     de = build_deterministic_equivalent(case, paths[0].reshape(96, -1))
     results: dict[str, list[float]] = {}
     for _ in range(args.repeats):
@@ -69,9 +76,14 @@ def main() -> None:
         print(f"{args.case} {key}: {value:.1f} solves/s (median of {args.repeats})")
     os.makedirs(args.out, exist_ok=True)
     command = "python benchmarks/hydro_solves.py " + " ".join(sys.argv[1:])
-    meta = {**run_metadata(command), "case": args.case, "solves_per_s": medians,
-            "all": results, "stage_lp": [stage.lp.n_variables, stage.lp.n_rows],
-            "deterministic_equivalent": [de.lp.n_variables, de.lp.n_rows]}  # fmt: skip
+    meta = {
+        **run_metadata(command),
+        "case": args.case,
+        "solves_per_s": medians,
+        "all": results,
+        "stage_lp": [stage.lp.n_variables, stage.lp.n_rows],
+        "deterministic_equivalent": [de.lp.n_variables, de.lp.n_rows],
+    }
     with open(os.path.join(args.out, "summary.json"), "w") as handle:
         json.dump(meta, handle, indent=1)
     print(f"wrote {args.out}/summary.json")

@@ -53,11 +53,27 @@ def run_all(args: argparse.Namespace) -> None:
                 if os.path.exists(os.path.join(folder, "config.json")):
                     command = ["oppo", "train", "--resume", folder, "--no-progress"]
                 else:
-                    command = ["oppo", "train", "--dataset", dataset, "--algo", algo,
-                               "--seed", str(seed), "--steps", str(args.steps),
-                               "--eval-every", str(args.eval_every), "--eval-episodes",
-                               str(args.eval_episodes), "--checkpoint-every",
-                               str(args.eval_every), "--out", folder, "--no-progress"]  # fmt: skip
+                    command = [
+                        "oppo",
+                        "train",
+                        "--dataset",
+                        dataset,
+                        "--algo",
+                        algo,
+                        "--seed",
+                        str(seed),
+                        "--steps",
+                        str(args.steps),
+                        "--eval-every",
+                        str(args.eval_every),
+                        "--eval-episodes",
+                        str(args.eval_episodes),
+                        "--checkpoint-every",
+                        str(args.eval_every),
+                        "--out",
+                        folder,
+                        "--no-progress",
+                    ]
                     for pair in args.set or []:
                         command += ["--set", pair]
                     if algo == "OPPO":
@@ -101,8 +117,11 @@ def report(args: argparse.Namespace) -> None:
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         groups.setdefault((run["dataset"], run["algo"]), []).append(run)
-    lines = ["| dataset | algorithm | seeds | final normalized score, mean [95% CI] | "
-             "last 20% of evaluations | per seed |", "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| dataset | algorithm | seeds | final normalized score, mean [95% CI] | "
+        "last 20% of evaluations | per seed |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for (dataset, algo), members in sorted(groups.items()):
         finals = np.array([m["final_normalized"] for m in members])
         lasts = []
@@ -111,11 +130,14 @@ def report(args: argparse.Namespace) -> None:
             lasts.append(np.mean(scores[-max(1, len(scores) // 5) :]))
         low, high = bootstrap_ci(finals)
         per_seed = ", ".join(f"{m['final_normalized']:.1f}" for m in members)
-        lines.append(f"| {dataset} | {algo} | {len(members)} | {finals.mean():.1f} "
-                     f"[{low:.1f}, {high:.1f}] | {np.mean(lasts):.1f} | {per_seed} |")  # fmt: skip
+        lines.append(
+            f"| {dataset} | {algo} | {len(members)} | {finals.mean():.1f} "
+            f"[{low:.1f}, {high:.1f}] | {np.mean(lasts):.1f} | {per_seed} |"
+        )
     datasets = sorted({d for d, _ in groups})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False
+    )
     for ax, dataset in zip(axes[0], datasets, strict=False):
         for (d, algo), members in sorted(groups.items()):
             if d != dataset:
@@ -132,15 +154,20 @@ def report(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=100)
     # the code a run started and finished on (a resumed run may span commits)
-    versions = sorted({run.get(key) or "not recorded" for run in runs
-                       for key in ("started_on", "code_version")})  # fmt: skip
+    versions = sorted(
+        {run.get(key) or "not recorded" for run in runs for key in ("started_on", "code_version")}
+    )
     if any(len(members) < 5 for members in groups.values()):
-        lines.append("\nWith fewer than 5 seeds the percentile bootstrap interval is (nearly) "
-                     "the seeds' range: read it as a range, not a 95% interval.")  # fmt: skip
+        lines.append(
+            "\nWith fewer than 5 seeds the percentile bootstrap interval is (nearly) "
+            "the seeds' range: read it as a range, not a 95% interval."
+        )
     table = "\n".join(lines)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
-        handle.write(f"Command: `python {shlex.join(sys.argv)}` ({code_version()}); the runs' "
-                     f"code: {', '.join(versions)}\n\n{table}\n")  # fmt: skip
+        handle.write(
+            f"Command: `python {shlex.join(sys.argv)}` ({code_version()}); the runs' "
+            f"code: {', '.join(versions)}\n\n{table}\n"
+        )
     print(table)
 
 
@@ -154,10 +181,18 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--labels", default="scripted:K=20")
     parser.add_argument("--policy", default="mlp", choices=("mlp", "transformer"))
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="a hyperparameter of every algorithm (repeatable)")  # fmt: skip
-    parser.add_argument("--oppo-set", action="append", metavar="KEY=VALUE",
-                        help="an OPPO hyperparameter (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a hyperparameter of every algorithm (repeatable)",
+    )
+    parser.add_argument(
+        "--oppo-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an OPPO hyperparameter (repeatable)",
+    )
     parser.add_argument("--root", help="Minari datasets folder")
     parser.add_argument("--out", default="results/oppo")
     parser.add_argument("--report", action="store_true", help="only write the report")

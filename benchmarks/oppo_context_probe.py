@@ -101,8 +101,9 @@ def main() -> None:
     dataset = OfflineDataset.load(args.dataset, args.root)
     agent = OPPO.load(args.model, env=dataset, device="cpu")
     result = probe(agent, args.segments, args.episodes, args.seed)
-    result.update(model=args.model, command=f"python {shlex.join(sys.argv)}",
-                  code_version=code_version())  # fmt: skip
+    result.update(
+        model=args.model, command=f"python {shlex.join(sys.argv)}", code_version=code_version()
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "command"}, indent=1))
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -1,4 +1,4 @@
-"""OPPO vs BC vs filtered BC on the Pendulum mixtures of ``envs/pendulum_mixture.py`` (not a
+"""OPPO vs BC vs filtered BC on the Pendulum mixtures of ``tests/pendulum_mixture.py`` (not a
 test): what preference guidance recovers from a dataset of good and bad behaviour.
 
 Settings (each run 2000 gradient steps, a small encoder of width 32 and one layer, learning
@@ -25,15 +25,24 @@ import time
 
 import numpy as np
 import torch
-from pendulum_mixture import START, mixture_dataset
 
 from mdpo import BC, OPPO
 from mdpo.data.preferences import PreferencePairs, Preferences, SegmentSampler
 
+# the Pendulum mixtures are made by a helper of the test suite
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+from pendulum_mixture import START, mixture_dataset  # noqa: E402
+
 STEPS = 2000
-OPPO_KWARGS = dict(learning_rate=1e-3, encoder_learning_rate=1e-3, z_learning_rate=1e-2,
-                   warmup_steps=200,
-                   encoder_kwargs=dict(hidden=32, n_layers=1, ff=64, dropout=0.0))  # fmt: skip
+OPPO_KWARGS = dict(
+    learning_rate=1e-3,
+    encoder_learning_rate=1e-3,
+    z_learning_rate=1e-2,
+    warmup_steps=200,
+    encoder_kwargs=dict(hidden=32, n_layers=1, ff=64, dropout=0.0),
+)
 
 
 def behaviour_labels(dataset, segment_length: int, n: int = 2000, seed: int = 0) -> Preferences:
@@ -50,9 +59,13 @@ def behaviour_labels(dataset, segment_length: int, n: int = 2000, seed: int = 0)
     sa = (torch.rand(n, generator=g, dtype=torch.float64) * starts[ea]).long()
     sb = (torch.rand(n, generator=g, dtype=torch.float64) * starts[eb]).long()
     swap = torch.rand(n, generator=g) < 0.5
-    pairs = PreferencePairs(torch.where(swap, eb, ea), torch.where(swap, sb, sa),
-                            torch.where(swap, ea, eb), torch.where(swap, sa, sb),
-                            (~swap).float())  # fmt: skip
+    pairs = PreferencePairs(
+        torch.where(swap, eb, ea),
+        torch.where(swap, sb, sa),
+        torch.where(swap, ea, eb),
+        torch.where(swap, sa, sb),
+        (~swap).float(),
+    )
     return Preferences(sampler, pairs, description="behaviour: good controller preferred")
 
 
@@ -66,8 +79,7 @@ def run(setting: str, algo: str, seed: int) -> float:
         agent = OPPO("MlpPolicy", dataset, labels=labels, seed=seed, **OPPO_KWARGS)
     else:
         fraction = 0.1 if algo == "FilteredBC" else 1.0
-        agent = BC("MlpPolicy", dataset, seed=seed, learning_rate=1e-3,
-                   filter_fraction=fraction)  # fmt: skip
+        agent = BC("MlpPolicy", dataset, seed=seed, learning_rate=1e-3, filter_fraction=fraction)
     agent.learn(STEPS)
     return agent.evaluate(10, seed=100, reset_options=options)["mean_normalized"]
 
@@ -94,16 +106,21 @@ def main() -> None:
                 continue
             tic = time.time()
             results[key] = {"score": run(setting, algo, seed), "seconds": time.time() - tic}
-            print(f"{key}: {results[key]['score']:.1f} ({results[key]['seconds']:.0f} s)",
-                  flush=True)  # fmt: skip
+            print(
+                f"{key}: {results[key]['score']:.1f} ({results[key]['seconds']:.0f} s)", flush=True
+            )
             with open(results_path, "w") as handle:
                 json.dump(results, handle, indent=1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    lines = [f"Command: `python {shlex.join(sys.argv)}` (commit {commit}); see the script's "
-             f"docstring for the settings.", "",
-             "| setting | algorithm | normalized score, mean over seeds | per seed |",
-             "|---|---|---:|---|"]  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        f"Command: `python {shlex.join(sys.argv)}` (commit {commit}); see the script's "
+        f"docstring for the settings.",
+        "",
+        "| setting | algorithm | normalized score, mean over seeds | per seed |",
+        "|---|---|---:|---|",
+    ]
     for setting, algo in plan:
         scores = [results[f"{setting}/{algo}/{s}"]["score"] for s in args.seeds]
         per_seed = ", ".join(f"{v:.1f}" for v in scores)

@@ -143,9 +143,22 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
     def run(kind: str, seed: int) -> dict:
-        cmd = [sys.executable, __file__, "--worker", kind, "--env", args.env, "--fill",
-               str(args.fill), "--updates", str(args.updates), "--steps", str(args.steps),
-               "--seed", str(seed)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            kind,
+            "--env",
+            args.env,
+            "--fill",
+            str(args.fill),
+            "--updates",
+            str(args.updates),
+            "--steps",
+            str(args.steps),
+            "--seed",
+            str(seed),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             sys.exit(f"{kind} run failed:\n{result.stderr}")
@@ -177,17 +190,23 @@ def main() -> None:
         "SAC": gflops * 1e9 / flops["sac_needed"],
         "OffPolicyMDPO": gflops * 1e9 / flops["mdpo"],
     }
-    print(f"update FLOPs: SAC as SB3 computes it {flops['sac_sb3'] / 1e9:.3f} G, SAC needed "
-          f"{flops['sac_needed'] / 1e9:.3f} G, MDPO {flops['mdpo'] / 1e9:.3f} G; matmul "
-          f"{gflops:.0f} GFLOP/s (median)")  # fmt: skip
+    print(
+        f"update FLOPs: SAC as SB3 computes it {flops['sac_sb3'] / 1e9:.3f} G, SAC needed "
+        f"{flops['sac_needed'] / 1e9:.3f} G, MDPO {flops['mdpo'] / 1e9:.3f} G; matmul "
+        f"{gflops:.0f} GFLOP/s (median)"
+    )
     for kind in KINDS:
         fraction = median[f"{kind}_updates_per_s"] / ceilings[kind]
-        line = (f"{LABELS[kind]}: {median[f'{kind}_updates_per_s']:.1f} updates/s "
-                f"(ceiling {ceilings[kind]:.0f}, {fraction:.0%} of it), "
-                f"{median[f'{kind}_steps_per_s']:.1f} env-steps/s")  # fmt: skip
+        line = (
+            f"{LABELS[kind]}: {median[f'{kind}_updates_per_s']:.1f} updates/s "
+            f"(ceiling {ceilings[kind]:.0f}, {fraction:.0%} of it), "
+            f"{median[f'{kind}_steps_per_s']:.1f} env-steps/s"
+        )
         if kind != "sb3":
-            line += (f"; ratio to SB3: updates {median[f'{kind}_update_ratio']:.2f}x, "
-                     f"env-steps {median[f'{kind}_step_ratio']:.2f}x")  # fmt: skip
+            line += (
+                f"; ratio to SB3: updates {median[f'{kind}_update_ratio']:.2f}x, "
+                f"env-steps {median[f'{kind}_step_ratio']:.2f}x"
+            )
         print(line)
 
     os.makedirs(args.out, exist_ok=True)

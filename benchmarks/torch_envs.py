@@ -43,19 +43,29 @@ from mdpo.utils import get_device  # noqa: E402
 # about 2k (64 envs) and 16k (1024 envs) steps over many envs.
 PPO_VARIANTS = {
     "gymnasium, 1 env": (
-        "CartPole-v1", 1,
-        dict(n_steps=256, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
-             learning_rate=1e-3, ent_coef=0.0),
+        "CartPole-v1",
+        1,
+        dict(
+            n_steps=256,
+            batch_size=256,
+            n_epochs=20,
+            gamma=0.98,
+            gae_lambda=0.8,
+            learning_rate=1e-3,
+            ent_coef=0.0,
+        ),
     ),
     "torch, 64 envs": (
-        "torch:CartPole-v1", 64,
+        "torch:CartPole-v1",
+        64,
         dict(n_steps=32, batch_size=512, n_epochs=10, learning_rate=1e-3),
     ),
     "torch, 1024 envs": (
-        "torch:CartPole-v1", 1024,
+        "torch:CartPole-v1",
+        1024,
         dict(n_steps=16, batch_size=4096, n_epochs=10, learning_rate=1e-3),
     ),
-}  # fmt: skip
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -134,10 +144,13 @@ def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
             anchor = results["gymnasium SyncVectorEnv"]
             for name, value in results.items():
                 row = {
-                    "env": env_id, "n_envs": n_envs, "implementation": name,
+                    "env": env_id,
+                    "n_envs": n_envs,
+                    "implementation": name,
                     "device": str(device) if name.startswith("torch") else "cpu (NumPy)",
-                    "steps_per_s": round(value), "vs_SyncVectorEnv": round(value / anchor, 2),
-                }  # fmt: skip
+                    "steps_per_s": round(value),
+                    "vs_SyncVectorEnv": round(value / anchor, 2),
+                }
                 rows.append(row)
                 print(
                     f"{env_id:26s} {n_envs:6d} {name:38s} {value:14,.0f} steps/s "
@@ -184,12 +197,14 @@ def ppo(args: argparse.Namespace, device: torch.device) -> list[dict]:
             synchronize(device)
             train_seconds = time.perf_counter() - tic - clock.eval_seconds
             row = {
-                "variant": name, "device": str(device), "seed": seed,
+                "variant": name,
+                "device": str(device),
+                "seed": seed,
                 "solved": clock.solved_at is not None,
                 "env_steps": clock.solved_at or agent.num_timesteps,
                 "train_seconds": round(train_seconds, 2),
                 "last_eval_mean": clock.last_mean,
-            }  # fmt: skip
+            }
             rows.append(row)
             print(
                 f"PPO {name:18s} seed {seed}: solved={row['solved']} after {row['env_steps']:,} "
@@ -216,8 +231,11 @@ def plot(out: str) -> None:
     for ax, env_id in zip(axes[0], envs, strict=True):
         mine = [row for row in rows if row["env"] == env_id]
         for name in dict.fromkeys(row["implementation"] for row in mine):
-            points = [(int(r["n_envs"]), float(r["steps_per_s"])) for r in mine
-                      if r["implementation"] == name]  # fmt: skip
+            points = [
+                (int(r["n_envs"]), float(r["steps_per_s"]))
+                for r in mine
+                if r["implementation"] == name
+            ]
             ax.plot(*zip(*points, strict=True), marker="o", label=name)
         ax.set(xscale="log", yscale="log", title=env_id, xlabel="envs")
         ax.grid(alpha=0.3)
@@ -231,9 +249,11 @@ def plot(out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--part", choices=["speed", "ppo", "all", "plot"], default="all",
+        "--part",
+        choices=["speed", "ppo", "all", "plot"],
+        default="all",
         help="plot: redraw speed.png from OUT/speed.csv",
-    )  # fmt: skip
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--envs", nargs="+", default=list(TORCH_ENVS), choices=list(TORCH_ENVS))
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 64, 1024, 16384])

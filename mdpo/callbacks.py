@@ -183,8 +183,14 @@ class CheckpointCallback(BaseCallback):
 
     def save(self) -> str:
         """Write a checkpoint now and prune old ones; returns its path."""
-        return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
-                               self.verbose, self.save_replay_buffer)  # fmt: skip
+        return save_checkpoint(
+            self.model,
+            self.save_path,
+            self.name_prefix,
+            self.keep_last,
+            self.verbose,
+            self.save_replay_buffer,
+        )
 
 
 class IterationCheckpointCallback(BaseCallback):
@@ -235,8 +241,14 @@ class IterationCheckpointCallback(BaseCallback):
         """Write a checkpoint now and prune old ones; returns its path."""
         steps = self.model.num_timesteps
         self._next_save = (steps // self.save_freq + 1) * self.save_freq
-        return save_checkpoint(self.model, self.save_path, self.name_prefix, self.keep_last,
-                               self.verbose, self.save_replay_buffer)  # fmt: skip
+        return save_checkpoint(
+            self.model,
+            self.save_path,
+            self.name_prefix,
+            self.keep_last,
+            self.verbose,
+            self.save_replay_buffer,
+        )
 
 
 def save_checkpoint(

@@ -433,9 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-envs", type=int, default=1, help="parallel envs (default 1)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     train.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
         help="hyperparameter override, repeatable (values parsed as JSON: --set n_steps=512)",
-    )  # fmt: skip
+    )
     train.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
@@ -472,14 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="benchmark sweeps: run a spec, report a folder")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sweep_run = sweep_sub.add_parser(
-        "run", help="run every run of a YAML spec (completed runs are skipped)",
+        "run",
+        help="run every run of a YAML spec (completed runs are skipped)",
         description="Run a sweep spec. Each run gets a folder under OUT/runs; rerunning the "
         "same command skips completed runs and reruns failed or interrupted ones.",
-    )  # fmt: skip
+    )
     sweep_run.add_argument("spec", help="YAML sweep spec")
     sweep_run.add_argument("--backend", choices=["local", "ray"], default="local")
-    sweep_run.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                           help="parallel runs (default: half the cores)")  # fmt: skip
+    sweep_run.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="parallel runs (default: half the cores)",
+    )
     sweep_run.add_argument("--out", help="sweep folder (default sweeps/NAME)")
     sweep_run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep_run.set_defaults(func=command_sweep_run)

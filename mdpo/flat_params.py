@@ -108,10 +108,20 @@ class FlatAdam:
         if _FUSED_ADAM is not None:  # one pass over memory instead of seven
             self._step_tensor.fill_(self.steps)
             _FUSED_ADAM(
-                [self.flat.data], [grad], [self.exp_avg], [self.exp_avg_sq], [],
-                [self._step_tensor], lr=group["lr"], beta1=beta1, beta2=beta2,
-                weight_decay=0.0, eps=group["eps"], amsgrad=False, maximize=False,
-            )  # fmt: skip
+                [self.flat.data],
+                [grad],
+                [self.exp_avg],
+                [self.exp_avg_sq],
+                [],
+                [self._step_tensor],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=group["eps"],
+                amsgrad=False,
+                maximize=False,
+            )
             return
         self.exp_avg.lerp_(grad, 1.0 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)

@@ -210,10 +210,26 @@ class _Reader:
 
 
 # the opcodes whose argument is the value pushed, decoded by pickletools' own readers
-_VALUE_OPS = frozenset(("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
-                        "SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BININT", "BININT1",
-                        "BININT2", "LONG1", "LONG4", "BINFLOAT", "FLOAT", "SHORT_BINSTRING",
-                        "BINSTRING"))  # fmt: skip
+_VALUE_OPS = frozenset(
+    (
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",
+        "SHORT_BINBYTES",
+        "BINBYTES",
+        "BINBYTES8",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG1",
+        "LONG4",
+        "BINFLOAT",
+        "FLOAT",
+        "SHORT_BINSTRING",
+        "BINSTRING",
+    )
+)
 # the opcodes whose argument is a line of decimal text: read here, so that its length is
 # checked before any conversion (``int`` of long text is quadratic)
 _DECIMAL_OPS = frozenset(("INT", "LONG", "PUT", "GET"))
@@ -231,8 +247,9 @@ def _decimal_line(stream: io.BytesIO, name: str) -> int | bool:
     if name == "INT" and text in (b"00", b"01"):  # protocol 0 spells booleans this way
         return text == b"01"
     if not _DECIMAL.fullmatch(text) or len(text.lstrip(b"+-")) > MAX_INT_DIGITS:
-        raise UnsupportedPickle(f"{name} does not hold an integer of at most "
-                                f"{MAX_INT_DIGITS} digits")  # fmt: skip
+        raise UnsupportedPickle(
+            f"{name} does not hold an integer of at most {MAX_INT_DIGITS} digits"
+        )
     return int(text)
 
 
@@ -320,8 +337,9 @@ def read_symbolic(data: bytes) -> Any:
             elif name == "STACK_GLOBAL":
                 attr, module = reader.pop(), reader.pop()
                 if not (isinstance(module, str) and isinstance(attr, str)):
-                    raise UnsupportedPickle("STACK_GLOBAL names a module or attribute that "
-                                            "is not a string")  # fmt: skip
+                    raise UnsupportedPickle(
+                        "STACK_GLOBAL names a module or attribute that is not a string"
+                    )
                 stack.append(Global(module, attr))
             elif name == "SETITEM":
                 value, key = reader.pop(), reader.pop()
@@ -372,9 +390,14 @@ def as_bytes(node: Any) -> bytes:
     ``_codecs.encode(text, 'latin1')`` (decoded here, not called)."""
     if isinstance(node, bytes):
         return node
-    if (isinstance(node, Call) and node.func == Global("_codecs", "encode")
-            and len(node.args) == 2 and isinstance(node.args[1], str)
-            and node.args[1] == "latin1" and isinstance(node.args[0], str)):  # fmt: skip
+    if (
+        isinstance(node, Call)
+        and node.func == Global("_codecs", "encode")
+        and len(node.args) == 2
+        and isinstance(node.args[1], str)
+        and node.args[1] == "latin1"
+        and isinstance(node.args[0], str)
+    ):
         try:
             return node.args[0].encode("latin1")
         except UnicodeEncodeError:
@@ -384,8 +407,13 @@ def as_bytes(node: Any) -> bytes:
 
 def as_dtype(node: Any) -> np.dtype:
     """A NumPy dtype from its pickled form ``numpy.dtype('f8', ...)`` with its byte order."""
-    if not (isinstance(node, Call) and node.func == Global("numpy", "dtype") and node.args
-            and isinstance(node.args[0], str) and len(node.args[0]) <= 8):  # fmt: skip
+    if not (
+        isinstance(node, Call)
+        and node.func == Global("numpy", "dtype")
+        and node.args
+        and isinstance(node.args[0], str)
+        and len(node.args[0]) <= 8
+    ):
         raise UnsupportedPickle(f"expected a numpy dtype, found {describe(node)}")
     try:
         dtype = np.dtype(node.args[0])

@@ -55,8 +55,19 @@ SB3_DATA_LIMIT = 64 << 20  # the JSON ``data`` member
 MAX_SPACE_SIZE = MAX_SPACE_ELEMENTS  # elements of an observation or action space
 MAX_SPACE_DIMS = 32  # dimensions of a Box's shape
 MAX_TENSORS = 10_000  # tensors in one .pth member (an MLP policy has a few dozen)
-BOX_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-              "uint16", "uint32", "uint64")  # fmt: skip
+BOX_DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+)
 
 # SB3 algorithm -> the classes of ours that can take its weights (the first is the default)
 TARGETS: dict[str, tuple[type[Agent], ...]] = {
@@ -485,10 +496,12 @@ def _network_arch(
     else:
         act_dim = int(spaces.flatdim(action_space))
     if model.algo in ON_POLICY:
-        pi = shapes.hidden("mlp_extractor.policy_net",
-                           shapes.stack("mlp_extractor.policy_net", obs_dim))  # fmt: skip
-        vf = shapes.hidden("mlp_extractor.value_net",
-                           shapes.stack("mlp_extractor.value_net", obs_dim))  # fmt: skip
+        pi = shapes.hidden(
+            "mlp_extractor.policy_net", shapes.stack("mlp_extractor.policy_net", obs_dim)
+        )
+        vf = shapes.hidden(
+            "mlp_extractor.value_net", shapes.stack("mlp_extractor.value_net", obs_dim)
+        )
         shapes.linear("action_net", act_dim, pi[-1] if pi else obs_dim)
         shapes.linear("value_net", 1, vf[-1] if vf else obs_dim)
         if isinstance(action_space, spaces.Box):
@@ -510,8 +523,14 @@ def _network_arch(
         qf = shapes.critics("critic", obs_dim + act_dim)
         if shapes.critics("critic_target", obs_dim + act_dim) != qf:
             raise shapes.fail("critic_target differs from critic")
-        n_critics = max(2, sum(1 for key in model.params if key.endswith(".0.weight")
-                               and key.startswith("critic.qf")))  # fmt: skip
+        n_critics = max(
+            2,
+            sum(
+                1
+                for key in model.params
+                if key.endswith(".0.weight") and key.startswith("critic.qf")
+            ),
+        )
         # the actor (mean and log-σ heads) and, twice (with targets), every Q-network
         parameters = mlp_parameters(obs_dim, pi, 2 * act_dim) + 2 * n_critics * mlp_parameters(
             obs_dim + act_dim, qf, 1
@@ -598,8 +617,12 @@ def read_vecnormalize(path: str) -> dict[str, Any]:
 
     try:
         root = read_symbolic(data)
-        if not (isinstance(root, Call) and isinstance(root.func, Global)
-                and root.func.name == "VecNormalize" and isinstance(root.state, dict)):  # fmt: skip
+        if not (
+            isinstance(root, Call)
+            and isinstance(root.func, Global)
+            and root.func.name == "VecNormalize"
+            and isinstance(root.state, dict)
+        ):
             raise UnsupportedPickle("not a VecNormalize object")
         state = root.state
         obs_mean, obs_var, obs_count = rms(state, "obs_rms")
@@ -629,21 +652,56 @@ def read_vecnormalize(path: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ import
 HYPERPARAMETERS = {  # SB3 data keys we carry over when our class has the same name
-    "PPO": ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda",
-            "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
-            "normalize_advantage"),
-    "TRPO": ("learning_rate", "n_steps", "batch_size", "gamma", "gae_lambda", "cg_max_steps",
-             "cg_damping", "line_search_shrinking_factor", "line_search_max_iter",
-             "n_critic_updates", "target_kl", "normalize_advantage"),
+    "PPO": (
+        "learning_rate",
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "gamma",
+        "gae_lambda",
+        "clip_range",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+        "target_kl",
+        "normalize_advantage",
+    ),
+    "TRPO": (
+        "learning_rate",
+        "n_steps",
+        "batch_size",
+        "gamma",
+        "gae_lambda",
+        "cg_max_steps",
+        "cg_damping",
+        "line_search_shrinking_factor",
+        "line_search_max_iter",
+        "n_critic_updates",
+        "target_kl",
+        "normalize_advantage",
+    ),
     "A2C": ("gamma", "gae_lambda"),
-    "SAC": ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma",
-            "gradient_steps", "ent_coef", "target_update_interval", "target_entropy"),
+    "SAC": (
+        "learning_rate",
+        "buffer_size",
+        "learning_starts",
+        "batch_size",
+        "tau",
+        "gamma",
+        "gradient_steps",
+        "ent_coef",
+        "target_update_interval",
+        "target_entropy",
+    ),
     "TD3": ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma"),
-}  # fmt: skip
+}
 BOOLEAN_HYPERPARAMETERS = ("normalize_advantage",)
 #: sizes SB3 keeps in ``data`` that we do not carry over, bounded all the same
-OTHER_SIZES = {"n_envs": SIZE_HYPERPARAMETERS["n_envs"], "num_timesteps": 1 << 62,
-               "_total_timesteps": 1 << 62}  # fmt: skip
+OTHER_SIZES = {
+    "n_envs": SIZE_HYPERPARAMETERS["n_envs"],
+    "num_timesteps": 1 << 62,
+    "_total_timesteps": 1 << 62,
+}
 _ENT_COEF = re.compile(r"auto(_[-+0-9.eE]{1,40})?")
 
 
@@ -735,9 +793,13 @@ def load(
     policy_kwargs = {"net_arch": net_arch, "activation_fn": model.activation(default_activation)}
     try:
         agent = target(
-            "MlpPolicy", None, device=device, policy_kwargs=policy_kwargs,
-            _init_setup_model=False, **hyper,
-        )  # fmt: skip
+            "MlpPolicy",
+            None,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            _init_setup_model=False,
+            **hyper,
+        )
         agent._set_spaces(observation_space, action_space)
         agent._setup_model()
     except (ValueError, OverflowError) as err:
@@ -803,8 +865,11 @@ def _load_off_policy(agent: Agent, model: SB3Model) -> None:
     params = model.params
     actor = agent.policy.actor
     if model.algo == "SAC":
-        actor_state = {k[len("actor."):]: v for k, v in params.items() if k.startswith("actor.")
-                       and not k.startswith("actor.features_extractor")}  # fmt: skip
+        actor_state = {
+            k[len("actor.") :]: v
+            for k, v in params.items()
+            if k.startswith("actor.") and not k.startswith("actor.features_extractor")
+        }
         actor.load_state_dict(actor_state, strict=True)
     else:  # TD3's deterministic actor: its MLP, and its head as the mean; a narrow σ
         n = len(layer_sizes(params, "actor.mu")) - 1
@@ -859,8 +924,10 @@ def _space_record(space: spaces.Space) -> dict[str, Any]:
 
     readable: dict[str, Any] = {"dtype": str(space.dtype), "_shape": list(space.shape)}
     if isinstance(space, spaces.Box):
-        readable.update(low=np.array2string(space.low, threshold=1 << 30),
-                        high=np.array2string(space.high, threshold=1 << 30))  # fmt: skip
+        readable.update(
+            low=np.array2string(space.low, threshold=1 << 30),
+            high=np.array2string(space.high, threshold=1 << 30),
+        )
     else:
         readable.update(n=str(int(space.n)), start=str(int(space.start)))
     kind = f"<class '{type(space).__module__}.{type(space).__name__}'>"
@@ -898,8 +965,14 @@ def _fold_first_layer(
 
 def _adam_state(n_params: int, lr: float, eps: float) -> dict[str, Any]:
     """A torch Adam state dict with fresh moments for ``n_params`` parameters."""
-    group = {"lr": lr, "betas": (0.9, 0.999), "eps": eps, "weight_decay": 0,
-             "amsgrad": False, "params": list(range(n_params))}  # fmt: skip
+    group = {
+        "lr": lr,
+        "betas": (0.9, 0.999),
+        "eps": eps,
+        "weight_decay": 0,
+        "amsgrad": False,
+        "params": list(range(n_params)),
+    }
     return {"state": {}, "param_groups": [group]}
 
 
@@ -915,18 +988,35 @@ def _on_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
             )
     pi = layer_sizes(state, "mlp_extractor.policy_net")
     vf = layer_sizes(state, "mlp_extractor.value_net")
-    policy_kwargs = {"net_arch": {"pi": pi, "vf": vf}, "activation_fn": policy.activation,
-                     "ortho_init": True, "log_std_init": 0.0}  # fmt: skip
+    policy_kwargs = {
+        "net_arch": {"pi": pi, "vf": vf},
+        "activation_fn": policy.activation,
+        "ortho_init": True,
+        "log_std_init": 0.0,
+    }
     lr = float(agent.lr_schedule(agent._current_progress_remaining))
-    hyper = {"learning_rate": lr, "n_steps": agent.n_steps, "gamma": agent.gamma,
-             "gae_lambda": agent.gae_lambda, "batch_size": getattr(agent, "batch_size", 64),
-             "n_epochs": getattr(agent, "n_epochs", 10), "clip_range": 0.2, "ent_coef": 0.0,
-             "vf_coef": 0.5, "max_grad_norm": 0.5, "normalize_advantage": True,
-             "target_kl": None}  # fmt: skip
+    hyper = {
+        "learning_rate": lr,
+        "n_steps": agent.n_steps,
+        "gamma": agent.gamma,
+        "gae_lambda": agent.gae_lambda,
+        "batch_size": getattr(agent, "batch_size", 64),
+        "n_epochs": getattr(agent, "n_epochs", 10),
+        "clip_range": 0.2,
+        "ent_coef": 0.0,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+        "normalize_advantage": True,
+        "target_kl": None,
+    }
     if isinstance(agent, PPO):
-        hyper.update(clip_range=float(agent.clip_range_schedule(1.0)), ent_coef=agent.ent_coef,
-                     vf_coef=agent.vf_coef, max_grad_norm=agent.max_grad_norm,
-                     target_kl=agent.target_kl)  # fmt: skip
+        hyper.update(
+            clip_range=float(agent.clip_range_schedule(1.0)),
+            ent_coef=agent.ent_coef,
+            vf_coef=agent.vf_coef,
+            max_grad_norm=agent.max_grad_norm,
+            target_kl=agent.target_kl,
+        )
     optimizers = {"policy.optimizer": _adam_state(len(state), lr, 1e-5)}
     return state, {"policy_kwargs": policy_kwargs, **hyper}, optimizers
 
@@ -952,8 +1042,12 @@ def _off_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
     pi = layer_sizes(state, "actor.latent_pi")
     qf = layer_sizes(state, "critic.qf0")[:-1]
     n_critics = policy.critic.n_critics
-    policy_kwargs = {"net_arch": {"pi": pi, "qf": qf}, "activation_fn": policy.activation,
-                     "n_critics": n_critics, "use_sde": False}  # fmt: skip
+    policy_kwargs = {
+        "net_arch": {"pi": pi, "qf": qf},
+        "activation_fn": policy.activation,
+        "n_critics": n_critics,
+        "use_sde": False,
+    }
     lr = float(agent.lr_schedule(agent._current_progress_remaining))
     variables: dict[str, Any] = {}
     if isinstance(agent, SAC) and agent._learn_ent_coef:
@@ -964,13 +1058,22 @@ def _off_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
         ent_coef = float(
             agent.ent_coef if isinstance(agent, OffPolicyMDPO) else agent._ent_coef_init
         )
-    hyper = {"learning_rate": lr, "buffer_size": agent.buffer_size,
-             "learning_starts": agent.learning_starts, "batch_size": agent.batch_size,
-             "tau": agent.tau, "gamma": agent.gamma, "train_freq": agent._train_freq_steps,
-             "gradient_steps": agent.gradient_steps, "ent_coef": ent_coef,
-             "target_update_interval": getattr(agent, "target_update_interval", 1),
-             "target_entropy": -float(policy.action_dim), "use_sde": False,
-             "use_sde_at_warmup": False, "sde_sample_freq": -1}  # fmt: skip
+    hyper = {
+        "learning_rate": lr,
+        "buffer_size": agent.buffer_size,
+        "learning_starts": agent.learning_starts,
+        "batch_size": agent.batch_size,
+        "tau": agent.tau,
+        "gamma": agent.gamma,
+        "train_freq": agent._train_freq_steps,
+        "gradient_steps": agent.gradient_steps,
+        "ent_coef": ent_coef,
+        "target_update_interval": getattr(agent, "target_update_interval", 1),
+        "target_entropy": -float(policy.action_dim),
+        "use_sde": False,
+        "use_sde_at_warmup": False,
+        "sde_sample_freq": -1,
+    }
     n_actor = sum(1 for k in state if k.startswith("actor."))
     n_critic = sum(1 for k in state if k.startswith("critic."))
     optimizers = {
@@ -1019,13 +1122,21 @@ def save(agent: Agent, path: str) -> str:
     else:
         raise ValueError(f"{type(agent).__name__} has no Stable-Baselines3 counterpart")
     if isinstance(agent, TRPO):
-        hyper = {k: v for k, v in hyper.items() if k not in ("n_epochs", "clip_range",
-                 "ent_coef", "vf_coef", "max_grad_norm")}  # fmt: skip
-        hyper.update(batch_size=agent.batch_size, cg_max_steps=agent.cg_max_steps,
-                     cg_damping=agent.cg_damping, n_critic_updates=agent.n_critic_updates,
-                     line_search_shrinking_factor=agent.line_search_shrinking_factor,
-                     line_search_max_iter=agent.line_search_max_iter, target_kl=agent.target_kl,
-                     sub_sampling_factor=1)  # fmt: skip
+        hyper = {
+            k: v
+            for k, v in hyper.items()
+            if k not in ("n_epochs", "clip_range", "ent_coef", "vf_coef", "max_grad_norm")
+        }
+        hyper.update(
+            batch_size=agent.batch_size,
+            cg_max_steps=agent.cg_max_steps,
+            cg_damping=agent.cg_damping,
+            n_critic_updates=agent.n_critic_updates,
+            line_search_shrinking_factor=agent.line_search_shrinking_factor,
+            line_search_max_iter=agent.line_search_max_iter,
+            target_kl=agent.target_kl,
+            sub_sampling_factor=1,
+        )
     policy_kwargs = dict(hyper.pop("policy_kwargs"))
     activation = TORCH_CLASSES[policy_kwargs["activation_fn"]]
     # the activation class pickles as a reference into torch.nn (no SB3 import needed)
@@ -1035,13 +1146,13 @@ def save(agent: Agent, path: str) -> str:
     data = {
         "policy_class": _serialized(
             "<class 'abc.ABCMeta'>", _global_pickle(*policy_ref), __module__=policy_ref[0]
-        ),  # fmt: skip
+        ),
         "policy_kwargs": _serialized(
             "<class 'dict'>",
             kwargs_payload,
             **{k: v for k, v in policy_kwargs.items() if k != "activation_fn"},
             activation_fn=f"<class 'torch.nn.modules.activation.{activation}'>",
-        ),  # fmt: skip
+        ),
         "observation_space": _space_record(agent.observation_space),
         "action_space": _space_record(agent.action_space),
         "n_envs": 1,

@@ -56,8 +56,20 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
 
 
 #: the dtypes a ``Box`` read from a file may have
-BOX_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-              "uint16", "uint32", "uint64", "bool")  # fmt: skip
+BOX_DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 def space_from_json(data: Any, where: str = "the model file's space") -> spaces.Space:
@@ -98,8 +110,12 @@ def space_from_json(data: Any, where: str = "the model file's space") -> spaces.
                 bounds.append(array.reshape(shape))
             if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
                 info = np.iinfo(dtype) if dtype != np.bool_ else np.iinfo(np.uint8)
-                if not all(np.isfinite(b).all() and info.min <= b.min(initial=0) and
-                           b.max(initial=0) <= info.max for b in bounds):  # fmt: skip
+                if not all(
+                    np.isfinite(b).all()
+                    and info.min <= b.min(initial=0)
+                    and b.max(initial=0) <= info.max
+                    for b in bounds
+                ):
                     raise ModelFileError(f"{where}: bounds outside the range of {dtype}")
             low, high = (b.astype(dtype) for b in bounds)
             return spaces.Box(low=low, high=high, dtype=dtype)
@@ -270,8 +286,9 @@ class Archive:
             raise ModelFileError(
                 f"{self.path!r} is not an {self.expected_format} file (mdpo.json says {found!r})"
             )
-        version = field_int(meta.get("format_version", 0), f"mdpo.json in {self.path!r}: "
-                            "format_version", 0)  # fmt: skip
+        version = field_int(
+            meta.get("format_version", 0), f"mdpo.json in {self.path!r}: format_version", 0
+        )
         if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"{self.path!r} has format version {meta.get('format_version')}; this mdpo "
@@ -297,8 +314,15 @@ class Archive:
         try:
             with self._zip.open(info) as stream:
                 data = stream.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error,
-                NotImplementedError) as err:  # fmt: skip
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            EOFError,
+            ValueError,
+            RuntimeError,
+            zlib.error,
+            NotImplementedError,
+        ) as err:
             raise ModelFileError(f"member {name!r} of {self.path!r} is corrupt: {err}") from None
         if len(data) > limit:
             raise ModelFileError(f"member {name!r} of {self.path!r} is over {limit} bytes")

@@ -50,8 +50,14 @@ def push_down(obs: np.ndarray) -> np.ndarray:
     return np.array([2.0 * np.sign(np.arctan2(sin, cos))], np.float32)
 
 
-def rollout(env: gym.Env, controller, seed: int, noise: float, rng: np.random.Generator,
-            options: dict | None = None):  # fmt: skip
+def rollout(
+    env: gym.Env,
+    controller,
+    seed: int,
+    noise: float,
+    rng: np.random.Generator,
+    options: dict | None = None,
+):
     """One episode of ``controller`` with Gaussian action noise (``reset`` ``options``)."""
     obs, _ = env.reset(seed=seed, options=options)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -65,12 +71,18 @@ def rollout(env: gym.Env, controller, seed: int, noise: float, rng: np.random.Ge
         terms.append(terminated)
         truncs.append(truncated)
         done = terminated or truncated
-    return Episode(np.array(observations), np.array(actions), np.array(rewards),
-                   np.array(terms), np.array(truncs))  # fmt: skip
+    return Episode(
+        np.array(observations),
+        np.array(actions),
+        np.array(rewards),
+        np.array(terms),
+        np.array(truncs),
+    )
 
 
-def mixture_dataset(good: int = 20, bad: int = 20, seed: int = 0,
-                    start: str = "top") -> OfflineDataset:  # fmt: skip
+def mixture_dataset(
+    good: int = 20, bad: int = 20, seed: int = 0, start: str = "top"
+) -> OfflineDataset:
     """``good`` controller and ``bad`` episodes, interleaved (even indices good while both
     last), from ``start`` ``"top"`` (bad: push down) or ``"bottom"`` (bad: brake)."""
     if start not in REFERENCES:
@@ -83,10 +95,12 @@ def mixture_dataset(good: int = 20, bad: int = 20, seed: int = 0,
         if i < good:
             episodes.append(rollout(env, swing_up, 1000 * seed + 2 * i, 0.2, rng, options))
         if i < bad:
-            episodes.append(rollout(env, bad_controller, 1000 * seed + 2 * i + 1, 0.5, rng,
-                                    options))  # fmt: skip
+            episodes.append(
+                rollout(env, bad_controller, 1000 * seed + 2 * i + 1, 0.5, rng, options)
+            )
     env.close()
     ref_min, ref_max = REFERENCES[start]
     info = {"kind": f"pendulum-mixture-{start}", "seed": seed}
-    return OfflineDataset(episodes, "Pendulum-v1", env.observation_space, env.action_space,
-                          ref_min, ref_max, info)  # fmt: skip
+    return OfflineDataset(
+        episodes, "Pendulum-v1", env.observation_space, env.action_space, ref_min, ref_max, info
+    )

@@ -27,8 +27,9 @@ class Record(BaseCallback):
 
 
 def run(seed, steps=1024):
-    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=128, batch_size=32, n_envs=2, seed=seed,
-                device="cpu")  # fmt: skip
+    agent = PPO(
+        "MlpPolicy", "CartPole-v1", n_steps=128, batch_size=32, n_envs=2, seed=seed, device="cpu"
+    )
     record = Record()
     agent.learn(steps, callback=record)
     return agent, record
@@ -71,8 +72,16 @@ def test_function_callback_and_list():
 
 
 def test_learning_rate_schedule_reaches_the_optimizer():
-    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1,
-                learning_rate=linear_schedule(1e-3, 0.0), seed=0, device="cpu")  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        learning_rate=linear_schedule(1e-3, 0.0),
+        seed=0,
+        device="cpu",
+    )
     rates = []
 
     class Watch(BaseCallback):
@@ -87,11 +96,23 @@ def test_learning_rate_schedule_reaches_the_optimizer():
 def test_tensorboard_keys_and_eval_callback(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0, device="cpu",
-                tensorboard_log=str(tmp_path / "tb"))  # fmt: skip
-    evaluation = EvalCallback("CartPole-v1", n_eval_episodes=2, eval_freq=64,
-                              best_model_save_path=str(tmp_path / "best"),
-                              log_path=str(tmp_path / "eval"), verbose=0)  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        tensorboard_log=str(tmp_path / "tb"),
+    )
+    evaluation = EvalCallback(
+        "CartPole-v1",
+        n_eval_episodes=2,
+        eval_freq=64,
+        best_model_save_path=str(tmp_path / "best"),
+        log_path=str(tmp_path / "eval"),
+        verbose=0,
+    )
     agent.learn(256, callback=evaluation, tb_log_name="run")
     agent.learn(128, tb_log_name="run")  # a second run gets its own folder
     folders = sorted(glob.glob(str(tmp_path / "tb" / "run_*")))
@@ -99,10 +120,19 @@ def test_tensorboard_keys_and_eval_callback(tmp_path):
     events = EventAccumulator(folders[0])
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for key in ("rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/value_loss",
-                "train/policy_gradient_loss", "train/approx_kl", "train/clip_fraction",
-                "train/entropy_loss", "train/explained_variance", "train/learning_rate",
-                "eval/mean_reward"):  # fmt: skip
+    for key in (
+        "rollout/ep_rew_mean",
+        "rollout/ep_len_mean",
+        "time/fps",
+        "train/value_loss",
+        "train/policy_gradient_loss",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/entropy_loss",
+        "train/explained_variance",
+        "train/learning_rate",
+        "eval/mean_reward",
+    ):
         assert key in tags, key
     assert len(events.Scalars("eval/mean_reward")) == 4
     assert (tmp_path / "best" / "best_model.zip").exists()
@@ -128,8 +158,9 @@ def test_evaluate_policy_counts_episodes_exactly():
         [lambda: make_counter(terminate_at=5), lambda: make_counter(terminate_at=3)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    returns, lengths = evaluate_policy(Fixed(), venv, n_eval_episodes=5,
-                                       return_episode_rewards=True)  # fmt: skip
+    returns, lengths = evaluate_policy(
+        Fixed(), venv, n_eval_episodes=5, return_episode_rewards=True
+    )
     # targets per env: (5 + 0)//2 = 2 and (5 + 1)//2 = 3 episodes
     assert sorted(lengths) == [3, 3, 3, 5, 5] and sorted(returns) == [3, 3, 3, 5, 5]
     mean, std = evaluate_policy(Fixed(), lambda: make_counter(terminate_at=4), n_eval_episodes=3)
@@ -154,8 +185,17 @@ def test_other_vector_envs_give_the_same_rollout(vec_env_cls):
     """The three vector env kinds step the same envs: same seed, same learning."""
     results = []
     for cls in ("sync", vec_env_cls):
-        agent = PPO("MlpPolicy", "CartPole-v1", n_envs=2, vec_env_cls=cls, n_steps=64,
-                    batch_size=64, n_epochs=2, seed=3, device="cpu")  # fmt: skip
+        agent = PPO(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_envs=2,
+            vec_env_cls=cls,
+            n_steps=64,
+            batch_size=64,
+            n_epochs=2,
+            seed=3,
+            device="cpu",
+        )
         agent.learn(256)
         results.append((list(agent.runner.ep_info_buffer), agent.policy.state_dict()))
         agent.get_env().close()

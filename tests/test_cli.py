@@ -14,9 +14,12 @@ from mdpo.cli import main
 
 def mdpo(*args, cwd=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "mdpo", *args], capture_output=True, text=True, cwd=cwd,
+        [sys.executable, "-m", "mdpo", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def test_help():
@@ -47,9 +50,28 @@ def test_clear_errors(in_tmp, capsys, args, message):
 
 
 def test_train_writes_a_run_folder_and_eval_reads_it(in_tmp, capsys):
-    code = main(["train", "PPO", "CartPole-v1", "--steps", "1024", "--set", "n_steps=256",
-                 "--set", "batch_size=64", "--eval-freq", "512", "--checkpoint-freq", "512",
-                 "--eval-episodes", "2", "--out", "run", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "PPO",
+            "CartPole-v1",
+            "--steps",
+            "1024",
+            "--set",
+            "n_steps=256",
+            "--set",
+            "batch_size=64",
+            "--eval-freq",
+            "512",
+            "--checkpoint-freq",
+            "512",
+            "--eval-episodes",
+            "2",
+            "--out",
+            "run",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     names = set(os.listdir("run"))
     assert {"config.json", "status.json", "final_model.zip", "tb", "checkpoints", "eval"} <= names
@@ -60,8 +82,10 @@ def test_train_writes_a_run_folder_and_eval_reads_it(in_tmp, capsys):
     assert os.listdir("run/tb") == ["PPO_1"]
     assert os.path.exists("run/eval/evaluations.csv")
     capsys.readouterr()
-    assert main(["eval", "run/final_model.zip", "--env", "CartPole-v1", "--episodes", "3",
-                 "--json"]) == 0  # fmt: skip
+    assert (
+        main(["eval", "run/final_model.zip", "--env", "CartPole-v1", "--episodes", "3", "--json"])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["episodes"] == 3 and result["mean_reward"] > 0
 
@@ -69,11 +93,32 @@ def test_train_writes_a_run_folder_and_eval_reads_it(in_tmp, capsys):
 def test_resume_after_sigkill(in_tmp):
     total, interval = 30_720, 2048
     # small minibatches make each iteration slow enough (~0.15 s) to be killed mid-run
-    args = ["train", "PPO", "CartPole-v1", "--steps", str(total), "--set", "n_steps=512",
-            "--set", "batch_size=32", "--set", "n_epochs=10", "--checkpoint-freq", str(interval),
-            "--eval-freq", "100000", "--out", "run", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "mdpo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    args = [
+        "train",
+        "PPO",
+        "CartPole-v1",
+        "--steps",
+        str(total),
+        "--set",
+        "n_steps=512",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "n_epochs=10",
+        "--checkpoint-freq",
+        str(interval),
+        "--eval-freq",
+        "100000",
+        "--out",
+        "run",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdpo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     progress = 0
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -110,15 +155,32 @@ def test_resume_after_sigkill(in_tmp):
 def test_off_policy_checkpoints_keep_the_replay_buffer(in_tmp):
     """Checkpoints of an off-policy run carry its replay buffer, and a resumed run continues
     with it (the buffer of the next checkpoint holds the old transitions plus the new)."""
-    args = ["train", "SAC", "Pendulum-v1", "--steps", "600", "--set", "learning_starts=100",
-            "--set", "batch_size=32", "--checkpoint-freq", "200", "--eval-freq", "100000",
-            "--out", "run", "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "SAC",
+        "Pendulum-v1",
+        "--steps",
+        "600",
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "batch_size=32",
+        "--checkpoint-freq",
+        "200",
+        "--eval-freq",
+        "100000",
+        "--out",
+        "run",
+        "--no-progress",
+    ]
     assert main(args) == 0
     checkpoints = sorted(os.listdir("run/checkpoints"))
     assert checkpoints == [
-        "rl_model_200_steps.zip", "rl_model_200_steps_replay_buffer.zip",
-        "rl_model_400_steps.zip", "rl_model_400_steps_replay_buffer.zip",
-    ]  # fmt: skip
+        "rl_model_200_steps.zip",
+        "rl_model_200_steps_replay_buffer.zip",
+        "rl_model_400_steps.zip",
+        "rl_model_400_steps_replay_buffer.zip",
+    ]
     config = json.load(open("run/config.json"))
     config["total_timesteps"] = 800  # as if the run had stopped after its last checkpoint
     json.dump(config, open("run/config.json", "w"))
@@ -139,8 +201,28 @@ def test_train_evaluates_on_the_env_made_with_its_env_kwargs(in_tmp):
     import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 
     kwargs = json.dumps({"case": "case3", "horizon": 6, "load_scale": 1.0})
-    assert main(["train", "PPO", "HydroDispatch-v0", "--set", f"env_kwargs={kwargs}",
-                 "--set", "n_steps=64", "--steps", "128", "--eval-freq", "64",
-                 "--eval-episodes", "2", "--out", "hydro", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "PPO",
+                "HydroDispatch-v0",
+                "--set",
+                f"env_kwargs={kwargs}",
+                "--set",
+                "n_steps=64",
+                "--steps",
+                "128",
+                "--eval-freq",
+                "64",
+                "--eval-episodes",
+                "2",
+                "--out",
+                "hydro",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with open("hydro/eval/evaluations.csv") as handle:
         assert len(handle.read().splitlines()) >= 3  # header and two evaluations

@@ -34,8 +34,12 @@ import mdpo
 from mdpo import sb3 as msb3
 
 #: stand-ins pickled in place of VecNormalize fields, replaced by hostile opcodes
-MARKERS = {"gamma": "MARKER_GAMMA_000", "clip_obs": "MARKER_CLIP__000",
-           "mean": "MARKER_MEAN__000", "norm_obs": "MARKER_NORM__000"}  # fmt: skip
+MARKERS = {
+    "gamma": "MARKER_GAMMA_000",
+    "clip_obs": "MARKER_CLIP__000",
+    "mean": "MARKER_MEAN__000",
+    "norm_obs": "MARKER_NORM__000",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,14 @@ def files(tmp_path_factory):
     paths = {"root": root}
     for name, cls, env_id, kwargs in (
         ("ppo", SB3PPO, "Pendulum-v1", {"n_steps": 64, "batch_size": 32}),
-        ("ppo_discrete", SB3PPO, "CartPole-v1",
-         {"n_steps": 64, "batch_size": 32, "policy_kwargs": {"activation_fn": torch.nn.ReLU}}),
+        (
+            "ppo_discrete",
+            SB3PPO,
+            "CartPole-v1",
+            {"n_steps": 64, "batch_size": 32, "policy_kwargs": {"activation_fn": torch.nn.ReLU}},
+        ),
         ("sac", SB3SAC, "Pendulum-v1", {"buffer_size": 1000}),
-    ):  # fmt: skip
+    ):
         kwargs.setdefault("policy_kwargs", {})["net_arch"] = [8]
         paths[name] = str(root / f"{name}.zip")
         cls("MlpPolicy", env_id, seed=0, device="cpu", **kwargs).save(paths[name])
@@ -147,16 +155,18 @@ def huge_int(rng):
 
 def odd_structure(rng):
     """Self-references, unhashable or shared keys, BUILD on plain values, stray marks."""
-    return rng.choice([
-        b"]" + long_put(2_000_000) + long_get(2_000_000) + b"a",  # a list holding itself
-        b"}(]N" + b"u",  # a list as a dict key
-        b"}" + long_put(2_000_001) + b"(" + long_get(2_000_001) + b"Nu",  # the dict as its key
-        b"]Nb",  # BUILD on a list
-        b"(",  # a MARK where a value belongs
-        b"\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02O8\x85R",  # an object dtype call
-        b"g99999999999999999999999\n",  # GET of a memo entry never written
-        b"I00\n",  # protocol 0's False
-    ])  # fmt: skip
+    return rng.choice(
+        [
+            b"]" + long_put(2_000_000) + long_get(2_000_000) + b"a",  # a list holding itself
+            b"}(]N" + b"u",  # a list as a dict key
+            b"}" + long_put(2_000_001) + b"(" + long_get(2_000_001) + b"Nu",  # the dict as its key
+            b"]Nb",  # BUILD on a list
+            b"(",  # a MARK where a value belongs
+            b"\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02O8\x85R",  # an object dtype call
+            b"g99999999999999999999999\n",  # GET of a memo entry never written
+            b"I00\n",  # protocol 0's False
+        ]
+    )
 
 
 HOSTILE_PICKLES = [memo_bomb, deep, huge_int, odd_structure]
@@ -202,8 +212,12 @@ MODELS = ["ppo", "ppo_discrete", "sac"]
 
 
 @FUZZ
-@given(rng=rngs(), model=st.sampled_from(MODELS), member=st.sampled_from(
-    [None, "data", "policy.pth", "pytorch_variables.pth"]), count=st.integers(1, 3))  # fmt: skip
+@given(
+    rng=rngs(),
+    model=st.sampled_from(MODELS),
+    member=st.sampled_from([None, "data", "policy.pth", "pytorch_variables.pth"]),
+    count=st.integers(1, 3),
+)
 def test_sb3_zip_byte_mutations(files, rng, model, member, count):
     """The zip's bytes (``member=None``), or one member's bytes in a valid zip."""
     if member is None:
@@ -216,8 +230,9 @@ def test_sb3_zip_byte_mutations(files, rng, model, member, count):
         data = zipfile.ZipFile(files[model]).read(member)
         for _ in range(count):
             data = mutate_bytes(data, rng)
-        path = rewrite_zip(files[model], str(files["root"] / "mutated.zip"),
-                           replace_member(member, data))  # fmt: skip
+        path = rewrite_zip(
+            files[model], str(files["root"] / "mutated.zip"), replace_member(member, data)
+        )
     assert_loads_or_refuses(load_cpu, path)
 
 
@@ -231,8 +246,9 @@ def test_sb3_data_json_mutations(files, rng, model, count):
     if rng.randrange(8) == 0:  # or the document nested past the limit
         depth = rng.choice([65, 1000, 100_000])
         text = "[" * depth + text + "]" * depth
-    path = rewrite_zip(files[model], str(files["root"] / "data.zip"),
-                       replace_member("data", text.encode()))  # fmt: skip
+    path = rewrite_zip(
+        files[model], str(files["root"] / "data.zip"), replace_member("data", text.encode())
+    )
     assert_loads_or_refuses(load_cpu, path)
 
 
@@ -268,9 +284,20 @@ def hostile_tensor(rng, like):
         value.view(-1)[rng.randrange(value.numel())] = rng.choice([np.nan, np.inf, -np.inf])
         return value
     if kind == 3:
-        return torch.zeros(shape, dtype=rng.choice([torch.int64, torch.bool, torch.uint8,
-                                                    torch.complex64, torch.float16,
-                                                    torch.bfloat16, torch.float64]))  # fmt: skip
+        return torch.zeros(
+            shape,
+            dtype=rng.choice(
+                [
+                    torch.int64,
+                    torch.bool,
+                    torch.uint8,
+                    torch.complex64,
+                    torch.float16,
+                    torch.bfloat16,
+                    torch.float64,
+                ]
+            ),
+        )
     if kind == 4:
         return torch.zeros(*shape, 1, 1)  # another rank
     if kind == 5:
@@ -305,14 +332,24 @@ def test_sb3_hostile_tensors(files, rng, model, count):
             if action == 0 and keys:
                 del params[rng.choice(keys)]
             elif action == 1 or not keys:
-                params[rng.choice(["extra", "log_std", "action_net.weight", "actor.mu.weight",
-                                   "critic.qf2.0.weight"])] = torch.zeros(3)  # fmt: skip
+                params[
+                    rng.choice(
+                        [
+                            "extra",
+                            "log_std",
+                            "action_net.weight",
+                            "actor.mu.weight",
+                            "critic.qf2.0.weight",
+                        ]
+                    )
+                ] = torch.zeros(3)
             else:
                 key = rng.choice(keys)
                 params[key] = hostile_tensor(rng, params[key])
         payload = tensor_bytes(params)
-    path = rewrite_zip(files[model], str(files["root"] / "tensors.zip"),
-                       replace_member(member, payload))  # fmt: skip
+    path = rewrite_zip(
+        files[model], str(files["root"] / "tensors.zip"), replace_member(member, payload)
+    )
     assert_loads_or_refuses(load_cpu, path)
 
 

@@ -53,7 +53,7 @@ SPEC = {
             "envs": ["CartPole-v1"],
             "hyperparameters": {"policy_kwargs": {"net_arch": [32, 32]}},
         },
-    ],  # fmt: skip
+    ],
     "eval": {"every": 512, "episodes": 2},
     "n_envs": 1,
     "device": "cpu",
@@ -61,8 +61,19 @@ SPEC = {
 }
 SPEC_TEXTS = [yaml.safe_dump(SPEC).encode(), json.dumps(SPEC, indent=1).encode()]
 #: PPO hyperparameters of ours and of Stable-Baselines3, for grids
-GRID_NAMES = ["gamma", "gae_lambda", "learning_rate", "ent_coef", "vf_coef", "max_grad_norm",
-              "clip_range", "n_epochs", "batch_size", "n_steps", "target_kl"]  # fmt: skip
+GRID_NAMES = [
+    "gamma",
+    "gae_lambda",
+    "learning_rate",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "clip_range",
+    "n_epochs",
+    "batch_size",
+    "n_steps",
+    "target_kl",
+]
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +188,24 @@ def _outcome(fn, *args) -> str:
 
 # ------------------------------------------------------------------ (b) a sweep folder
 def _result(config: dict, final: float) -> dict:
-    curve = [{"timesteps": t, "nominal_timesteps": t, "mean_return": final * t / 1024,
-              "std_return": 0.5} for t in (0, 512, 1024)]  # fmt: skip
-    return {"run_id": "", "config": config, "final_return": final, "final_returns": [final],
-            "num_timesteps": 1024, "curve": curve, "wall_time_s": 3.0, "train_time_s": 2.0,
-            "eval_time_s": 0.5, "steps_per_s": 500.0, "code_version": "fuzz",
-            "finished": "2024-01-01T00:00:00"}  # fmt: skip
+    curve = [
+        {"timesteps": t, "nominal_timesteps": t, "mean_return": final * t / 1024, "std_return": 0.5}
+        for t in (0, 512, 1024)
+    ]
+    return {
+        "run_id": "",
+        "config": config,
+        "final_return": final,
+        "final_returns": [final],
+        "num_timesteps": 1024,
+        "curve": curve,
+        "wall_time_s": 3.0,
+        "train_time_s": 2.0,
+        "eval_time_s": 0.5,
+        "steps_per_s": 500.0,
+        "code_version": "fuzz",
+        "finished": "2024-01-01T00:00:00",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +215,22 @@ def valid_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("valid_sweep")
     runs = parse_spec(json.loads(json.dumps(SPEC))).runs()
     (folder / "runs").mkdir()
-    (folder / "sweep.json").write_text(json.dumps({"name": "fuzz", "spec": SPEC,
-        "invocations": [{"command": "mdpo sweep run s.yaml", "time": "2024-01-01T00:00:00",
-                         "code_version": "fuzz"}]}, indent=1))  # fmt: skip
+    (folder / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": "fuzz",
+                "spec": SPEC,
+                "invocations": [
+                    {
+                        "command": "mdpo sweep run s.yaml",
+                        "time": "2024-01-01T00:00:00",
+                        "code_version": "fuzz",
+                    }
+                ],
+            },
+            indent=1,
+        )
+    )
     for i, run in enumerate(runs):
         run_dir = folder / "runs" / run.run_id
         run_dir.mkdir()

@@ -71,14 +71,22 @@ def test_gae_matches_sb3_rollout_buffer():
 
     rng = np.random.default_rng(3)
     steps, n_envs = 32, 4
-    buf = RolloutBuffer(steps, spaces.Box(-1, 1, (2,)), spaces.Discrete(2), "cpu",
-                        gae_lambda=0.9, gamma=0.97, n_envs=n_envs)  # fmt: skip
+    buf = RolloutBuffer(
+        steps,
+        spaces.Box(-1, 1, (2,)),
+        spaces.Discrete(2),
+        "cpu",
+        gae_lambda=0.9,
+        gamma=0.97,
+        n_envs=n_envs,
+    )
     buf.rewards[:] = rng.normal(size=(steps, n_envs))
     buf.values[:] = rng.normal(size=(steps, n_envs))
     buf.episode_starts[:] = rng.random((steps, n_envs)) < 0.2
     last_values, dones = rng.normal(size=n_envs), rng.random(n_envs) < 0.5
-    adv, ret = compute_gae(buf.rewards, buf.values, buf.episode_starts, last_values, dones,
-                           0.97, 0.9)  # fmt: skip
+    adv, ret = compute_gae(
+        buf.rewards, buf.values, buf.episode_starts, last_values, dones, 0.97, 0.9
+    )
     buf.compute_returns_and_advantage(torch.as_tensor(last_values), dones)
     np.testing.assert_allclose(adv, buf.advantages, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ret, buf.returns, rtol=1e-5, atol=1e-6)

@@ -43,8 +43,9 @@ def cut_file(tmp_path_factory, case3):
 
 
 def cut_text(cuts, horizon=4, case="case3"):
-    return json.dumps({"case": case, "horizon": horizon, "stage_k": 0.0036, "load_scale": 1.0,
-                       "cuts": cuts})  # fmt: skip
+    return json.dumps(
+        {"case": case, "horizon": horizon, "stage_k": 0.0036, "load_scale": 1.0, "cuts": cuts}
+    )
 
 
 def load_into_sddp(path, horizon=4):
@@ -68,8 +69,9 @@ def test_cut_file_gzip_bomb_is_refused_before_it_is_parsed(tmp_path):
     path = str(tmp_path / "bomb.json.gz")
     chunk = b"[0, 0.0, [0.0]], " * 65536
     with gzip.open(path, "wb", compresslevel=1) as handle:
-        handle.write(b'{"case": "case3", "horizon": 4, "stage_k": 0.0036, "load_scale": 1.0, '
-                     b'"cuts": [')  # fmt: skip
+        handle.write(
+            b'{"case": "case3", "horizon": 4, "stage_k": 0.0036, "load_scale": 1.0, "cuts": ['
+        )
         for _ in range(limit // len(chunk) + 1):
             handle.write(chunk)
         handle.write(b"[0, 0.0, [0.0]]]}")
@@ -83,8 +85,10 @@ def test_more_cuts_than_max_cuts_are_refused_before_they_are_built(tmp_path):
     """Short cuts (``[0,0,[0]],``) fit the byte bound many times over: the count is bounded
     before parsing (the old reader parsed and added them all)."""
     path = tmp_path / "many.json"
-    path.write_text('{"case": "case3", "horizon": 4, "stage_k": 0.0036, "load_scale": 1.0, '
-                    '"cuts": [' + "[0,0,[0]]," * MAX_CUTS + "[0,0,[0]]]}")  # fmt: skip
+    path.write_text(
+        '{"case": "case3", "horizon": 4, "stage_k": 0.0036, "load_scale": 1.0, '
+        '"cuts": [' + "[0,0,[0]]," * MAX_CUTS + "[0,0,[0]]]}"
+    )
     outcome, detail = run_case(load_into_sddp, str(path), memory=1 << 30, timeout=30)
     assert outcome == "refused", f"{outcome}: {detail}"
     assert f"more than {MAX_CUTS} cuts" in detail
@@ -106,7 +110,7 @@ def test_more_cuts_than_max_cuts_are_refused_before_they_are_built(tmp_path):
         ('{"cuts": [[0, 1.0', "not valid JSON"),
         ("[]", "must be a JSON object"),
     ],
-)  # fmt: skip
+)
 def test_bad_cut_files_are_refused_in_one_line(tmp_path, text, message):
     """NaN or infinite coefficients, a wrong shape or stage, a list where the object belongs
     or deep nesting: a one-line CutFileError (a BadFileError) naming the file and the field
@@ -134,8 +138,16 @@ def test_truncated_or_corrupt_gzip_cut_files_are_refused(tmp_path, cut_file):
 def test_simulate_with_a_bad_cut_file_is_a_one_line_error(tmp_path, cut_file, capsys):
     truncated = tmp_path / "cuts.json.gz"
     truncated.write_bytes(open(cut_file, "rb").read()[:-20])
-    argv = ["hydro", "simulate", str(truncated), *COMMON, "--out", str(tmp_path / "sim"),
-            "--stages", "4"]  # fmt: skip
+    argv = [
+        "hydro",
+        "simulate",
+        str(truncated),
+        *COMMON,
+        "--out",
+        str(tmp_path / "sim"),
+        "--stages",
+        "4",
+    ]
     status, err = main_status(argv, capsys)
     assert status == 2 and err.count("\n") == 1 and "not a readable cut file" in err
 
@@ -194,20 +206,38 @@ def test_deeply_nested_case_json_is_refused(case_dir, name):
 @pytest.mark.parametrize(
     "name,change,message",
     [
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(downstream_turn=5),
-         "field 'downstream_turn' must be a list of plant indices, not 5"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(downstream_spill=["x"]),
-         "field 'downstream_spill' = 'x' is not a valid int"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(name={"a": [1] * 1000}),
-         "field 'name' = an object is not a plant name"),
-        ("PowerModels.json", lambda d: d["gen"]["1"].update(cost=["x", 1.0, 0.0]),
-         "field 'cost' = 'x' is not a valid float"),
-        ("PowerModels.json", lambda d: d["gen"]["1"].update(cost=[1.0, "nan"]),
-         "field 'cost' = 'nan' is not a valid float"),
-        ("PowerModels.json", lambda d: d["gen"]["1"].update(index=list(range(10000))),
-         "gen a list: field 'index' = a list is not a valid int"),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(downstream_turn=5),
+            "field 'downstream_turn' must be a list of plant indices, not 5",
+        ),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(downstream_spill=["x"]),
+            "field 'downstream_spill' = 'x' is not a valid int",
+        ),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(name={"a": [1] * 1000}),
+            "field 'name' = an object is not a plant name",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d["gen"]["1"].update(cost=["x", 1.0, 0.0]),
+            "field 'cost' = 'x' is not a valid float",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d["gen"]["1"].update(cost=[1.0, "nan"]),
+            "field 'cost' = 'nan' is not a valid float",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d["gen"]["1"].update(index=list(range(10000))),
+            "gen a list: field 'index' = a list is not a valid int",
+        ),
     ],
-)  # fmt: skip
+)
 def test_hostile_case_fields_are_named_in_one_line(case_dir, name, change, message):
     edit(case_dir, name, change)
     with pytest.raises(CaseDataError) as caught:
@@ -229,8 +259,10 @@ def test_a_long_cascade_is_checked_without_recursion(case_dir):
     before); the case is then refused for its inflows, in one line."""
     hydro = json.loads((case_dir / "hydro.json").read_text())
     plant = hydro["Hydrogenerators"][0]
-    plants = [{**plant, "index": i, "downstream_turn": [i + 1] if i < 5000 else []}
-              for i in range(1, 5001)]  # fmt: skip
+    plants = [
+        {**plant, "index": i, "downstream_turn": [i + 1] if i < 5000 else []}
+        for i in range(1, 5001)
+    ]
     hydro["Hydrogenerators"] = plants
     (case_dir / "hydro.json").write_text(json.dumps(hydro))
     with pytest.raises(CaseDataError, match="not a whole number of scenarios for 5000 plants"):
@@ -261,9 +293,11 @@ def test_mathoptformat_files_are_read_within_bounds(tmp_path):
         (lambda m: m.update(constraints={"a": 1}), "not a MathOptFormat model"),
         (lambda m: m["constraints"][0].update(set=[1]), "not a MathOptFormat model"),
         (lambda m: m["constraints"][0]["set"].update(type={"x": [1] * 500}), "a dict set"),
-        (lambda m: m["objective"]["function"]["terms"][0].update(coefficient="1"),
-         "must be a number, not str"),
-    ]:  # fmt: skip
+        (
+            lambda m: m["objective"]["function"]["terms"][0].update(coefficient="1"),
+            "must be a number, not str",
+        ),
+    ]:
         bad = json.loads(json.dumps(model))
         change(bad)
         path = tmp_path / "bad.mof.json"
@@ -284,8 +318,15 @@ def tsddr_agent(best_model_path=None):
     from mdpo.envs.hydro.problem import HydroProblem
 
     problem = HydroProblem("case3", 6, load_scale=1.0)
-    return TSDDR("StatePolicy", problem, eval_freq=1, eval_scenarios=4, seed=0, device="cpu",
-                 best_model_path=best_model_path)  # fmt: skip
+    return TSDDR(
+        "StatePolicy",
+        problem,
+        eval_freq=1,
+        eval_scenarios=4,
+        seed=0,
+        device="cpu",
+        best_model_path=best_model_path,
+    )
 
 
 def rewrite_config(path, **changes):
@@ -330,8 +371,9 @@ def test_a_copied_run_folder_resumes_into_the_copy(tmp_path):
     assert explicit.best_model_path == str(tmp_path / "chosen.zip")
 
 
-@pytest.mark.parametrize("stored", ["/tmp/elsewhere/best_model.zip", "../../best_model.zip",
-                                    ["best_model.zip"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "stored", ["/tmp/elsewhere/best_model.zip", "../../best_model.zip", ["best_model.zip"]]
+)
 def test_a_tampered_best_model_path_is_refused(tmp_path, stored):
     import mdpo
     from mdpo import TSDDR
@@ -362,9 +404,25 @@ def tsddr_run_folder(tmp_path, **config_changes):
 
 
 def tsddr_argv(out, steps=6):
-    return ["hydro", "tsddr", *COMMON, "--out", str(out), "--stages", "6", "--eval-freq", "1",
-            "--eval-scenarios", "4", "--checkpoint-freq", "5", "--policy", "state",
-            "--steps", str(steps)]  # fmt: skip
+    return [
+        "hydro",
+        "tsddr",
+        *COMMON,
+        "--out",
+        str(out),
+        "--stages",
+        "6",
+        "--eval-freq",
+        "1",
+        "--eval-scenarios",
+        "4",
+        "--checkpoint-freq",
+        "5",
+        "--policy",
+        "state",
+        "--steps",
+        str(steps),
+    ]
 
 
 def test_cli_tsddr_refuses_a_checkpoint_that_writes_outside_its_folder(tmp_path, capsys):
@@ -385,7 +443,7 @@ def test_cli_tsddr_refuses_a_checkpoint_that_writes_outside_its_folder(tmp_path,
         ("best_model.zip.json", '{"eval_mean_cost": NaN}', "NaN"),
         ("best_model.zip.json", '{"eval_mean_cost": 1e999}', "must be a finite number"),
     ],
-)  # fmt: skip
+)
 def test_cli_tsddr_side_files_are_one_line_errors(tmp_path, capsys, name, text, message):
     out = tsddr_run_folder(tmp_path)
     (out / name).write_text(text)
@@ -397,15 +455,20 @@ def test_cli_compare_and_plot_refuse_bad_summaries_in_one_line(tmp_path, capsys)
     folder = tmp_path / "result"
     folder.mkdir()
     (folder / "stages.csv").write_text("stage,total_volume,thermal_mw\n1,2,3\n")
-    for text, message in [("[1]", "must be a JSON object"),  # TypeError before
-                          ("[" * 100_000 + "]" * 100_000, "nests deeper"),
-                          ('{"label": ["x"]}', "label must be a string")]:  # fmt: skip
+    for text, message in [
+        ("[1]", "must be a JSON object"),  # TypeError before
+        ("[" * 100_000 + "]" * 100_000, "nests deeper"),
+        ('{"label": ["x"]}', "label must be a string"),
+    ]:
         (folder / "summary.json").write_text(text)
-        status, err = main_status(["hydro", "compare", str(folder), "--out",
-                                   str(tmp_path / "cmp")], capsys)  # fmt: skip
+        status, err = main_status(
+            ["hydro", "compare", str(folder), "--out", str(tmp_path / "cmp")], capsys
+        )
         assert status == 2 and err.count("\n") == 1 and message in err
-        status, err = main_status(["hydro", "plot", str(folder), "--case", "case3", "--out",
-                                   str(tmp_path / "plot.png")], capsys)  # fmt: skip
+        status, err = main_status(
+            ["hydro", "plot", str(folder), "--case", "case3", "--out", str(tmp_path / "plot.png")],
+            capsys,
+        )
         assert status == 2 and err.count("\n") == 1 and message in err
 
 
@@ -413,8 +476,19 @@ def test_cli_sddp_refuses_a_bad_training_log_in_one_line(tmp_path, capsys, cut_f
     out = tmp_path / "sddp"
     out.mkdir()
     shutil.copy(cut_file, out / "cuts.json.gz")
-    argv = ["hydro", "sddp", *COMMON, "--out", str(out), "--horizon", "4", "--report", "4",
-            "--iterations", "3"]  # fmt: skip
+    argv = [
+        "hydro",
+        "sddp",
+        *COMMON,
+        "--out",
+        str(out),
+        "--horizon",
+        "4",
+        "--report",
+        "4",
+        "--iterations",
+        "3",
+    ]
     for text, message in [
         ("iteration,lower\n1,2\n", "lower_bound must be a number"),  # KeyError
         ("lower_bound,forward_cost,seconds\n1,nan,2\n", "finite number"),
@@ -434,9 +508,22 @@ def test_hydro_commands_refuse_a_busy_run_folder(tmp_path, command):
     from mdpo.runlock import RunFolderBusy, run_folder_lock
 
     out = tmp_path / command
-    argv = {"sddp": ["hydro", "sddp", *COMMON, "--out", str(out), "--horizon", "4",
-                     "--report", "4", "--iterations", "2"],
-            "tsddr": tsddr_argv(out, steps=2)}[command]  # fmt: skip
+    argv = {
+        "sddp": [
+            "hydro",
+            "sddp",
+            *COMMON,
+            "--out",
+            str(out),
+            "--horizon",
+            "4",
+            "--report",
+            "4",
+            "--iterations",
+            "2",
+        ],
+        "tsddr": tsddr_argv(out, steps=2),
+    }[command]
     args = build_parser().parse_args(argv)
     args.argv = argv
     with run_folder_lock(str(out), "test"):
@@ -481,6 +568,12 @@ def test_highs_backend_solves_after_another_highs_ran_with_default_threads():
     threads, so every solve of ours (threads=1) failed with 'Not Set'. Run in a fresh
     interpreter: the scheduler is process-wide state."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", HIGHS_CLASH], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=os.getcwd())  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", HIGHS_CLASH],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=os.getcwd(),
+    )
     assert done.returncode == 0 and "solved" in done.stdout, done.stderr[-2000:]

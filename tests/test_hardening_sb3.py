@@ -46,8 +46,7 @@ def files(tmp_path_factory):
         ("ppo_box", SB3PPO, "Pendulum-v1", {"n_steps": 64, "batch_size": 32}),
         ("sac", SB3SAC, "Pendulum-v1", {"buffer_size": 1000}),
     ):
-        model = cls("MlpPolicy", env_id, seed=0, device="cpu", policy_kwargs=dict(SMALL),
-                    **kwargs)  # fmt: skip
+        model = cls("MlpPolicy", env_id, seed=0, device="cpu", policy_kwargs=dict(SMALL), **kwargs)
         paths[name] = str(folder / f"{name}.zip")
         model.save(paths[name])
     paths["vecnormalize"] = str(folder / "vecnormalize.pkl")
@@ -516,6 +515,9 @@ def test_unexpected_weights_are_refused_before_they_are_touched(files, tmp_path)
 def test_real_files_still_load(files):
     """The checks refuse nothing SB3 writes."""
     for name in ("ppo_discrete", "ppo_box", "sac"):
-        agent = mdpo.sb3.load(files[name], device="cpu", vecnormalize=files["vecnormalize"]
-                              if name == "ppo_box" else None)  # fmt: skip
+        agent = mdpo.sb3.load(
+            files[name],
+            device="cpu",
+            vecnormalize=files["vecnormalize"] if name == "ppo_box" else None,
+        )
         assert agent.policy is not None

@@ -101,8 +101,11 @@ def test_the_run_count_multiplies_seeds_envs_algorithms_and_variants():
 def test_large_hyperparameters_multiplied_by_a_grid_are_refused():
     # a 0.5 MB value in every one of 10000 runs: 5 GB of config.json
     big = {"net_arch": [64] * 25_000}
-    grid = {"policy_kwargs": [big], "gamma": [0.9 + i / 1000 for i in range(100)],
-            "gae_lambda": [0.9 + i / 1000 for i in range(100)]}  # fmt: skip
+    grid = {
+        "policy_kwargs": [big],
+        "gamma": [0.9 + i / 1000 for i in range(100)],
+        "gae_lambda": [0.9 + i / 1000 for i in range(100)],
+    }
     spec = dict(SPEC, seeds=[0], hyperparameters={"grid": grid})
     outcome, detail = run_case(parse_spec, spec, memory=1 << 30, timeout=20)
     assert outcome == "refused", detail
@@ -112,8 +115,13 @@ def test_large_hyperparameters_multiplied_by_a_grid_are_refused():
 def laughs(depth: int) -> str:
     """A spec whose ``policy_kwargs`` holds 10^depth strings through ``depth`` levels of
     anchors, in under a kilobyte."""
-    lines = ["algorithms:", "  - name: PPO", "    hyperparameters:", "      policy_kwargs:",
-             "        l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]  # fmt: skip
+    lines = [
+        "algorithms:",
+        "  - name: PPO",
+        "    hyperparameters:",
+        "      policy_kwargs:",
+        "        l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
     for i in range(1, depth + 1):
         lines.append(f"        l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
     return HEAD.replace("algorithms: [PPO]\n", "") + "\n".join(lines) + "\n"
@@ -183,7 +191,7 @@ def test_aliases_nesting_deeper_than_the_limit_are_refused(tmp_path):
         ("\x00\x01", "is not valid YAML"),
         (HEAD + "eval: {[a]: 1}\n", "is not valid YAML: while constructing a mapping"),
     ],
-)  # fmt: skip
+)
 def test_hostile_yaml_is_refused_in_one_line(tmp_path, text, message):
     path = write_yaml(tmp_path / "spec.yaml", text)
     outcome, detail = run_case(load_spec, path, memory=512 << 20, timeout=5)
@@ -283,12 +291,24 @@ def test_non_finite_numbers_are_written_as_strict_json(tmp_path):
 
 # --------------------------------------------------- 13: malformed files of a sweep folder
 def result_of(run: RunConfig, final: float) -> dict:
-    curve = [{"timesteps": t, "nominal_timesteps": t, "mean_return": final * t / 1024,
-              "std_return": 0.0} for t in (0, 512, 1024)]  # fmt: skip
-    return {"run_id": run.run_id, "config": run.to_json(), "final_return": final,
-            "final_returns": [final], "num_timesteps": 1024, "curve": curve,
-            "wall_time_s": 2.0, "train_time_s": 1.5, "eval_time_s": 0.2, "steps_per_s": 600.0,
-            "code_version": "test", "finished": "2024-01-01T00:00:00"}  # fmt: skip
+    curve = [
+        {"timesteps": t, "nominal_timesteps": t, "mean_return": final * t / 1024, "std_return": 0.0}
+        for t in (0, 512, 1024)
+    ]
+    return {
+        "run_id": run.run_id,
+        "config": run.to_json(),
+        "final_return": final,
+        "final_returns": [final],
+        "num_timesteps": 1024,
+        "curve": curve,
+        "wall_time_s": 2.0,
+        "train_time_s": 1.5,
+        "eval_time_s": 0.2,
+        "steps_per_s": 600.0,
+        "code_version": "test",
+        "finished": "2024-01-01T00:00:00",
+    }
 
 
 def make_sweep(folder, spec=SPEC):
@@ -296,17 +316,29 @@ def make_sweep(folder, spec=SPEC):
     completed with made-up results."""
     runs = parse_spec(json.loads(json.dumps(spec))).runs()
     (folder / "runs").mkdir(parents=True)
-    (folder / "sweep.json").write_text(json.dumps({"name": spec["name"], "spec": spec,
-        "invocations": [{"command": "mdpo sweep run s.yaml", "time": "2024-01-01T00:00:00",
-                         "code_version": "test"}]}))  # fmt: skip
+    (folder / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": spec["name"],
+                "spec": spec,
+                "invocations": [
+                    {
+                        "command": "mdpo sweep run s.yaml",
+                        "time": "2024-01-01T00:00:00",
+                        "code_version": "test",
+                    }
+                ],
+            }
+        )
+    )
     for i, run in enumerate(runs):
         run_dir = folder / "runs" / run.run_id
         run_dir.mkdir()
         (run_dir / "config.json").write_text(json.dumps(run.to_json()))
         (run_dir / "result.json").write_text(json.dumps(result_of(run, 10.0 + i)))
-        (run_dir / "status.json").write_text(json.dumps({"status": "completed",
-                                                         "final_return": 10.0 + i,
-                                                         "wall_time_s": 2.0}))  # fmt: skip
+        (run_dir / "status.json").write_text(
+            json.dumps({"status": "completed", "final_return": 10.0 + i, "wall_time_s": 2.0})
+        )
     return folder
 
 
@@ -334,7 +366,7 @@ REPORT_CASES = [
     ("status.json", "[1]", "status.json must be a JSON object, not a list"),
     ("status.json", {"status": ["failed"]}, "status.json: status must be one of"),
     ("status.json", {"status": "failed", "error": 5}, "status.json: error must be a string"),
-]  # fmt: skip
+]
 
 
 def corrupt(sweep, name: str, content) -> str:
@@ -370,13 +402,19 @@ def test_resume_planning_refuses_a_malformed_file_before_touching_anything(
     second = sorted((sweep / "runs").iterdir())[1]
     (second / "result.json").unlink()  # a run to redo, whose folder would be cleared
     path = corrupt(sweep, name, content)
-    before = {p: open(p, "rb").read() for p in glob.glob(f"{sweep}/**/*", recursive=True)
-              if os.path.isfile(p)}  # fmt: skip
+    before = {
+        p: open(p, "rb").read()
+        for p in glob.glob(f"{sweep}/**/*", recursive=True)
+        if os.path.isfile(p)
+    }
     with pytest.raises(BadFileError) as err:
         prepare(spec, str(sweep), "mdpo sweep run s.yaml")
     assert message in one_line(str(err.value)) and path in str(err.value)
-    after = {p: open(p, "rb").read() for p in glob.glob(f"{sweep}/**/*", recursive=True)
-             if os.path.isfile(p)}  # fmt: skip
+    after = {
+        p: open(p, "rb").read()
+        for p in glob.glob(f"{sweep}/**/*", recursive=True)
+        if os.path.isfile(p)
+    }
     assert after == before
 
 

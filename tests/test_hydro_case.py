@@ -50,16 +50,28 @@ def edit(folder, name, change):
         ("PowerModels.json", lambda d: d["load"]["1"].update(load_bus=5), "unknown bus 5"),
         ("PowerModels.json", lambda d: d["branch"]["1"].update(rate_a=-2), "rate_a = -2.0"),
         ("PowerModels.json", lambda d: d.pop("cost_deficit"), "missing 'cost_deficit'"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(index_grid=99),
-         "unknown generator 99"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(max_volume=-0.5),
-         "max_volume = -0.5"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(downstream_turn=[4]),
-         "downstream_turn refers to unknown plant 4"),
-        ("hydro.json", lambda d: d["Hydrogenerators"][0].update(min_turn="fast"),
-         "'min_turn' = 'fast' is not a valid float"),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(index_grid=99),
+            "unknown generator 99",
+        ),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(max_volume=-0.5),
+            "max_volume = -0.5",
+        ),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(downstream_turn=[4]),
+            "downstream_turn refers to unknown plant 4",
+        ),
+        (
+            "hydro.json",
+            lambda d: d["Hydrogenerators"][0].update(min_turn="fast"),
+            "'min_turn' = 'fast' is not a valid float",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_data_is_named(case_dir, file, change, message):
     edit(case_dir, file, change)
     with pytest.raises(CaseDataError, match=message.replace("(", r"\(").replace(")", r"\)")):

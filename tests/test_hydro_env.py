@@ -37,8 +37,9 @@ def test_step_equals_the_target_lp():
     np.testing.assert_allclose(obs[11:22], inflow, rtol=1e-6)
     _, reward, _, _, info = env.step(action)
     target = (action + 1) / 2 * env.max_volume
-    problem = build_deterministic_equivalent(env.case, inflow[None], volume_in=volumes,
-                                             targets=target[None])  # fmt: skip
+    problem = build_deterministic_equivalent(
+        env.case, inflow[None], volume_in=volumes, targets=target[None]
+    )
     assert -reward == pytest.approx(HighsModel(problem.lp).solve().objective, rel=1e-9)
     np.testing.assert_allclose(info["target"], target)
 
@@ -46,9 +47,16 @@ def test_step_equals_the_target_lp():
 def test_ppo_runs_on_it():
     from mdpo import PPO
 
-    agent = PPO("MlpPolicy", "HydroDispatch-v0", n_steps=32, batch_size=16, n_epochs=1,
-                env_kwargs={"case": "case3", "horizon": 8, "load_scale": 1.0}, seed=0,
-                device="cpu")  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "HydroDispatch-v0",
+        n_steps=32,
+        batch_size=16,
+        n_epochs=1,
+        env_kwargs={"case": "case3", "horizon": 8, "load_scale": 1.0},
+        seed=0,
+        device="cpu",
+    )
     agent.learn(64)
     assert agent.num_timesteps == 64
 

@@ -56,8 +56,9 @@ def scenario(case, horizon, seed):
     """Stage-wise independent draws of one joint inflow column per stage, rows cycling."""
     rng = np.random.default_rng(seed)
     rows = case.inflows.shape[0]
-    return np.stack([case.inflows[t % rows, :, rng.integers(case.n_scenarios)]
-                     for t in range(horizon)])  # fmt: skip
+    return np.stack(
+        [case.inflows[t % rows, :, rng.integers(case.n_scenarios)] for t in range(horizon)]
+    )
 
 
 def test_one_stage_equivalent_is_the_stage_lp():
@@ -87,8 +88,9 @@ def test_targets_at_the_optimum_cost_nothing_and_slack_is_penalized():
     # an unreachable target (above the reservoir) is met by slack at the penalty's price
     too_high = volumes.copy()
     too_high[2, 0] = case.plants[0].max_volume + 0.1
-    model = HighsModel(build_deterministic_equivalent(case, inflows, targets=too_high,
-                                                      load_scale=1.0).lp)  # fmt: skip
+    model = HighsModel(
+        build_deterministic_equivalent(case, inflows, targets=too_high, load_scale=1.0).lp
+    )
     assert model.solve().objective >= solution.objective + 0.1 * 10010.0 - 1e-6
 
 

@@ -18,10 +18,19 @@ SEED = int(os.environ.get("MDPO_LEARNING_SEED", "0"))
 @pytest.mark.learning
 def test_ppo_solves_cartpole():
     agent = PPO(
-        "MlpPolicy", "CartPole-v1", n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8,
-        gamma=0.98, n_epochs=20, learning_rate=linear_schedule(1e-3),
-        clip_range=linear_schedule(0.2), seed=SEED, device="cpu",
-    )  # fmt: skip
+        "MlpPolicy",
+        "CartPole-v1",
+        n_envs=8,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        learning_rate=linear_schedule(1e-3),
+        clip_range=linear_schedule(0.2),
+        seed=SEED,
+        device="cpu",
+    )
     agent.learn(100_000)
     mean, std = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=1000)
     print(f"CartPole-v1 PPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
@@ -31,9 +40,18 @@ def test_ppo_solves_cartpole():
 @pytest.mark.learning
 def test_ppo_swings_up_pendulum():
     agent = PPO(
-        "MlpPolicy", "Pendulum-v1", n_envs=4, n_steps=1024, batch_size=64, gae_lambda=0.95,
-        gamma=0.9, n_epochs=10, learning_rate=1e-3, seed=SEED, device="cpu",
-    )  # fmt: skip
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_envs=4,
+        n_steps=1024,
+        batch_size=64,
+        gae_lambda=0.95,
+        gamma=0.9,
+        n_epochs=10,
+        learning_rate=1e-3,
+        seed=SEED,
+        device="cpu",
+    )
     agent.learn(150_000)
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 PPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
@@ -56,8 +74,9 @@ def test_trpo_solves_cartpole():
 
 @pytest.mark.learning
 def test_trpo_swings_up_pendulum():
-    agent = TRPO("MlpPolicy", "Pendulum-v1", n_envs=2, n_steps=1024, gamma=0.9, seed=SEED,
-                 device="cpu")  # fmt: skip
+    agent = TRPO(
+        "MlpPolicy", "Pendulum-v1", n_envs=2, n_steps=1024, gamma=0.9, seed=SEED, device="cpu"
+    )
     agent.learn(150_000)
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 TRPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
@@ -76,10 +95,21 @@ def test_mdpo_solves_cartpole():
 @pytest.mark.learning
 def test_mdpo_swings_up_pendulum():
     agent = MDPO(
-        "MlpPolicy", "Pendulum-v1", n_envs=4, n_steps=1024, gamma=0.9, learning_rate=1e-3,
-        policy_batch_size=64, vf_batch_size=64, vf_epochs=10, vf_learning_rate=1e-3,
-        clip_range_vf=None, t_k=1.0, seed=SEED, device="cpu",
-    )  # fmt: skip
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_envs=4,
+        n_steps=1024,
+        gamma=0.9,
+        learning_rate=1e-3,
+        policy_batch_size=64,
+        vf_batch_size=64,
+        vf_epochs=10,
+        vf_learning_rate=1e-3,
+        clip_range_vf=None,
+        t_k=1.0,
+        seed=SEED,
+        device="cpu",
+    )
     agent.learn(150_000)
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 MDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")
@@ -101,8 +131,14 @@ def test_sac_swings_up_pendulum():
 
 @pytest.mark.learning
 def test_mdpo_off_policy_swings_up_pendulum():
-    agent = OffPolicyMDPO("MlpPolicy", "Pendulum-v1", learning_starts=1000, learning_rate=1e-3,
-                          seed=SEED, device="cpu")  # fmt: skip
+    agent = OffPolicyMDPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        learning_starts=1000,
+        learning_rate=1e-3,
+        seed=SEED,
+        device="cpu",
+    )
     agent.learn(10_000)
     mean, std = evaluate_policy(agent, "Pendulum-v1", n_eval_episodes=20, seed=1000)
     print(f"Pendulum-v1 OffPolicyMDPO seed {SEED}: {mean:.1f} +/- {std:.1f}")

@@ -17,8 +17,10 @@ def test_gaussian_kl_against_monte_carlo():
     mean_p, mean_q = torch.tensor([0.3, -1.0]), torch.tensor([-0.2, -0.5])
     log_std_p, log_std_q = torch.tensor([-0.3, 0.2]), torch.tensor([0.1, -0.4])
     samples = mean_p + torch.exp(log_std_p) * torch.randn(400_000, 2, generator=g)
-    estimate = (gaussian_log_prob(samples, mean_p, log_std_p)
-                - gaussian_log_prob(samples, mean_q, log_std_q)).mean()  # fmt: skip
+    estimate = (
+        gaussian_log_prob(samples, mean_p, log_std_p)
+        - gaussian_log_prob(samples, mean_q, log_std_q)
+    ).mean()
     exact = gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)
     assert float(exact) == pytest.approx(float(estimate), abs=0.01)
     assert float(gaussian_kl(mean_p, log_std_p, mean_p, log_std_p)) == 0.0
@@ -86,8 +88,17 @@ def test_two_steps_equal_the_hand_written_objective():
     torch.distributions (an independent implementation)."""
     from torch.distributions import Normal, kl_divergence
 
-    agent = MDPO("MlpPolicy", "Pendulum-v1", n_steps=256, n_policy_steps=2, vf_epochs=0,
-                 learning_rate=3e-2, t_k=0.5, seed=0, device="cpu")  # fmt: skip
+    agent = MDPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=256,
+        n_policy_steps=2,
+        vf_epochs=0,
+        learning_rate=3e-2,
+        t_k=0.5,
+        seed=0,
+        device="cpu",
+    )
     agent.runner.reset(seed=0)
     batch = agent._process_rollout(agent.runner.rollout(256, agent._rollout_policy()))
     reference = copy.deepcopy(agent.policy)
@@ -130,8 +141,16 @@ def test_tsallis_divergence_tends_to_the_kl():
 
 def test_one_step_equals_a_policy_gradient_step():
     """m = 1 at θ = θ_k: ratio = 1 and ∇KL = 0, so the step is Adam on −mean(log π · Â)."""
-    agent = MDPO("MlpPolicy", "Pendulum-v1", n_steps=256, n_policy_steps=1, vf_epochs=0,
-                 learning_rate=1e-2, seed=0, device="cpu")  # fmt: skip
+    agent = MDPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=256,
+        n_policy_steps=1,
+        vf_epochs=0,
+        learning_rate=1e-2,
+        seed=0,
+        device="cpu",
+    )
     agent.runner.reset(seed=0)
     batch = agent._process_rollout(agent.runner.rollout(256, agent._rollout_policy()))
     agent._iteration, agent._total_timesteps = 1, 256 * 10

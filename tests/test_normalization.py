@@ -78,9 +78,10 @@ def test_runner_normalization_equals_vecnormalize():
     theirs.seed(4)
     their_obs = theirs.reset()
     runner = VecEnvRunner(
-        make_vec_env("CartPole-v1", 2), torch.device("cpu"),
+        make_vec_env("CartPole-v1", 2),
+        torch.device("cpu"),
         Normalizer((4,), normalize_obs=True, normalize_reward=True, gamma=0.95),
-    )  # fmt: skip
+    )
     our_obs = runner.reset(seed=4)
     np.testing.assert_allclose(our_obs, their_obs, rtol=1e-5, atol=1e-6)
     actions = np.random.default_rng(0).integers(0, 2, size=(300, 2))
@@ -92,6 +93,7 @@ def test_runner_normalization_equals_vecnormalize():
         next_obs = roll.obs[t + 1].numpy() if t + 1 < 300 else roll.last_obs.numpy()
         np.testing.assert_allclose(next_obs, their_obs, rtol=1e-5, atol=1e-5)
         for i in np.flatnonzero(dones):
-            np.testing.assert_allclose(next(finals), infos[i]["terminal_observation"],
-                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+            np.testing.assert_allclose(
+                next(finals), infos[i]["terminal_observation"], rtol=1e-5, atol=1e-5
+            )
     assert len(roll.final_obs) > 3

@@ -484,8 +484,14 @@ def test_sac_learn_equals_sb3_end_to_end(monkeypatch):
 
     steps, starts, limit = 400, 100, 60
     kwargs = dict(learning_starts=starts, batch_size=32, policy_kwargs={"net_arch": [16, 16]})
-    ours = SAC("MlpPolicy", "Pendulum-v1", seed=3, device="cpu",
-               env_kwargs={"max_episode_steps": limit}, **copy_kwargs(kwargs))  # fmt: skip
+    ours = SAC(
+        "MlpPolicy",
+        "Pendulum-v1",
+        seed=3,
+        device="cpu",
+        env_kwargs={"max_episode_steps": limit},
+        **copy_kwargs(kwargs),
+    )
     venv = DummyVecEnv([lambda: gym.make("Pendulum-v1", max_episode_steps=limit)])
     theirs = SB3SAC("MlpPolicy", venv, seed=3, device="cpu", **copy_kwargs(kwargs))
     theirs.actor.load_state_dict(ours.policy.actor.state_dict())
@@ -509,8 +515,9 @@ def test_sac_learn_equals_sb3_end_to_end(monkeypatch):
 
     def replay_sample(self, batch_size, env=None):
         upper = self.buffer_size if self.full else self.pos
-        return self._get_samples(torch.randint(upper, (batch_size,), generator=training).numpy(),
-                                 env=env)  # fmt: skip
+        return self._get_samples(
+            torch.randint(upper, (batch_size,), generator=training).numpy(), env=env
+        )
 
     monkeypatch.setattr(space, "sample", uniform_action)
     monkeypatch.setattr(DiagGaussianDistribution, "sample", gaussian_sample)
@@ -520,13 +527,15 @@ def test_sac_learn_equals_sb3_end_to_end(monkeypatch):
 
     assert ours._n_updates == theirs._n_updates == steps - starts
     for key, value in theirs.actor.state_dict().items():
-        torch.testing.assert_close(ours.policy.actor.state_dict()[key], value, atol=1e-5,
-                                   rtol=1e-4, msg=key)  # fmt: skip
+        torch.testing.assert_close(
+            ours.policy.actor.state_dict()[key], value, atol=1e-5, rtol=1e-4, msg=key
+        )
     expected = theirs.critic.state_dict()
     for key, value in sb3_critic_state(ours.policy.critic).items():
         torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=1e-4, msg=key)
-    torch.testing.assert_close(ours.ent_coef_module.log_value, theirs.log_ent_coef,
-                               atol=1e-6, rtol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        ours.ent_coef_module.log_value, theirs.log_ent_coef, atol=1e-6, rtol=1e-5
+    )
     # SB3 keeps done and timeout apart and bootstraps when both are set: the same masks
     buffer = theirs.replay_buffer
     sb3_done = buffer.dones[:steps, 0] * (1 - buffer.timeouts[:steps, 0])

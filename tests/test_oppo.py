@@ -44,8 +44,14 @@ def hand_episode(length: int, first_reward: float, obs_offset: float = 0.0) -> E
 
 def hand_dataset() -> OfflineDataset:
     """Two episodes: 5 steps with rewards 0..4 and 3 steps with rewards 10..12."""
-    return OfflineDataset([hand_episode(5, 0.0), hand_episode(3, 10.0, 100.0)], "Pendulum-v1",
-                          OBS2, BOX1, ref_min_score=-10.0, ref_max_score=10.0)  # fmt: skip
+    return OfflineDataset(
+        [hand_episode(5, 0.0), hand_episode(3, 10.0, 100.0)],
+        "Pendulum-v1",
+        OBS2,
+        BOX1,
+        ref_min_score=-10.0,
+        ref_max_score=10.0,
+    )
 
 
 # ----------------------------------------------------------------------------------- datasets
@@ -66,8 +72,9 @@ def test_dataset_round_trip_through_minari(tmp_path, monkeypatch):
         np.testing.assert_array_equal(theirs.terminations, ours.terminations)
         np.testing.assert_array_equal(theirs.truncations, ours.truncations)
     returns = dataset.returns
-    np.testing.assert_allclose(100 * minari.get_normalized_score(loaded, returns),
-                               dataset.normalized_score(returns))  # fmt: skip
+    np.testing.assert_allclose(
+        100 * minari.get_normalized_score(loaded, returns), dataset.normalized_score(returns)
+    )
     ours = OfflineDataset.load("mdpo/pendulum/test-v0", root=str(tmp_path))
     assert ours.env_id == "Pendulum-v1" and ours.info == {"kind": "test", "seed": 3}
     assert (ours.ref_min_score, ours.ref_max_score) == (
@@ -92,8 +99,9 @@ def test_dataset_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Box action spaces; CartPole-v1 has Discrete"):
         OfflineDataset([hand_episode(3, 0.0)], "CartPole-v1", OBS2, discrete)
     with pytest.raises(ValueError, match="needs 4 observations"):
-        Episode(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), np.zeros(3, bool),
-                np.zeros(3, bool))  # fmt: skip
+        Episode(
+            np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), np.zeros(3, bool), np.zeros(3, bool)
+        )
     no_refs = OfflineDataset([hand_episode(3, 0.0)], "Pendulum-v1", OBS2, BOX1)
     with pytest.raises(ValueError, match="no reference returns"):
         no_refs.normalized_score(1.0)
@@ -177,8 +185,13 @@ def test_scripted_labels_and_ties():
 
 def test_label_file_round_trip_and_errors(tmp_path):
     sampler = SegmentSampler(hand_dataset(), 3)
-    pairs = PreferencePairs(torch.tensor([0, 1]), torch.tensor([2, 0]), torch.tensor([1, 0]),
-                            torch.tensor([0, 1]), torch.tensor([1.0, 0.5]))  # fmt: skip
+    pairs = PreferencePairs(
+        torch.tensor([0, 1]),
+        torch.tensor([2, 0]),
+        torch.tensor([1, 0]),
+        torch.tensor([0, 1]),
+        torch.tensor([1.0, 0.5]),
+    )
     path = write_labels(str(tmp_path / "labels.csv"), pairs)
     read = read_labels(path, sampler)
     assert read.episode_a.tolist() == [0, 1] and read.start_a.tolist() == [2, 0]
@@ -233,8 +246,14 @@ def test_triplet_and_norm_losses_by_hand():
 
 def test_oppo_losses_against_a_plain_computation():
     dataset = mixture_dataset(good=2, bad=2)
-    agent = OPPO("MlpPolicy", dataset, seed=0, segment_length=5, batch_size=6,
-                 encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0))  # fmt: skip
+    agent = OPPO(
+        "MlpPolicy",
+        dataset,
+        seed=0,
+        segment_length=5,
+        batch_size=6,
+        encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0),
+    )
     agent.model.eval()
     gen = torch.Generator().manual_seed(3)
     pairs = agent.preferences.batch(6, gen)
@@ -270,10 +289,16 @@ def test_oppo_losses_against_a_plain_computation():
 
 def test_encoder_ignores_padding():
     """The authors' encoder summed padded tokens; ours must not see them."""
-    dataset = OfflineDataset([hand_episode(3, 0.0), hand_episode(8, 0.0)], "Pendulum-v1", OBS2,
-                             BOX1, -10.0, 10.0)  # fmt: skip
-    agent = OPPO("MlpPolicy", dataset, seed=0, segment_length=5,
-                 encoder_kwargs=dict(hidden=16, n_layers=2, ff=32, dropout=0.0))  # fmt: skip
+    dataset = OfflineDataset(
+        [hand_episode(3, 0.0), hand_episode(8, 0.0)], "Pendulum-v1", OBS2, BOX1, -10.0, 10.0
+    )
+    agent = OPPO(
+        "MlpPolicy",
+        dataset,
+        seed=0,
+        segment_length=5,
+        encoder_kwargs=dict(hidden=16, n_layers=2, ff=32, dropout=0.0),
+    )
     agent.model.eval()
     seg = agent.sampler.gather(torch.tensor([0]), torch.tensor([0]))
     assert seg.mask[0].tolist() == [False, False, True, True, True]
@@ -288,8 +313,14 @@ def test_z_star_moves_towards_preferred_encodings():
     """Triplet steps on z* alone with fixed encodings: preferred ones around +e1, the others
     around -e1; z* starts far away and ends nearer the preferred ones."""
     dataset = mixture_dataset(good=2, bad=2)
-    agent = OPPO("MlpPolicy", dataset, seed=0, z_dim=3, z_learning_rate=0.05,
-                 encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0))  # fmt: skip
+    agent = OPPO(
+        "MlpPolicy",
+        dataset,
+        seed=0,
+        z_dim=3,
+        z_learning_rate=0.05,
+        encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),
+    )
     with torch.no_grad():
         agent.model.z_star.copy_(torch.tensor([0.0, 4.0, -3.0]))
     gen = torch.Generator().manual_seed(0)
@@ -317,9 +348,16 @@ def test_z_star_moves_towards_preferred_encodings():
 
 def test_train_step_descends_and_refreshes_nothing_else():
     dataset = mixture_dataset(good=2, bad=2)
-    agent = OPPO("MlpPolicy", dataset, seed=0, batch_size=16, warmup_steps=0,
-                 learning_rate=1e-3, encoder_learning_rate=1e-3,
-                 encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0))  # fmt: skip
+    agent = OPPO(
+        "MlpPolicy",
+        dataset,
+        seed=0,
+        batch_size=16,
+        warmup_steps=0,
+        learning_rate=1e-3,
+        encoder_learning_rate=1e-3,
+        encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0),
+    )
     agent._setup_learn(10, True, "test")
     gen_state = agent.rng.get_state()
     pairs = agent.preferences.batch(16, agent.rng)
@@ -337,9 +375,14 @@ def test_train_step_descends_and_refreshes_nothing_else():
 # ----------------------------------------------------------------------------------- policies
 def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
     dataset = mixture_dataset(good=2, bad=1)
-    agent = OPPO("TransformerPolicy", dataset, seed=0, segment_length=4,
-                 policy_kwargs=dict(hidden=16, n_layers=2, ff=32, dropout=0.0),
-                 encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0))  # fmt: skip
+    agent = OPPO(
+        "TransformerPolicy",
+        dataset,
+        seed=0,
+        segment_length=4,
+        policy_kwargs=dict(hidden=16, n_layers=2, ff=32, dropout=0.0),
+        encoder_kwargs=dict(hidden=16, n_layers=1, ff=32, dropout=0.0),
+    )
     agent.model.eval()
     seg = agent.sampler.gather(torch.tensor([0]), torch.tensor([10]))
     z = agent.context(agent.z_star[None])
@@ -347,8 +390,9 @@ def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
     changed = agent.sampler.gather(torch.tensor([0]), torch.tensor([10]))
     changed.observations[0, 2:] += 5.0
     changed.actions[0, 1:] += 0.5
-    out2 = agent.model.policy(changed.observations, changed.actions, changed.timesteps,
-                              changed.mask, z)  # fmt: skip
+    out2 = agent.model.policy(
+        changed.observations, changed.actions, changed.timesteps, changed.mask, z
+    )
     torch.testing.assert_close(out2[0, :2], out[0, :2])  # steps 0, 1 never see the change
     assert not torch.allclose(out2[0, 2:], out[0, 2:])
     # predict over an episode: each action equals the policy on the last K steps with z* at
@@ -366,8 +410,9 @@ def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
         )
         window_act = torch.as_tensor(np.array(prev + [np.zeros(1, np.float32)]))[None]
         times = torch.arange(t + 1 - k, t + 1)[None]
-        expected = agent.model.policy(window_obs, window_act.float(), times,
-                                      torch.ones(1, k, dtype=torch.bool), z)[0, -1]  # fmt: skip
+        expected = agent.model.policy(
+            window_obs, window_act.float(), times, torch.ones(1, k, dtype=torch.bool), z
+        )[0, -1]
         expected = agent.scaler.actions_from_unit(expected.clamp(-1, 1)).detach().numpy()
         np.testing.assert_allclose(action, expected, atol=1e-5)
         actions.append(action)
@@ -379,9 +424,14 @@ def test_transformer_policy_is_causal_and_predict_gives_z_star_at_every_step():
     with pytest.raises(ValueError, match="not this policy's history of 2 episodes"):
         agent.predict(np.stack([obs, obs]), state)  # the state of one episode
     # a window of one step is still the transformer's path
-    one = OPPO("TransformerPolicy", dataset, seed=0, segment_length=1,
-               policy_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),
-               encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0))  # fmt: skip
+    one = OPPO(
+        "TransformerPolicy",
+        dataset,
+        seed=0,
+        segment_length=1,
+        policy_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),
+        encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0),
+    )
     assert one.predict(obs, None)[0].shape == (1,)
 
 
@@ -399,8 +449,9 @@ def test_save_load_and_resume_equal_an_uninterrupted_run(tmp_path):
     path = first.save(str(tmp_path / "oppo.zip"))
     resumed = OPPO.load(path, env=dataset)
     resumed.learn(3, reset_num_timesteps=False)
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
-                                 resumed.model.state_dict().items(), strict=True):  # fmt: skip
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=name)
     obs = np.array([[0.5, -0.8, 1.0], [1.0, 0.0, -2.0]], np.float32)
     loaded = OPPO.load(path)  # no dataset: acting only, with the file's normalization
@@ -412,8 +463,9 @@ def test_save_load_and_resume_equal_an_uninterrupted_run(tmp_path):
 
 def test_ties_soft_labels_given_labels_and_warm_up():
     # constant rewards: every fresh pair ties; a step still imitates and moves nothing by labels
-    flat = OfflineDataset([hand_episode(30, 0.0), hand_episode(30, 0.0)], "Pendulum-v1", OBS2,
-                          BOX1, -10.0, 10.0)  # fmt: skip
+    flat = OfflineDataset(
+        [hand_episode(30, 0.0), hand_episode(30, 0.0)], "Pendulum-v1", OBS2, BOX1, -10.0, 10.0
+    )
     for episode in flat:
         episode.rewards[:] = 1.0
     small = dict(encoder_kwargs=dict(hidden=8, n_layers=1, ff=16, dropout=0.0))
@@ -426,14 +478,26 @@ def test_ties_soft_labels_given_labels_and_warm_up():
     # the encoder-and-policy loss gives z* no gradient
     dataset = mixture_dataset(good=2, bad=2)
     sampler = SegmentSampler(dataset, 5)
-    pairs = PreferencePairs(torch.tensor([0, 1, 2]), torch.tensor([0, 3, 7]),
-                            torch.tensor([1, 2, 3]), torch.tensor([5, 0, 1]),
-                            torch.tensor([1.0, 0.5, 0.75]))  # fmt: skip
+    pairs = PreferencePairs(
+        torch.tensor([0, 1, 2]),
+        torch.tensor([0, 3, 7]),
+        torch.tensor([1, 2, 3]),
+        torch.tensor([5, 0, 1]),
+        torch.tensor([1.0, 0.5, 0.75]),
+    )
     from mdpo.data.preferences import Preferences
 
     given = Preferences(sampler, pairs, description="soft")
-    agent = OPPO("MlpPolicy", dataset, labels=given, seed=0, segment_length=5, batch_size=4,
-                 warmup_steps=10, **small)  # fmt: skip
+    agent = OPPO(
+        "MlpPolicy",
+        dataset,
+        labels=given,
+        seed=0,
+        segment_length=5,
+        batch_size=4,
+        warmup_steps=10,
+        **small,
+    )
     seg_a = agent.sampler.gather(pairs.episode_a, pairs.start_a)
     seg_b = agent.sampler.gather(pairs.episode_b, pairs.start_b)
     total, parts = agent.losses(seg_a, seg_b, pairs.label)
@@ -442,8 +506,10 @@ def test_ties_soft_labels_given_labels_and_warm_up():
     # soft labels weigh the triplet term by |2 label - 1|: 1, 0, 0.5
     za, zb = agent.encode(seg_a).detach(), agent.encode(seg_b).detach()
     zs = agent.z_star
-    hinge = [torch.clamp_min((zs - p + 1e-6).norm() - (zs - n + 1e-6).norm() + 1.0, 0.0)
-             for p, n in ((za[0], zb[0]), (za[2], zb[2]))]  # fmt: skip
+    hinge = [
+        torch.clamp_min((zs - p + 1e-6).norm() - (zs - n + 1e-6).norm() + 1.0, 0.0)
+        for p, n in ((za[0], zb[0]), (za[2], zb[2]))
+    ]
     expected = (hinge[0] + 0.5 * hinge[1]) / 1.5
     assert abs(agent.z_star_loss(za, zb, pairs.label).item() - expected.item()) < 1e-6
     # warm-up of the policy's learning rate: (step + 1) / W, then the rate
@@ -521,9 +587,11 @@ def test_episodes_from_transitions_and_collect():
 def test_teacher_picks_expert_and_medium(tmp_path):
     teacher = Teacher(str(tmp_path), "Pendulum-v1", "PPO", 4096, 0, 1024)
     returns = [-1500.0, -1100.0, -700.0, -300.0, -500.0]
-    teacher.state = {"complete": True, "references": {"random": -1200.0, "expert": -300.0},
-                     "snapshots": [{"step": 1000 * (i + 1), "mean_return": r}
-                                   for i, r in enumerate(returns)]}  # fmt: skip
+    teacher.state = {
+        "complete": True,
+        "references": {"random": -1200.0, "expert": -300.0},
+        "snapshots": [{"step": 1000 * (i + 1), "mean_return": r} for i, r in enumerate(returns)],
+    }
     assert teacher.expert()["step"] == 4000
     # a third of the way from random (-1200) to expert (-300): -900; -1100 and -700 tie at
     # 200 away, the first wins
@@ -732,9 +800,16 @@ def test_oppo_beats_behaviour_cloning_on_a_pendulum_mixture():
     torch.set_num_threads(1)
     dataset = mixture_dataset(good=20, bad=20)
     bc = BC("MlpPolicy", dataset, seed=0, learning_rate=1e-3).learn(2000)
-    oppo = OPPO("MlpPolicy", dataset, seed=0, learning_rate=1e-3, encoder_learning_rate=1e-3,
-                z_learning_rate=1e-2, warmup_steps=200,
-                encoder_kwargs=dict(hidden=32, n_layers=1, ff=64, dropout=0.0))  # fmt: skip
+    oppo = OPPO(
+        "MlpPolicy",
+        dataset,
+        seed=0,
+        learning_rate=1e-3,
+        encoder_learning_rate=1e-3,
+        z_learning_rate=1e-2,
+        warmup_steps=200,
+        encoder_kwargs=dict(hidden=32, n_layers=1, ff=64, dropout=0.0),
+    )
     oppo.learn(2000)
     bc_score = bc.evaluate(10, seed=100, reset_options=START)["mean_normalized"]
     oppo_score = oppo.evaluate(10, seed=100, reset_options=START)["mean_normalized"]

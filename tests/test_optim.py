@@ -25,12 +25,20 @@ def test_reference_subproblems_solve_to_their_stored_optimum(case, optimum):
 def tiny_lp(rhs=4.0):
     """min x + 2y  s.t.  x + y >= rhs,  0 <= x <= 3,  y >= 0  (optimum x = 3, y = rhs - 3)."""
     return LinearProgram(
-        name="tiny", variables=["x", "y"], col_lower=np.zeros(2),
-        col_upper=np.array([3.0, np.inf]), objective=np.array([1.0, 2.0]),
-        objective_constant=0.5, maximize=False, rows=["demand"], row_lower=np.array([rhs]),
-        row_upper=np.array([np.inf]), row_start=np.array([0, 2]), columns=np.array([0, 1]),
+        name="tiny",
+        variables=["x", "y"],
+        col_lower=np.zeros(2),
+        col_upper=np.array([3.0, np.inf]),
+        objective=np.array([1.0, 2.0]),
+        objective_constant=0.5,
+        maximize=False,
+        rows=["demand"],
+        row_lower=np.array([rhs]),
+        row_upper=np.array([np.inf]),
+        row_start=np.array([0, 2]),
+        columns=np.array([0, 1]),
         values=np.array([1.0, 1.0]),
-    )  # fmt: skip
+    )
 
 
 def test_solve_change_bounds_and_duals():
@@ -64,18 +72,20 @@ def test_infeasible_and_unbounded_solves_name_the_problem():
 
 def test_mof_reader_refuses_what_it_does_not_read(tmp_path):
     model = {
-        "name": "m", "version": {"major": 1, "minor": 7},
+        "name": "m",
+        "version": {"major": 1, "minor": 7},
         "variables": [{"name": "x"}],
         "objective": {"sense": "min", "function": {"type": "ScalarQuadraticFunction"}},
         "constraints": [],
-    }  # fmt: skip
+    }
     path = tmp_path / "q.mof.json"
     path.write_text(json.dumps(model))
     with pytest.raises(LPFormatError, match="ScalarQuadraticFunction function"):
         read_mof(str(path))
     model["objective"] = {"sense": "feasibility"}
-    model["constraints"] = [{"function": {"type": "Variable", "name": "x"},
-                             "set": {"type": "Integer"}}]  # fmt: skip
+    model["constraints"] = [
+        {"function": {"type": "Variable", "name": "x"}, "set": {"type": "Integer"}}
+    ]
     path.write_text(json.dumps(model))
     with pytest.raises(LPFormatError, match="Integer set"):
         read_mof(str(path))
@@ -92,8 +102,9 @@ def test_batch_solve_in_processes_equals_serial():
     case = load_case("case3")
     rng = np.random.default_rng(0)
     horizon = 5
-    scenarios = [np.stack([case.inflows[t, :, rng.integers(3)] for t in range(horizon)])
-                 for _ in range(6)]  # fmt: skip
+    scenarios = [
+        np.stack([case.inflows[t, :, rng.integers(3)] for t in range(horizon)]) for _ in range(6)
+    ]
     problem = build_deterministic_equivalent(case, scenarios[0], load_scale=1.0)
     cols = problem.inflow.ravel()
     updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]

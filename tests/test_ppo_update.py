@@ -78,8 +78,17 @@ def test_update_equals_sb3(env_id, extra, monkeypatch):
     assert any(not torch.equal(mine[k], before[k]) for k in before), "the update moved nothing"
     assert ours._n_updates == theirs._n_updates
     logged = theirs.logger.name_to_value
-    for key in ("policy_gradient_loss", "value_loss", "entropy_loss", "approx_kl",
-                "clip_fraction", "loss", "explained_variance", "std", "n_updates"):  # fmt: skip
+    for key in (
+        "policy_gradient_loss",
+        "value_loss",
+        "entropy_loss",
+        "approx_kl",
+        "clip_fraction",
+        "loss",
+        "explained_variance",
+        "std",
+        "n_updates",
+    ):
         if key == "std" and env_id == "CartPole-v1":
             continue
         assert ours.logger.values[f"train/{key}"] == pytest.approx(
@@ -90,8 +99,17 @@ def test_update_equals_sb3(env_id, extra, monkeypatch):
 
 
 def test_target_kl_stops_the_epochs_early():
-    agent = PPO("MlpPolicy", "Pendulum-v1", n_steps=256, batch_size=32, n_epochs=10,
-                learning_rate=1e-2, target_kl=1e-4, seed=0, device="cpu")  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=256,
+        batch_size=32,
+        n_epochs=10,
+        learning_rate=1e-2,
+        target_kl=1e-4,
+        seed=0,
+        device="cpu",
+    )
     agent.learn(256)
     assert 0 < agent._n_updates < 10  # epochs run, counted as SB3 does
 
@@ -101,14 +119,31 @@ def test_clipped_branch_has_no_policy_gradient(log_ratio, moves):
     """One sample with advantage +1: past 1 + ε the clipped term (1 + ε)·Â is the minimum and
     carries no gradient, so the policy must not move; inside the clip, or below 1 − ε (where
     the unclipped term is the minimum), it must."""
-    agent = PPO("MlpPolicy", "Pendulum-v1", n_steps=8, batch_size=1, n_epochs=1, seed=0,
-                device="cpu", normalize_advantage=False, vf_coef=0.0, clip_range=0.2)  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=8,
+        batch_size=1,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        normalize_advantage=False,
+        vf_coef=0.0,
+        clip_range=0.2,
+    )
     obs, action = torch.zeros(1, 3), torch.full((1, 1), 0.3)
     with torch.no_grad():
         _, log_prob, _ = agent.policy.evaluate_actions(obs, action)
         value = agent.policy.predict_values(obs)
-    batch = RolloutBatch(obs, action, value, log_prob - log_ratio, torch.ones(1), value,
-                         old_dist_params=torch.zeros(1, 1))  # fmt: skip
+    batch = RolloutBatch(
+        obs,
+        action,
+        value,
+        log_prob - log_ratio,
+        torch.ones(1),
+        value,
+        old_dist_params=torch.zeros(1, 1),
+    )
     before = agent.policy.action_net.bias.detach().clone()
     agent.train(batch)
     changed = not torch.equal(agent.policy.action_net.bias, before)
@@ -127,8 +162,14 @@ def test_learn_equals_sb3_end_to_end(env_id, max_steps, monkeypatch):
 
     n_steps, iterations = 256, 4
     hyper = dict(n_steps=n_steps, batch_size=64, n_epochs=3)
-    ours = PPO("MlpPolicy", env_id, seed=3, device="cpu",
-               env_kwargs={"max_episode_steps": max_steps}, **hyper)  # fmt: skip
+    ours = PPO(
+        "MlpPolicy",
+        env_id,
+        seed=3,
+        device="cpu",
+        env_kwargs={"max_episode_steps": max_steps},
+        **hyper,
+    )
     venv = DummyVecEnv([lambda: gym.make(env_id, max_episode_steps=max_steps)])
     theirs = SB3PPO("MlpPolicy", venv, seed=3, device="cpu", **hyper)
     theirs.policy.load_state_dict(ours.policy.state_dict())
@@ -138,13 +179,17 @@ def test_learn_equals_sb3_end_to_end(env_id, max_steps, monkeypatch):
     generator = torch.Generator().manual_seed(123)
     dim = ours.policy.action_dim
     rows = iter(
-        [row for _ in range(iterations)
-         for row in torch.randn((n_steps, 1, dim), generator=generator)[:, 0]]
-    )  # fmt: skip
+        [
+            row
+            for _ in range(iterations)
+            for row in torch.randn((n_steps, 1, dim), generator=generator)[:, 0]
+        ]
+    )
     monkeypatch.setattr(
-        DiagGaussianDistribution, "sample",
+        DiagGaussianDistribution,
+        "sample",
         lambda self: self.distribution.mean + self.distribution.stddev * next(rows),
-    )  # fmt: skip
+    )
 
     # SB3 draws one np.random.permutation per epoch; record them and replay them to ours
     permutations = []

@@ -79,10 +79,16 @@ def test_lean_sync_env_matches_gymnasium_sync_env():
 def test_bootstrap_through_truncation_not_termination(kwargs, truncate):
     """V(s) = 10·t through a hand-set value head; truncated episodes must get γ·V(final)."""
     agent = PPO(
-        "MlpPolicy", lambda: make_counter(**kwargs), n_steps=6, batch_size=6, gamma=0.5,
-        gae_lambda=1.0, seed=0, device="cpu",
+        "MlpPolicy",
+        lambda: make_counter(**kwargs),
+        n_steps=6,
+        batch_size=6,
+        gamma=0.5,
+        gae_lambda=1.0,
+        seed=0,
+        device="cpu",
         policy_kwargs={"net_arch": {"pi": [4], "vf": []}},
-    )  # fmt: skip
+    )
     with torch.no_grad():  # value head reads the raw observation: V = 10·t
         agent.policy.value_net.weight.copy_(torch.tensor([[10.0, 0.0]]))
         agent.policy.value_net.bias.zero_()

@@ -30,15 +30,19 @@ from mdpo.cli import main
 SMALL_ON = dict(n_steps=64, batch_size=32)
 SMALL_OFF = dict(learning_starts=20, batch_size=32, policy_kwargs={"net_arch": [32, 32]})
 IMPORT_CASES = [
-    (SB3PPO, "Pendulum-v1", dict(**SMALL_ON, policy_kwargs={"net_arch": {"pi": [32], "vf": [8]}}),
-     PPO),
+    (
+        SB3PPO,
+        "Pendulum-v1",
+        dict(**SMALL_ON, policy_kwargs={"net_arch": {"pi": [32], "vf": [8]}}),
+        PPO,
+    ),
     (SB3PPO, "CartPole-v1", dict(**SMALL_ON, policy_kwargs={"activation_fn": torch.nn.ReLU}), PPO),
     (SB3A2C, "Pendulum-v1", {}, PPO),
     (SB3A2C, "CartPole-v1", {}, PPO),
     (SB3TRPO, "Pendulum-v1", dict(n_steps=128, batch_size=64), TRPO),
     (SB3SAC, "Pendulum-v1", SMALL_OFF, SAC),
     (SB3TD3, "Pendulum-v1", SMALL_OFF, SAC),
-]  # fmt: skip
+]
 
 
 def observations(space, n=64, seed=0):
@@ -85,9 +89,10 @@ def test_warm_start_mdpo_from_sb3(cls, env_id, kwargs, ours, tmp_path):
     agent = ours.load_sb3(path, env=env_id, device="cpu")
     obs = observations(model.observation_space)
     np.testing.assert_allclose(
-        agent.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0],
+        agent.predict(obs, deterministic=True)[0],
+        model.predict(obs, deterministic=True)[0],
         atol=1e-5,
-    )  # fmt: skip
+    )
     if ours is MDPO:
         agent.n_steps = 64
     agent.learn(64, reset_num_timesteps=False)
@@ -122,8 +127,9 @@ def test_export_loads_in_sb3_with_equal_actions(ours, env_id, kwargs, cls, tmp_p
     obs = observations(model.observation_space)
     np.testing.assert_allclose(
         np.asarray(model.predict(obs, deterministic=True)[0], float),
-        np.asarray(agent.predict(obs, deterministic=True)[0], float), atol=1e-5,
-    )  # fmt: skip
+        np.asarray(agent.predict(obs, deterministic=True)[0], float),
+        atol=1e-5,
+    )
     model.learn(64)  # SB3 keeps training it
 
 
@@ -252,9 +258,10 @@ def test_cli_import_and_export(tmp_path, capsys):
     again = SB3SAC.load(back, device="cpu")
     obs = observations(model.observation_space)
     np.testing.assert_allclose(
-        again.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0],
+        again.predict(obs, deterministic=True)[0],
+        model.predict(obs, deterministic=True)[0],
         atol=1e-5,
-    )  # fmt: skip
+    )
     assert main(["import-sb3", src, "--out", ours, "--algo", "PPO"]) == 2
     assert "can be loaded as SAC, OffPolicyMDPO" in capsys.readouterr().err
 
@@ -289,8 +296,7 @@ IMPORTS = {
 def test_sb3_script_runs_with_only_the_import_changed(library, tmp_path):
     out = str(tmp_path)
     script = SCRIPT.format(imports=IMPORTS[library], out=out)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=out)  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=out)
     assert result.returncode == 0, result.stderr
     words = result.stdout.splitlines()[-1].split()
     assert words[0] == "ok" and words[2] == "True" and words[3] == "1024"
@@ -308,15 +314,17 @@ def test_vecnormalize_statistics_are_read_without_unpickling(tmp_path):
     model.learn(256)
     model.save(str(tmp_path / "model"))
     venv.save(str(tmp_path / "vecnormalize.pkl"))
-    agent = PPO.load_sb3(str(tmp_path / "model.zip"), device="cpu",
-                         vecnormalize=str(tmp_path / "vecnormalize.pkl"))  # fmt: skip
+    agent = PPO.load_sb3(
+        str(tmp_path / "model.zip"), device="cpu", vecnormalize=str(tmp_path / "vecnormalize.pkl")
+    )
     assert agent.normalize_obs and agent.normalizer.obs_rms.count == venv.obs_rms.count
     np.testing.assert_allclose(agent.normalizer.obs_rms.var, venv.obs_rms.var)
     obs = observations(model.observation_space)
     np.testing.assert_allclose(  # ours normalizes inside predict, as SB3's VecNormalize does
         agent.predict(obs, deterministic=True)[0],
-        model.predict(venv.normalize_obs(obs), deterministic=True)[0], atol=1e-5,
-    )  # fmt: skip
+        model.predict(venv.normalize_obs(obs), deterministic=True)[0],
+        atol=1e-5,
+    )
     # a pickle that would create a file when unpickled is refused, and nothing runs
     marker = str(tmp_path / "pwned")
     evil = tmp_path / "evil.pkl"
@@ -334,8 +342,11 @@ def test_symbolic_pickle_reader(protocol):
     if protocol >= 3:  # protocol 2 writes bytes as a call to _codecs.encode
         plain["e"] = b"yz"
     assert read_symbolic(pickle.dumps(plain, protocol=protocol)) == plain
-    for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.float64(2.5),
-                  np.asfortranarray(np.ones((2, 3), dtype=">i4"))):  # fmt: skip
+    for array in (
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.float64(2.5),
+        np.asfortranarray(np.ones((2, 3), dtype=">i4")),
+    ):
         rebuilt = as_array(read_symbolic(pickle.dumps(array, protocol=protocol)))
         np.testing.assert_array_equal(rebuilt, array)
     node = read_symbolic(pickle.dumps(CreatesFile("/nonexistent/x"), protocol=protocol))

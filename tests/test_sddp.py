@@ -58,13 +58,30 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
 
     common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "12", "--no-progress"]
     out = {name: str(tmp_path / name) for name in ("sddp", "bound", "cuts", "myopic", "ppo")}
-    assert main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "6",
-                 "--report", "4", "--iterations", "20"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "hydro",
+                "sddp",
+                *common,
+                "--out",
+                out["sddp"],
+                "--horizon",
+                "6",
+                "--report",
+                "4",
+                "--iterations",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert main(["hydro", "bound", *common, "--out", out["bound"], "--horizon", "4"]) == 0
     cuts = f"{out['sddp']}/cuts.json.gz"
     assert main(["hydro", "simulate", cuts, *common, "--out", out["cuts"], "--stages", "4"]) == 0
-    assert main(["hydro", "simulate", "myopic", *common, "--out", out["myopic"],
-                 "--stages", "4"]) == 0  # fmt: skip
+    assert (
+        main(["hydro", "simulate", "myopic", *common, "--out", out["myopic"], "--stages", "4"]) == 0
+    )
     agent = PPO(
         "MlpPolicy",
         "HydroDispatch-v0",
@@ -90,8 +107,10 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
     png = str(tmp_path / "all.png")
     assert main(["hydro", "plot", out["sddp"], out["bound"], "--case", "case3", "--out", png]) == 0
     assert os.path.getsize(png) > 0
-    assert main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "3",
-                 "--report", "4"]) == 2  # fmt: skip
+    assert (
+        main(["hydro", "sddp", *common, "--out", out["sddp"], "--horizon", "3", "--report", "4"])
+        == 2
+    )
     assert "--report 4 exceeds --horizon 3" in capsys.readouterr().err
     assert main(["hydro", "simulate", "nothing.json", *common, "--out", out["cuts"]]) == 2
     assert "policy 'nothing.json': no such file" in capsys.readouterr().err
@@ -104,9 +123,23 @@ def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
     uninterrupted one (iteration k samples its path from (seed, k))."""
     from mdpo.cli import main
 
-    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "4", "--no-progress",
-              "--horizon", "5", "--report", "5", "--stall-iterations", "100",
-              "--save-every", "2"]  # fmt: skip
+    common = [
+        "--case",
+        "case3",
+        "--load-scale",
+        "1.0",
+        "--scenarios",
+        "4",
+        "--no-progress",
+        "--horizon",
+        "5",
+        "--report",
+        "5",
+        "--stall-iterations",
+        "100",
+        "--save-every",
+        "2",
+    ]
     split, straight = str(tmp_path / "split"), str(tmp_path / "straight")
     assert main(["hydro", "sddp", *common, "--out", split, "--iterations", "4"]) == 0
     assert main(["hydro", "sddp", *common, "--out", split, "--iterations", "8"]) == 0

@@ -16,8 +16,16 @@ from mdpo import serialization as ser
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    agent = PPO("MlpPolicy", "Pendulum-v1", n_steps=128, batch_size=64, seed=3, device="cpu",
-                normalize_obs=True, learning_rate=ser_linear())  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=128,
+        batch_size=64,
+        seed=3,
+        device="cpu",
+        normalize_obs=True,
+        learning_rate=ser_linear(),
+    )
     agent.learn(256)
     path = tmp_path_factory.mktemp("model") / "ppo.zip"
     agent.save(str(path))
@@ -72,8 +80,15 @@ def test_file_is_json_and_tensors_only(trained):
     _, path = trained
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-        assert names == {"mdpo.json", "config.json", "spaces.json", "state.json",
-                         "parameters.pt", "normalizer.pt", "rng.pt"}  # fmt: skip
+        assert names == {
+            "mdpo.json",
+            "config.json",
+            "spaces.json",
+            "state.json",
+            "parameters.pt",
+            "normalizer.pt",
+            "rng.pt",
+        }
         config = json.loads(zf.read("config.json"))
         assert config["n_steps"] == 128 and config["learning_rate"]["schedule"] == "linear"
         for name in names - {n for n in names if n.endswith(".json")}:
@@ -122,8 +137,9 @@ def test_missing_file_and_member(tmp_path, trained):
     with pytest.raises(ModelFileError, match="does not exist"):
         PPO.load(str(tmp_path / "nope.zip"))
     _, path = trained
-    broken = rewrite(path, tmp_path / "broken.zip",
-                     lambda name, data: None if name == "parameters.pt" else data)  # fmt: skip
+    broken = rewrite(
+        path, tmp_path / "broken.zip", lambda name, data: None if name == "parameters.pt" else data
+    )
     with pytest.raises(ModelFileError, match="no member 'parameters.pt'"):
         PPO.load(broken)
 
@@ -147,8 +163,11 @@ def test_pickle_payload_is_refused_without_running(trained, tmp_path, monkeypatc
     _, path = trained
     payload = io.BytesIO()
     torch.save({"policy": _Exploit()}, payload)
-    hostile = rewrite(path, tmp_path / "hostile.zip",
-                      lambda n, d: payload.getvalue() if n == "parameters.pt" else d)  # fmt: skip
+    hostile = rewrite(
+        path,
+        tmp_path / "hostile.zip",
+        lambda n, d: payload.getvalue() if n == "parameters.pt" else d,
+    )
     with pytest.raises(ModelFileError, match="could not be loaded as plain tensors"):
         PPO.load(hostile)
     assert not (tmp_path / "PWNED").exists()
@@ -207,8 +226,14 @@ def test_load_with_env_checks_spaces(trained):
 def test_activation_class_is_saved_by_name(tmp_path):
     from torch import nn
 
-    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu",
-                policy_kwargs={"activation_fn": nn.ReLU, "net_arch": [16]})  # fmt: skip
+    agent = PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=32,
+        batch_size=32,
+        device="cpu",
+        policy_kwargs={"activation_fn": nn.ReLU, "net_arch": [16]},
+    )
     path = agent.save(str(tmp_path / "relu"))
     loaded = PPO.load(path)
     assert loaded.policy_kwargs == {"activation_fn": "relu", "net_arch": [16]}
@@ -219,8 +244,9 @@ def test_activation_class_is_saved_by_name(tmp_path):
 
 def test_foreign_config_cannot_request_huge_networks(trained, tmp_path):
     _, path = trained
-    huge = rewrite(path, tmp_path / "huge.zip",
-                   edit_json("config.json", policy_kwargs={"net_arch": [10**9]}))  # fmt: skip
+    huge = rewrite(
+        path, tmp_path / "huge.zip", edit_json("config.json", policy_kwargs={"net_arch": [10**9]})
+    )
     with pytest.raises(ModelFileError, match="layer size"):
         PPO.load(huge)
 
@@ -260,8 +286,9 @@ def test_other_on_policy_agents_round_trip(algo, env_id, tmp_path):
     loaded = load(path, env=env_id, device="cpu")
     assert type(loaded) is cls and loaded.num_timesteps == 256
     obs = np.random.default_rng(0).normal(size=(8, *agent.observation_space.shape))
-    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0],
-                                  loaded.predict(obs, deterministic=True)[0])  # fmt: skip
+    np.testing.assert_array_equal(
+        agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
+    )
     for name, state in agent.get_parameters().items():
         if name != "policy":  # optimizer states
             other = loaded.get_parameters()[name]

@@ -51,11 +51,15 @@ def spec_with(**changes):
         ({"algorithms": ["zoo:PPO"]}, "unknown algorithm library 'zoo'"),
         ({"envs": ["Nope-v0"]}, "unknown environment id 'Nope-v0'"),
         ({"envs": ["torch:Hopper-v5"]}, "unknown environment id 'torch:Hopper-v5'"),
-        ({"envs": ["torch:CartPole-v1"], "algorithms": ["PPO", "sb3:PPO"]},
-         "sb3:PPO cannot run the torch-native env 'torch:CartPole-v1'"),
+        (
+            {"envs": ["torch:CartPole-v1"], "algorithms": ["PPO", "sb3:PPO"]},
+            "sb3:PPO cannot run the torch-native env 'torch:CartPole-v1'",
+        ),
         ({"hyperparameters": {"grid": {"n_stepz": [1]}}}, "unknown hyperparameter 'n_stepz'"),
-        ({"hyperparameters": {"grid": {"clip_range_vf": [0.2]}}, "algorithms": ["sb3:SAC"]},
-         "unknown hyperparameter 'clip_range_vf' for sb3:SAC"),
+        (
+            {"hyperparameters": {"grid": {"clip_range_vf": [0.2]}}, "algorithms": ["sb3:SAC"]},
+            "unknown hyperparameter 'clip_range_vf' for sb3:SAC",
+        ),
         ({"hyperparameters": {"grid": {}}}, "grid is empty"),
         ({"hyperparameters": {"grid": {"gamma": []}}}, "grid.gamma must be a non-empty list"),
         ({"hyperparameters": {"list": []}}, "list is empty"),
@@ -64,8 +68,10 @@ def spec_with(**changes):
         ({"device": "cdua"}, "device must be"),
         ({"hyperparameters": {"grid": 5}}, "grid is empty"),
         ({"algorithms": [{"name": "PPO", "hyperparameters": [1]}]}, "must be a mapping"),
-        ({"algorithms": [{"name": "PPO", "hyperparameters": {"gama": 0.9}}]},
-         "did you mean 'gamma'"),
+        (
+            {"algorithms": [{"name": "PPO", "hyperparameters": {"gama": 0.9}}]},
+            "did you mean 'gamma'",
+        ),
         ({"algorithms": ["PPO", "PPO"]}, "labels repeat"),
         ({"algorithms": []}, "algorithms must be a non-empty list"),
         ({"budget": 0}, "budget must be a positive integer"),
@@ -75,15 +81,16 @@ def spec_with(**changes):
         ({"envs": None}, "the spec needs 'envs'"),
         ({"budgett": 5}, "unknown key 'budgett'"),
     ],
-)  # fmt: skip
+)
 def test_spec_validation_errors(changes, message):
     with pytest.raises(SweepSpecError, match=message):
         parse_spec(spec_with(**changes))
 
 
 def test_spec_expansion():
-    spec = parse_spec(spec_with(hyperparameters={"grid": {"gamma": [0.9, 0.99], "n_steps": [64]}},
-                                seeds=3))  # fmt: skip
+    spec = parse_spec(
+        spec_with(hyperparameters={"grid": {"gamma": [0.9, 0.99], "n_steps": [64]}}, seeds=3)
+    )
     runs = spec.runs()
     assert len(runs) == 3 * 2 * 2
     assert {r.variant for r in runs} == {"gamma=0.9,n_steps=64", "gamma=0.99,n_steps=64"}
@@ -128,10 +135,14 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_local_sweep_end_to_end_with_a_failing_run(in_tmp, capsys):
-    spec = spec_with(hyperparameters={"list": [
-        {"n_steps": 256, "batch_size": 128, "n_epochs": 2},
-        {"n_steps": 64, "batch_size": 128},   # ours raises in the run (SB3 only warns)
-    ]})  # fmt: skip
+    spec = spec_with(
+        hyperparameters={
+            "list": [
+                {"n_steps": 256, "batch_size": 128, "n_epochs": 2},
+                {"n_steps": 64, "batch_size": 128},  # ours raises in the run (SB3 only warns)
+            ]
+        }
+    )
     path = write_spec(in_tmp / "spec.yaml", spec)
     code = main(["sweep", "run", path, "--workers", "2", "--out", "sw"])
     assert code == 1  # some runs failed
@@ -162,13 +173,20 @@ def test_local_sweep_end_to_end_with_a_failing_run(in_tmp, capsys):
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(in_tmp):
-    spec = spec_with(budget=4096, eval={"every": 4096, "episodes": 1},
-                     hyperparameters={"list": [{"n_steps": 256, "batch_size": 32}]},
-                     algorithms=["PPO"], seeds=[0, 1, 2, 3])  # fmt: skip
+    spec = spec_with(
+        budget=4096,
+        eval={"every": 4096, "episodes": 1},
+        hyperparameters={"list": [{"n_steps": 256, "batch_size": 32}]},
+        algorithms=["PPO"],
+        seeds=[0, 1, 2, 3],
+    )
     path = write_spec(in_tmp / "spec.yaml", spec)
-    proc = subprocess.Popen([sys.executable, "-m", "mdpo", "sweep", "run", path, "--workers", "1",
-                             "--out", "sw"], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdpo", "sweep", "run", path, "--workers", "1", "--out", "sw"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     done = []
     while time.time() < deadline and proc.poll() is None:
@@ -269,12 +287,23 @@ def test_report_numbers_from_known_results(tmp_path):
                 }
                 for t in (0, 50, 100)
             ]
-            (run_dir / "result.json").write_text(json.dumps({
-                "run_id": run_dir.name, "config": config, "final_return": value,
-                "final_returns": [value], "num_timesteps": 100, "curve": curve,
-                "wall_time_s": 10.0 + seed, "train_time_s": 8.0, "eval_time_s": 1.0,
-                "steps_per_s": 100.0 * (seed + 1), "code_version": "test",
-            }))  # fmt: skip
+            (run_dir / "result.json").write_text(
+                json.dumps(
+                    {
+                        "run_id": run_dir.name,
+                        "config": config,
+                        "final_return": value,
+                        "final_returns": [value],
+                        "num_timesteps": 100,
+                        "curve": curve,
+                        "wall_time_s": 10.0 + seed,
+                        "train_time_s": 8.0,
+                        "eval_time_s": 1.0,
+                        "steps_per_s": 100.0 * (seed + 1),
+                        "code_version": "test",
+                    }
+                )
+            )
     write_report(str(sweep), str(tmp_path / "rep"), "mdpo sweep report sw")
     import csv
 

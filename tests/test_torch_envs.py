@@ -328,8 +328,14 @@ def test_tensor_runner_equals_numpy_runner(env_id, normalize):
         assert len(a.rewards) == len(b.rewards) == (stop or steps)
         for field in ("obs", "actions", "rewards", "final_obs", "last_obs"):
             torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-5)
-        for field in ("terminated", "truncated", "episode_starts", "final_step",
-                      "final_env", "last_episode_starts"):  # fmt: skip
+        for field in (
+            "terminated",
+            "truncated",
+            "episode_starts",
+            "final_step",
+            "final_env",
+            "last_episode_starts",
+        ):
             assert torch.equal(getattr(a, field), getattr(b, field)), field
         if stop is None:
             assert len(a.final_step) >= n_envs  # episodes ended in every full rollout
@@ -384,7 +390,7 @@ def test_sac_replay_buffer_on_tensors_equals_numpy_path():
         ("TRPO", "torch:Acrobot-v1"),
         ("MDPO", "torch:MountainCarContinuous-v0"),
         ("OffPolicyMDPO", "torch:Pendulum-v1"),
-    ],  # fmt: skip
+    ],
 )
 def test_agents_train_unchanged_and_resume(algo, env_id, tmp_path):
     """Every agent family runs on torch envs, saves, loads onto a torch env and continues."""
@@ -411,9 +417,18 @@ def test_ppo_solves_torch_cartpole():
     from mdpo.evaluation import evaluate_policy
 
     agent = PPO(
-        "MlpPolicy", "torch:CartPole-v1", n_envs=64, n_steps=32, batch_size=512, n_epochs=10,
-        learning_rate=1e-3, gae_lambda=0.95, gamma=0.99, seed=0, device="cpu",
-    )  # fmt: skip
+        "MlpPolicy",
+        "torch:CartPole-v1",
+        n_envs=64,
+        n_steps=32,
+        batch_size=512,
+        n_epochs=10,
+        learning_rate=1e-3,
+        gae_lambda=0.95,
+        gamma=0.99,
+        seed=0,
+        device="cpu",
+    )
     agent.learn(100_000)
     mean, _ = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=20, seed=0)
     assert mean >= 475, mean

@@ -23,8 +23,16 @@ def rollout_batch(agent, steps):
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 def test_fisher_vector_product_is_the_kl_hessian(env_id):
-    agent = TRPO("MlpPolicy", env_id, n_steps=32, batch_size=32, cg_damping=0.0, seed=0,
-                 device="cpu", policy_kwargs={"net_arch": [6]})  # fmt: skip
+    agent = TRPO(
+        "MlpPolicy",
+        env_id,
+        n_steps=32,
+        batch_size=32,
+        cg_damping=0.0,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [6]},
+    )
     batch = rollout_batch(agent, 32)
     policy = agent.policy
     old_log_std = policy.log_std.detach().clone() if policy.continuous else None
@@ -103,8 +111,15 @@ def test_policy_step_equals_sb3_contrib(env_id, monkeypatch):
 
 
 def test_sub_sampling_and_discrete_actions():
-    agent = TRPO("MlpPolicy", "CartPole-v1", n_steps=256, batch_size=64, sub_sampling_factor=4,
-                 seed=0, device="cpu")  # fmt: skip
+    agent = TRPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=256,
+        batch_size=64,
+        sub_sampling_factor=4,
+        seed=0,
+        device="cpu",
+    )
     batch = rollout_batch(agent, 256)
     before = agent.actor_params.data.clone()
     agent.train(batch)

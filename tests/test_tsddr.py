@@ -19,8 +19,14 @@ CASE3 = {"case": "case3", "load_scale": 1.0}
 
 
 def case3_agent(policy="LSTMPolicy", horizon=12, **kwargs):
-    return TSDDR(policy, "HydroDispatch-v0", env_kwargs={**CASE3, "horizon": horizon},
-                 seed=0, device="cpu", **kwargs)  # fmt: skip
+    return TSDDR(
+        policy,
+        "HydroDispatch-v0",
+        env_kwargs={**CASE3, "horizon": horizon},
+        seed=0,
+        device="cpu",
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("policy", ["LSTMPolicy", "StatePolicy", "strict", "LinearPolicy"])
@@ -28,15 +34,20 @@ def test_dual_gradient_equals_finite_differences(policy):
     """d mean cost / d θ from the target duals equals central finite differences of the LP
     optimal values, through each rule (float64; steps small enough to keep the bases)."""
     if policy == "strict":
-        agent = case3_agent("StatePolicy", horizon=4, eval_freq=0,
-                            policy_kwargs={"reachable_gain": 0.0036})  # fmt: skip
+        agent = case3_agent(
+            "StatePolicy", horizon=4, eval_freq=0, policy_kwargs={"reachable_gain": 0.0036}
+        )
     else:
         agent = case3_agent(policy, horizon=4, eval_freq=0)
     agent.policy.double()
     with torch.no_grad():  # move the rules off their (flat) starting points
         for param in agent.policy.parameters():
-            param.add_(0.3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0),
-                                         dtype=param.dtype))  # fmt: skip
+            param.add_(
+                0.3
+                * torch.randn(
+                    param.shape, generator=torch.Generator().manual_seed(0), dtype=param.dtype
+                )
+            )
     noise = agent.problem.sample_noise(3, np.random.default_rng(5))
     noise_t = torch.as_tensor(noise)
     initial = torch.as_tensor(agent.problem.initial_state)
@@ -64,8 +75,9 @@ def test_dual_gradient_equals_finite_differences(policy):
             flat[index] = old - eps
             left = mean_cost()
             flat[index] = old
-            assert grad[index].item() == pytest.approx((right - left) / (2 * eps), rel=1e-3,
-                                                       abs=1e-2), (param.shape, index)  # fmt: skip
+            assert grad[index].item() == pytest.approx(
+                (right - left) / (2 * eps), rel=1e-3, abs=1e-2
+            ), (param.shape, index)
             checked += 1
     agent.close()
     assert checked >= 6
@@ -175,14 +187,29 @@ class Inventory(MultiStageProblem):
             vals += list(terms.values())
             starts.append(len(cols))
         lp = LinearProgram(
-            name=f"inventory {stages}", variables=names, col_lower=np.array(lower),
-            col_upper=np.array(upper), objective=np.array(cost), objective_constant=0.0,
-            maximize=False, rows=[f"r{i}" for i in range(len(rows))],
-            row_lower=np.array([b for _, b in rows]), row_upper=np.array([b for _, b in rows]),
-            row_start=np.array(starts), columns=np.array(cols), values=np.array(vals),
-        )  # fmt: skip
-        return TargetLP(lp, np.array([x_in]), np.array(noise), np.array(out),
-                        np.array(target_rows), np.array(slack), 5.0)  # fmt: skip
+            name=f"inventory {stages}",
+            variables=names,
+            col_lower=np.array(lower),
+            col_upper=np.array(upper),
+            objective=np.array(cost),
+            objective_constant=0.0,
+            maximize=False,
+            rows=[f"r{i}" for i in range(len(rows))],
+            row_lower=np.array([b for _, b in rows]),
+            row_upper=np.array([b for _, b in rows]),
+            row_start=np.array(starts),
+            columns=np.array(cols),
+            values=np.array(vals),
+        )
+        return TargetLP(
+            lp,
+            np.array([x_in]),
+            np.array(noise),
+            np.array(out),
+            np.array(target_rows),
+            np.array(slack),
+            5.0,
+        )
 
     def target_equivalent(self):
         return self._build(self.n_stages)
@@ -199,16 +226,19 @@ def test_generic_problem_trains_and_reports_infeasibility():
     built ahead; the untrained rule (targets 0) is the myopic one, and no constant target does
     better (searched on a grid). Measured: 24.41 → 21.74 (−11%)."""
     problem = Inventory(capacity=2.0)
-    agent = TSDDR("LinearPolicy", problem, batch_size=8, learning_rate=0.05, eval_freq=0,
-                  seed=0, device="cpu")  # fmt: skip
+    agent = TSDDR(
+        "LinearPolicy", problem, batch_size=8, learning_rate=0.05, eval_freq=0, seed=0, device="cpu"
+    )
     noise = problem.sample_noise(40, np.random.default_rng(9))
     start = agent.evaluate(noise).operating_cost.sum(1).mean()
     agent.learn(150)
     trained = agent.evaluate(noise).operating_cost.sum(1).mean()
     constant = min(
         simulate_stagewise(problem, lambda t, s, w, v=v: np.full((len(s), 1), v), noise)
-        .operating_cost.sum(1).mean() for v in np.linspace(0, 4, 17)
-    )  # fmt: skip
+        .operating_cost.sum(1)
+        .mean()
+        for v in np.linspace(0, 4, 17)
+    )
     print(f"inventory: untrained {start:.2f}, trained {trained:.2f}, best constant {constant:.2f}")
     assert trained < 0.93 * min(start, constant)
     hard = Inventory(capacity=1.0, lost_sales=False)  # demand up to 4 cannot always be met
@@ -241,8 +271,23 @@ def test_cli_tsddr_resumes_and_compares(tmp_path, capsys):
 
     common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "10", "--no-progress"]
     out = str(tmp_path / "tsddr")
-    train = ["hydro", "tsddr", *common, "--out", out, "--stages", "6", "--eval-freq", "5",
-             "--eval-scenarios", "8", "--checkpoint-freq", "5", "--policy", "state"]  # fmt: skip
+    train = [
+        "hydro",
+        "tsddr",
+        *common,
+        "--out",
+        out,
+        "--stages",
+        "6",
+        "--eval-freq",
+        "5",
+        "--eval-scenarios",
+        "8",
+        "--checkpoint-freq",
+        "5",
+        "--policy",
+        "state",
+    ]
     assert main([*train, "--steps", "10"]) == 0
     first = json.load(open(f"{out}/summary.json"))
     assert first["steps"] <= 10 and first["label"] == "TS-DDR (state)"
@@ -311,8 +356,14 @@ def test_strict_rule_is_followed_exactly_so_training_sees_what_evaluation_sees()
     deterministic equivalent follows them (no slack), so its cost per scenario equals the
     stage-by-stage simulation's, with no foresight for training to exploit."""
     problem = HydroProblem("bolivia", 12, slack_penalty=1e6)
-    agent = TSDDR("StatePolicy", problem, eval_freq=0, seed=0, device="cpu",
-                  policy_kwargs={"reachable_gain": problem.reachable_gain})  # fmt: skip
+    agent = TSDDR(
+        "StatePolicy",
+        problem,
+        eval_freq=0,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"reachable_gain": problem.reachable_gain},
+    )
     noise = problem.sample_noise(5, np.random.default_rng(2))
     initial = torch.as_tensor(problem.initial_state, dtype=torch.float32)
     with torch.no_grad():

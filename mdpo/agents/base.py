@@ -79,14 +79,26 @@ def json_policy_kwargs(policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
 
 #: integer hyperparameters that size an allocation, and the most a model file may ask for
 SIZE_HYPERPARAMETERS = {
-    "n_steps": 1 << 24, "batch_size": 1 << 24, "n_envs": MAX_VEC_ENVS,
+    "n_steps": 1 << 24,
+    "batch_size": 1 << 24,
+    "n_envs": MAX_VEC_ENVS,
     "buffer_size": MAX_BUFFER_SIZE,
-    "n_epochs": 1 << 16, "gradient_steps": 1 << 16, "stats_window_size": 1 << 20,
-    "train_freq": 1 << 24, "learning_starts": 1 << 40, "policy_batch_size": 1 << 24,
-    "n_policy_steps": 1 << 16, "n_critic_updates": 1 << 16, "cg_max_steps": 1 << 16,
-    "line_search_max_iter": 1 << 16, "segment_length": 1 << 16, "context_length": 1 << 16,
-    "n_pairs": 1 << 20, "workers": 1 << 10, "horizon": 1 << 20,
-}  # fmt: skip
+    "n_epochs": 1 << 16,
+    "gradient_steps": 1 << 16,
+    "stats_window_size": 1 << 20,
+    "train_freq": 1 << 24,
+    "learning_starts": 1 << 40,
+    "policy_batch_size": 1 << 24,
+    "n_policy_steps": 1 << 16,
+    "n_critic_updates": 1 << 16,
+    "cg_max_steps": 1 << 16,
+    "line_search_max_iter": 1 << 16,
+    "segment_length": 1 << 16,
+    "context_length": 1 << 16,
+    "n_pairs": 1 << 20,
+    "workers": 1 << 10,
+    "horizon": 1 << 20,
+}
 
 
 def stored_elements(tensors: Any) -> int:
@@ -627,8 +639,9 @@ class Agent(ABC):
         from mdpo import sb3
 
         algo = None if cls is Agent or getattr(cls, "__abstractmethods__", None) else cls
-        return sb3.load(path, algo=algo, env=env, device=device, vecnormalize=vecnormalize,
-                        **kwargs)  # fmt: skip
+        return sb3.load(
+            path, algo=algo, env=env, device=device, vecnormalize=vecnormalize, **kwargs
+        )
 
     @classmethod
     def load(
@@ -702,12 +715,14 @@ class Agent(ABC):
             agent.normalizer.load_state_dict(normalizer)
             agent.set_parameters(params, exact_match=True)
             counters = f"state.json in {where}"
-            agent.num_timesteps = field_int(state.get("num_timesteps"), f"{counters}: "
-                                            "num_timesteps", 0, 2**62)  # fmt: skip
+            agent.num_timesteps = field_int(
+                state.get("num_timesteps"), f"{counters}: num_timesteps", 0, 2**62
+            )
             agent._n_updates = field_int(state.get("n_updates"), f"{counters}: n_updates", 0, 2**62)
             agent._iteration = field_int(state.get("iteration"), f"{counters}: iteration", 0, 2**62)
-            agent._total_timesteps = field_int(state.get("total_timesteps"), f"{counters}: "
-                                               "total_timesteps", 0, 2**62)  # fmt: skip
+            agent._total_timesteps = field_int(
+                state.get("total_timesteps"), f"{counters}: total_timesteps", 0, 2**62
+            )
             agent._current_progress_remaining = field_float(
                 state.get("progress_remaining"), f"{counters}: progress_remaining"
             )

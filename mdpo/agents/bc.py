@@ -30,8 +30,14 @@ class BCPolicy(nn.Module):
         activation_fn: activation name (``"relu"``).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, action_space, net_arch: list[int] | None = None,
-                 activation_fn: str = "relu"):  # fmt: skip
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        action_space,
+        net_arch: list[int] | None = None,
+        activation_fn: str = "relu",
+    ):
         super().__init__()
         sizes = check_sizes(list([256, 256] if net_arch is None else net_arch))
         self.scaler = DatasetScaler(obs_dim, action_space)
@@ -84,9 +90,21 @@ class BC(OfflineAgent):
         device: str | torch.device = "auto",
         _init_setup_model: bool = True,
     ):
-        super().__init__(policy, dataset, learning_rate, env_id, env_kwargs, ref_min_score,
-                         ref_max_score, data_root, policy_kwargs, tensorboard_log, verbose,
-                         seed, device)  # fmt: skip
+        super().__init__(
+            policy,
+            dataset,
+            learning_rate,
+            env_id,
+            env_kwargs,
+            ref_min_score,
+            ref_max_score,
+            data_root,
+            policy_kwargs,
+            tensorboard_log,
+            verbose,
+            seed,
+            device,
+        )
         self.batch_size = check_int(batch_size, "batch_size")
         check_number(weight_decay, "weight_decay", non_negative=True)
         self.weight_decay = weight_decay
@@ -102,12 +120,14 @@ class BC(OfflineAgent):
     def _setup_model(self) -> None:
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
-        self.model = self.policy_class(obs_dim, act_dim, self.action_space,
-                                       **self.policy_kwargs).to(self.device)  # fmt: skip
+        self.model = self.policy_class(
+            obs_dim, act_dim, self.action_space, **self.policy_kwargs
+        ).to(self.device)
         self.policy = self.model
         self.scaler = self.model.scaler
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr_schedule(1.0),
-                                           weight_decay=self.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.lr_schedule(1.0), weight_decay=self.weight_decay
+        )
 
     def _state_modules(self) -> dict[str, Any]:
         return {"model": self.model, "optimizer": self.optimizer}

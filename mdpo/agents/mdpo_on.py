@@ -139,12 +139,24 @@ class MDPO(OnPolicyAgent):
         check_number(ent_coef, "ent_coef")
         self.ent_coef = float(ent_coef)
         super().__init__(
-            policy, env, learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
-            n_envs=n_envs, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs,
-            normalize_obs=normalize_obs, normalize_reward=normalize_reward,
-            policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log, verbose=verbose, seed=seed, device=device,
-        )  # fmt: skip
+            policy,
+            env,
+            learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            n_envs=n_envs,
+            vec_env_cls=vec_env_cls,
+            env_kwargs=env_kwargs,
+            normalize_obs=normalize_obs,
+            normalize_reward=normalize_reward,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
         if _init_setup_model:
             self._setup_model()
 
@@ -176,9 +188,12 @@ class MDPO(OnPolicyAgent):
         return step_size_t_k(iteration, n_iterations, self.t_k)
 
     def divergence(
-        self, batch: RolloutBatch, params: torch.Tensor, log_prob: torch.Tensor,
+        self,
+        batch: RolloutBatch,
+        params: torch.Tensor,
+        log_prob: torch.Tensor,
         old_log_std: torch.Tensor | None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """Mean divergence of π_θ from π_k: closed-form KL(π_θ ‖ π_k), or the Tsallis estimate.
 
         The Tsallis estimate is ``mean(r_θ · (log_q π_θ(a|s) − log_q π_k(a|s)))`` over the

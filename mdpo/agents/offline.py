@@ -101,9 +101,17 @@ class OfflineAgent(Agent):
         seed: int | None = None,
         device: str | torch.device = "auto",
     ):
-        super().__init__(policy, None, learning_rate, env_kwargs=env_kwargs,
-                         policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
-                         verbose=verbose, seed=seed, device=device)  # fmt: skip
+        super().__init__(
+            policy,
+            None,
+            learning_rate,
+            env_kwargs=env_kwargs,
+            policy_kwargs=policy_kwargs,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
         self.env_id = env_id
         self.ref_min_score = ref_min_score
         self.ref_max_score = ref_max_score
@@ -139,12 +147,16 @@ class OfflineAgent(Agent):
                 f"{dataset.action_space} needs finite bounds with low < high"
             )
         if ":" in dataset.env_id:
-            raise ValueError(f"dataset env id {dataset.env_id!r} names a module to import; "
-                             "only registered gymnasium ids are evaluated")  # fmt: skip
+            raise ValueError(
+                f"dataset env id {dataset.env_id!r} names a module to import; "
+                "only registered gymnasium ids are evaluated"
+            )
         if self.observation_space is None:
             self._set_spaces(dataset.observation_space, dataset.action_space)
-        elif (self.observation_space.shape != dataset.observation_space.shape
-              or self.action_space != dataset.action_space):  # fmt: skip
+        elif (
+            self.observation_space.shape != dataset.observation_space.shape
+            or self.action_space != dataset.action_space
+        ):
             raise ValueError(
                 f"dataset {dataset.dataset_id or dataset.env_id!r} has spaces "
                 f"{dataset.observation_space}, {dataset.action_space}; the agent has "
@@ -183,15 +195,22 @@ class OfflineAgent(Agent):
         self.set_dataset(env)
 
     # ----------------------------------------------------------------------------- learning
-    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
-              tb_log_name: str | None = None, reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> OfflineAgent:  # fmt: skip
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 100,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> OfflineAgent:
         """``total_timesteps`` gradient steps (see :meth:`Agent.learn` for the arguments;
         ``log_interval`` counts gradient steps)."""
         if self.data is None:
             raise ValueError(f"{self.algo_name} has no dataset: pass one or call set_dataset()")
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name,
-                             reset_num_timesteps, progress_bar)  # fmt: skip
+        return super().learn(
+            total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
+        )
 
     @abstractmethod
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -296,8 +315,11 @@ class OfflineAgent(Agent):
                 lengths.append(steps)
         finally:
             env.close()
-        result: dict[str, Any] = {"returns": returns, "lengths": lengths,
-                                  "mean_return": float(np.mean(returns))}  # fmt: skip
+        result: dict[str, Any] = {
+            "returns": returns,
+            "lengths": lengths,
+            "mean_return": float(np.mean(returns)),
+        }
         if self.ref_min_score is not None and self.ref_max_score is not None:
             span = self.ref_max_score - self.ref_min_score
             normalized = [100.0 * (r - self.ref_min_score) / span for r in returns]

@@ -54,9 +54,14 @@ from mdpo.networks import check_sizes, mlp
 from mdpo.utils import Schedule, check_int, check_number
 
 
-def weighted_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                          weight: torch.Tensor | None = None, margin: float = 1.0,
-                          eps: float = 1e-6) -> torch.Tensor:  # fmt: skip
+def weighted_triplet_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    margin: float = 1.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """``Σ w max(‖a − p‖ − ‖a − n‖ + margin, 0) / Σ w``; with unit weights it is
     ``torch.nn.TripletMarginLoss(margin, p=2, eps)`` (the distance ``‖x − y + eps‖`` as
     ``pairwise_distance``). Zero when there is no weight."""
@@ -98,17 +103,28 @@ class SegmentEncoder(nn.Module):
         activation: ``"relu"`` or ``"gelu"``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, z_dim: int = 8, hidden: int = 128,
-                 n_layers: int = 3, n_heads: int = 2, ff: int = 512, dropout: float = 0.1,
-                 max_timestep: int = 1000, activation: str = "relu"):  # fmt: skip
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        z_dim: int = 8,
+        hidden: int = 128,
+        n_layers: int = 3,
+        n_heads: int = 2,
+        ff: int = 512,
+        dropout: float = 0.1,
+        max_timestep: int = 1000,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.embed_state = nn.Linear(obs_dim, hidden)
         self.embed_action = nn.Linear(act_dim, hidden)
         self.embed_timestep = nn.Embedding(max_timestep, hidden)
         self.embed_norm = nn.LayerNorm(hidden)
         self.embed_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(hidden, n_heads, ff, dropout, activation,
-                                           batch_first=True)  # fmt: skip
+        layer = nn.TransformerEncoderLayer(
+            hidden, n_heads, ff, dropout, activation, batch_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.to_z = nn.Linear(hidden, z_dim)
         self.max_timestep = max_timestep
@@ -138,16 +154,29 @@ class ContextMlpPolicy(nn.Module):
     context_length = 1
     uses_history = False
 
-    def __init__(self, obs_dim: int, act_dim: int, z_dim: int, segment_length: int,
-                 max_timestep: int, net_arch: list[int] | None = None,
-                 activation_fn: str = "relu"):  # fmt: skip
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        z_dim: int,
+        segment_length: int,
+        max_timestep: int,
+        net_arch: list[int] | None = None,
+        activation_fn: str = "relu",
+    ):
         super().__init__()
         sizes = check_sizes(list([256, 256] if net_arch is None else net_arch))
         self.body = mlp(obs_dim + z_dim, sizes, activation_fn)
         self.head = nn.Linear(sizes[-1] if sizes else obs_dim + z_dim, act_dim)
 
-    def forward(self, observations: torch.Tensor, actions: torch.Tensor, timesteps: torch.Tensor,
-                mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor,
+        z: torch.Tensor,
+    ) -> torch.Tensor:
         """Actions ``[B, L, act_dim]`` for every step of ``[B, L, obs_dim]`` (the same ``z``
         ``[B, z_dim]`` at every step; ``actions``, ``timesteps``, ``mask`` are unused)."""
         z = z[:, None, :].expand(-1, observations.shape[1], -1)
@@ -168,9 +197,20 @@ class ContextTransformerPolicy(nn.Module):
             0.1, relu: the authors' defaults).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, z_dim: int, segment_length: int,
-                 max_timestep: int, hidden: int = 128, n_layers: int = 3, n_heads: int = 1,
-                 ff: int = 512, dropout: float = 0.1, activation: str = "relu"):  # fmt: skip
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        z_dim: int,
+        segment_length: int,
+        max_timestep: int,
+        hidden: int = 128,
+        n_layers: int = 3,
+        n_heads: int = 1,
+        ff: int = 512,
+        dropout: float = 0.1,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.context_length = segment_length
         self.uses_history = True
@@ -181,21 +221,34 @@ class ContextTransformerPolicy(nn.Module):
         self.embed_timestep = nn.Embedding(max_timestep, hidden)
         self.embed_norm = nn.LayerNorm(hidden)
         self.embed_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(hidden, n_heads, ff, dropout, activation,
-                                           batch_first=True, norm_first=True)  # fmt: skip
+        layer = nn.TransformerEncoderLayer(
+            hidden, n_heads, ff, dropout, activation, batch_first=True, norm_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, act_dim)
         self.max_timestep = max_timestep
 
-    def forward(self, observations: torch.Tensor, actions: torch.Tensor, timesteps: torch.Tensor,
-                mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor,
+        z: torch.Tensor,
+    ) -> torch.Tensor:
         """Actions ``[B, L, act_dim]``; the one at step ``t`` sees ``z``, ``s_≤t``, ``a_<t``."""
         batch, length = mask.shape
         time = self.embed_timestep(timesteps.clamp(0, self.max_timestep - 1))
         z_token = self.embed_z(z)[:, None, :].expand(-1, length, -1)
-        tokens = torch.stack((z_token + time, self.embed_state(observations) + time,
-                              self.embed_action(actions) + time), dim=2)  # fmt: skip
+        tokens = torch.stack(
+            (
+                z_token + time,
+                self.embed_state(observations) + time,
+                self.embed_action(actions) + time,
+            ),
+            dim=2,
+        )
         tokens = self.embed_dropout(self.embed_norm(tokens.reshape(batch, 3 * length, -1)))
         real = mask.repeat_interleave(3, dim=1)
         n = 3 * length
@@ -214,8 +267,13 @@ class ContextTransformerPolicy(nn.Module):
 class OPPOModel(nn.Module):
     """The encoder, the contextual policy, ``z*`` and the dataset's scaling, saved together."""
 
-    def __init__(self, scaler: DatasetScaler, encoder: SegmentEncoder, policy: nn.Module,
-                 z_star: torch.Tensor):  # fmt: skip
+    def __init__(
+        self,
+        scaler: DatasetScaler,
+        encoder: SegmentEncoder,
+        policy: nn.Module,
+        z_star: torch.Tensor,
+    ):
         super().__init__()
         self.scaler = scaler
         self.encoder = encoder
@@ -294,18 +352,33 @@ class OPPO(OfflineAgent):
         device: str | torch.device = "auto",
         _init_setup_model: bool = True,
     ):
-        super().__init__(policy, dataset, learning_rate, env_id, env_kwargs, ref_min_score,
-                         ref_max_score, data_root, policy_kwargs, tensorboard_log, verbose,
-                         seed, device)  # fmt: skip
+        super().__init__(
+            policy,
+            dataset,
+            learning_rate,
+            env_id,
+            env_kwargs,
+            ref_min_score,
+            ref_max_score,
+            data_root,
+            policy_kwargs,
+            tensorboard_log,
+            verbose,
+            seed,
+            device,
+        )
         for name, value in (
             ("encoder_learning_rate", encoder_learning_rate),
             ("z_learning_rate", z_learning_rate),
             ("triplet_margin", triplet_margin),
             ("z_init_std", z_init_std),
         ):
-            check_number(value, name, positive=True)  # fmt: skip
-        for name, value in (("weight_decay", weight_decay), ("preference_coef", preference_coef),
-                            ("norm_coef", norm_coef)):  # fmt: skip
+            check_number(value, name, positive=True)
+        for name, value in (
+            ("weight_decay", weight_decay),
+            ("preference_coef", preference_coef),
+            ("norm_coef", norm_coef),
+        ):
             check_number(value, name, non_negative=True)
         if max_grad_norm is not None:
             check_number(max_grad_norm, "max_grad_norm", positive=True)
@@ -329,9 +402,11 @@ class OPPO(OfflineAgent):
         self._preferences: Preferences | None = None
         if isinstance(labels, Preferences):
             if labels.sampler.segment_length != self.segment_length:
-                raise ValueError(f"the labels are over segments of "
-                                 f"{labels.sampler.segment_length} steps but "
-                                 f"segment_length={self.segment_length}")  # fmt: skip
+                raise ValueError(
+                    f"the labels are over segments of "
+                    f"{labels.sampler.segment_length} steps but "
+                    f"segment_length={self.segment_length}"
+                )
             self._preferences = labels
             # saved as information only: a loaded model is given its labels again to learn
             self.labels = "given: " + (labels.description or "a Preferences object")
@@ -339,8 +414,10 @@ class OPPO(OfflineAgent):
             if labels != "scripted" and not labels.startswith("given"):
                 spec = parse_labels(labels)
                 if spec["K"] != self.segment_length:
-                    raise ValueError(f"labels {labels!r} are over segments of {spec['K']} steps "
-                                     f"but segment_length={self.segment_length}")  # fmt: skip
+                    raise ValueError(
+                        f"labels {labels!r} are over segments of {spec['K']} steps "
+                        f"but segment_length={self.segment_length}"
+                    )
             self.labels = labels
         else:
             raise ValueError(f"labels must be a spec string or a Preferences, got {labels!r}")
@@ -358,22 +435,33 @@ class OPPO(OfflineAgent):
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
         scaler = DatasetScaler(obs_dim, self.action_space)
-        encoder = SegmentEncoder(obs_dim, act_dim, self.z_dim, max_timestep=self.max_timestep,
-                                 **self.encoder_kwargs)  # fmt: skip
-        policy = self.policy_class(obs_dim, act_dim, self.z_dim, self.segment_length,
-                                   self.max_timestep, **self.policy_kwargs)  # fmt: skip
+        encoder = SegmentEncoder(
+            obs_dim, act_dim, self.z_dim, max_timestep=self.max_timestep, **self.encoder_kwargs
+        )
+        policy = self.policy_class(
+            obs_dim,
+            act_dim,
+            self.z_dim,
+            self.segment_length,
+            self.max_timestep,
+            **self.policy_kwargs,
+        )
         z_star = torch.randn(self.z_dim) * self.z_init_std
         self.model = OPPOModel(scaler, encoder, policy, z_star).to(self.device)
         self.scaler = self.model.scaler
         self.policy = self.model.policy
         adamw = torch.optim.AdamW
-        self.policy_optimizer = adamw(self.model.policy.parameters(), lr=self._policy_lr(),
-                                      weight_decay=self.weight_decay)  # fmt: skip
-        self.encoder_optimizer = adamw(self.model.encoder.parameters(),
-                                       lr=self.encoder_learning_rate,
-                                       weight_decay=self.weight_decay)  # fmt: skip
-        self.z_optimizer = adamw([self.model.z_star], lr=self.z_learning_rate,
-                                 weight_decay=self.weight_decay)  # fmt: skip
+        self.policy_optimizer = adamw(
+            self.model.policy.parameters(), lr=self._policy_lr(), weight_decay=self.weight_decay
+        )
+        self.encoder_optimizer = adamw(
+            self.model.encoder.parameters(),
+            lr=self.encoder_learning_rate,
+            weight_decay=self.weight_decay,
+        )
+        self.z_optimizer = adamw(
+            [self.model.z_star], lr=self.z_learning_rate, weight_decay=self.weight_decay
+        )
 
     def _state_modules(self) -> dict[str, Any]:
         return {
@@ -386,10 +474,12 @@ class OPPO(OfflineAgent):
     def _dataset_changed(self) -> None:
         scaler = self.scaler
         self.sampler = SegmentSampler(
-            self.data, self.segment_length, self.device,
+            self.data,
+            self.segment_length,
+            self.device,
             observation_transform=lambda obs: scaler.observations(obs),
             action_transform=scaler.actions_to_unit,
-        )  # fmt: skip
+        )
         if self._preferences is not None and self._preferences.sampler.dataset is self.data:
             if self._preferences.pairs is not None:  # the pairs must name segments of this sampler
                 pairs = self._preferences.pairs
@@ -450,11 +540,18 @@ class OPPO(OfflineAgent):
     def policy_actions(self, segments: Segments, z: torch.Tensor) -> torch.Tensor:
         """``π(· | s_t, z)`` at every step of the segments (unit actions)."""
         z = self.context(z)
-        return self.model.policy(segments.observations, segments.actions, segments.timesteps,
-                                 segments.mask, z)  # fmt: skip
+        return self.model.policy(
+            segments.observations, segments.actions, segments.timesteps, segments.mask, z
+        )
 
-    def losses(self, seg_a: Segments, seg_b: Segments, label: torch.Tensor,
-               him_a: Segments | None = None, him_b: Segments | None = None):  # fmt: skip
+    def losses(
+        self,
+        seg_a: Segments,
+        seg_b: Segments,
+        label: torch.Tensor,
+        him_a: Segments | None = None,
+        him_b: Segments | None = None,
+    ):
         """The encoder-and-policy losses of one step.
 
         Args:
@@ -478,8 +575,7 @@ class OPPO(OfflineAgent):
         norm = norm_loss(z_a) + norm_loss(z_b)
         positive, negative, weight = self._triplet_sides(z_a, z_b, label)
         anchor = self.model.z_star.detach().expand_as(positive)
-        preference = weighted_triplet_loss(anchor, positive, negative, weight,
-                                           self.triplet_margin)  # fmt: skip
+        preference = weighted_triplet_loss(anchor, positive, negative, weight, self.triplet_margin)
         total = him + self.preference_coef * preference + self.norm_coef * norm
         return total, {"him": him, "preference": preference, "norm": norm}
 
@@ -497,14 +593,21 @@ class OPPO(OfflineAgent):
         anchor = self.model.z_star.expand_as(positive)
         return weighted_triplet_loss(anchor, positive, negative, weight, self.triplet_margin)
 
-    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
-              tb_log_name: str | None = None, reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> OPPO:  # fmt: skip
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 100,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> OPPO:
         """``total_timesteps`` gradient steps (see :meth:`OfflineAgent.learn`)."""
         if self.data is not None and self._preferences is None:
             raise ValueError(f"OPPO has no labels ({self.labels!r}): call set_preferences()")
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name,
-                             reset_num_timesteps, progress_bar)  # fmt: skip
+        return super().learn(
+            total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
+        )
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One step: encoder + policy on ``L_HIM + c_p L_PM + c_n L_norm``, then ``z*``."""
@@ -568,8 +671,10 @@ class OPPO(OfflineAgent):
                 np.zeros((batch, length), bool),
             )
         if len(state) != 4 or np.shape(state[0])[:2] != (batch, length):
-            raise ValueError(f"the state passed to predict is not this policy's history of "
-                             f"{batch} episodes (a window of {length} steps)")  # fmt: skip
+            raise ValueError(
+                f"the state passed to predict is not this policy's history of "
+                f"{batch} episodes (a window of {length} steps)"
+            )
         hist_obs, hist_act, hist_time, hist_mask = (np.array(s, copy=True) for s in state)
         previous = np.where(hist_mask[:, -1], hist_time[:, -1], -1)  # the last step's time
         # shift the window left by one and put the new observation last
@@ -583,10 +688,12 @@ class OPPO(OfflineAgent):
         hist_mask[:, -1] = True
         device = self.device
         actions = policy(
-            torch.as_tensor(hist_obs, device=device), torch.as_tensor(hist_act, device=device),
+            torch.as_tensor(hist_obs, device=device),
+            torch.as_tensor(hist_act, device=device),
             torch.as_tensor(np.maximum(hist_time, 0), device=device),
-            torch.as_tensor(hist_mask, device=device), z,
-        )[:, -1]  # fmt: skip
+            torch.as_tensor(hist_mask, device=device),
+            z,
+        )[:, -1]
         hist_act[:, -1] = actions.clamp(-1.0, 1.0).cpu().numpy()
         return actions, (hist_obs, hist_act, hist_time, hist_mask)
 

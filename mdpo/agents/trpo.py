@@ -132,12 +132,24 @@ class TRPO(OnPolicyAgent):
         self.target_kl = float(target_kl)
         self.sub_sampling_factor = check_int(sub_sampling_factor, "sub_sampling_factor")
         super().__init__(
-            policy, env, learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
-            n_envs=n_envs, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs,
-            normalize_obs=normalize_obs, normalize_reward=normalize_reward,
-            policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log, verbose=verbose, seed=seed, device=device,
-        )  # fmt: skip
+            policy,
+            env,
+            learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            n_envs=n_envs,
+            vec_env_cls=vec_env_cls,
+            env_kwargs=env_kwargs,
+            normalize_obs=normalize_obs,
+            normalize_reward=normalize_reward,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
         if _init_setup_model:
             self._setup_model()
 

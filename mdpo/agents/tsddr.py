@@ -64,8 +64,10 @@ class DecisionRule(nn.Module):
         self.state_dim = int(action_space.shape[0])
         self.noise_dim = int(observation_space.shape[0]) - self.state_dim - 1
         if self.noise_dim < 1:
-            raise ValueError(f"observation space {observation_space} is not [state "
-                             f"({self.state_dim}), noise, stage fraction]")  # fmt: skip
+            raise ValueError(
+                f"observation space {observation_space} is not [state "
+                f"({self.state_dim}), noise, stage fraction]"
+            )
         self.n_stages = int(n_stages)
         low, high = observation_space.low, observation_space.high
         s, u = self.state_dim, self.noise_dim
@@ -88,8 +90,9 @@ class DecisionRule(nn.Module):
         """What :meth:`step` remembers between stages, at the start of a scenario."""
         raise NotImplementedError
 
-    def step(self, memory: tuple[torch.Tensor, ...], t: int, state: torch.Tensor,
-             noise: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+    def step(
+        self, memory: tuple[torch.Tensor, ...], t: int, state: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Targets ``[B, S]`` of stage ``t`` from the incoming state and the stage's noise."""
         raise NotImplementedError
 
@@ -176,14 +179,21 @@ class StateRule(LSTMRule):
         reachable_gain: ``g`` above (needs as many noise as state components), or ``None``.
     """
 
-    def __init__(self, observation_space, action_space, n_stages: int,
-                 hidden_sizes: tuple[int, ...] | list[int] = (32, 32),
-                 head_sizes: tuple[int, ...] | list[int] = (32,),
-                 reachable_gain: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        n_stages: int,
+        hidden_sizes: tuple[int, ...] | list[int] = (32, 32),
+        head_sizes: tuple[int, ...] | list[int] = (32,),
+        reachable_gain: float | None = None,
+    ):
         DecisionRule.__init__(self, observation_space, action_space, n_stages)
         if reachable_gain is not None and self.noise_dim != self.state_dim:
-            raise ValueError(f"reachable_gain needs one noise component per state component, "
-                             f"got {self.noise_dim} and {self.state_dim}")  # fmt: skip
+            raise ValueError(
+                f"reachable_gain needs one noise component per state component, "
+                f"got {self.noise_dim} and {self.state_dim}"
+            )
         self.reachable_gain = None if reachable_gain is None else float(reachable_gain)
         sizes = [self.noise_dim, *[int(h) for h in hidden_sizes]]
         self.layers = nn.ModuleList(
@@ -286,8 +296,10 @@ def resolve_problem(env: Any, env_kwargs: dict[str, Any] | None) -> MultiStagePr
             raise ValueError(f"unknown env {env!r}: {err}") from None
     target_problem = getattr(getattr(env, "unwrapped", env), "target_problem", None)
     if not callable(target_problem):
-        raise ValueError(f"TS-DDR trains on a MultiStageProblem or an env with target_problem() "
-                         f"(e.g. HydroDispatch-v0); got {env!r}")  # fmt: skip
+        raise ValueError(
+            f"TS-DDR trains on a MultiStageProblem or an env with target_problem() "
+            f"(e.g. HydroDispatch-v0); got {env!r}"
+        )
     return target_problem()
 
 
@@ -365,18 +377,31 @@ class TSDDR(Agent):
         self._best_model_in_file = best_model_path if self._from_file else None
         self.best_model_path = None if self._from_file else best_model_path
         self._save_folder: str | None = None
-        super().__init__(policy, None, learning_rate, env_kwargs=env_kwargs,
-                         policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
-                         verbose=verbose, seed=seed, device=device)  # fmt: skip
+        super().__init__(
+            policy,
+            None,
+            learning_rate,
+            env_kwargs=env_kwargs,
+            policy_kwargs=policy_kwargs,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
         self.problem: MultiStageProblem | None = None
         self.n_stages = None if n_stages is None else check_int(n_stages, "n_stages")
         if self._from_file:
             # sizes that decide allocations (the rule's weights, the evaluation scenarios)
             stages = field_int(n_stages, "config.json: n_stages", 1, MAX_BUFFER_SIZE)
-            field_int(self.eval_scenarios * stages, "config.json: eval_scenarios × n_stages",
-                      1, MAX_BUFFER_SIZE)  # fmt: skip
-            field_int(self.batch_size * stages, "config.json: batch_size × n_stages", 1,
-                      MAX_BUFFER_SIZE)  # fmt: skip
+            field_int(
+                self.eval_scenarios * stages,
+                "config.json: eval_scenarios × n_stages",
+                1,
+                MAX_BUFFER_SIZE,
+            )
+            field_int(
+                self.batch_size * stages, "config.json: batch_size × n_stages", 1, MAX_BUFFER_SIZE
+            )
         self.best_eval_cost = float("inf")
         self._pool = None
         self._eval_noise: np.ndarray | None = None
@@ -392,9 +417,11 @@ class TSDDR(Agent):
         if self.observation_space is not None and (
             self.observation_space != observation_space or self.n_stages != problem.n_stages
         ):
-            raise ValueError(f"the problem {problem.name!r} ({problem.n_stages} stages, "
-                             f"{observation_space}) does not fit this agent ({self.n_stages} "
-                             f"stages, {self.observation_space})")  # fmt: skip
+            raise ValueError(
+                f"the problem {problem.name!r} ({problem.n_stages} stages, "
+                f"{observation_space}) does not fit this agent ({self.n_stages} "
+                f"stages, {self.observation_space})"
+            )
         if self.n_stages is not None and self.n_stages != problem.n_stages:
             raise ValueError(f"n_stages={self.n_stages} but the problem has {problem.n_stages}")
         self.problem, self.n_stages = problem, problem.n_stages
@@ -416,13 +443,19 @@ class TSDDR(Agent):
             raise ValueError("TSDDR needs a problem (env=) or n_stages to build its policy")
         if self._from_file:  # counted on the meta device first: nothing is allocated
             with torch.device("meta"):
-                sizes = self.policy_class(self.observation_space, self.action_space,
-                                          self.n_stages, **self.policy_kwargs)  # fmt: skip
+                sizes = self.policy_class(
+                    self.observation_space, self.action_space, self.n_stages, **self.policy_kwargs
+                )
             count = sum(t.numel() for t in [*sizes.parameters(), *sizes.buffers()])
-            field_int(count, "config.json: the rule's parameters (n_stages, policy_kwargs)", 0,
-                      MAX_NETWORK_PARAMETERS)  # fmt: skip
-        rule = self.policy_class(self.observation_space, self.action_space, self.n_stages,
-                                 **self.policy_kwargs)  # fmt: skip
+            field_int(
+                count,
+                "config.json: the rule's parameters (n_stages, policy_kwargs)",
+                0,
+                MAX_NETWORK_PARAMETERS,
+            )
+        rule = self.policy_class(
+            self.observation_space, self.action_space, self.n_stages, **self.policy_kwargs
+        )
         self.policy = rule.to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr_schedule(1.0))
 
@@ -500,15 +533,27 @@ class TSDDR(Agent):
             self._pool.close()
             self._pool = None
 
-    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
-              tb_log_name: str | None = None, reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> TSDDR:  # fmt: skip
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> TSDDR:
         """``total_timesteps`` gradient steps (see :meth:`Agent.learn` for the arguments)."""
         if self.problem is None:
             raise ValueError("TSDDR has no problem to train on: pass env= or call set_problem()")
         try:
-            super().learn(total_timesteps, callback, log_interval, tb_log_name,
-                          reset_num_timesteps, progress_bar)  # fmt: skip
+            super().learn(
+                total_timesteps,
+                callback,
+                log_interval,
+                tb_log_name,
+                reset_num_timesteps,
+                progress_bar,
+            )
         finally:
             self.close()
         return self
@@ -518,8 +563,7 @@ class TSDDR(Agent):
         ``targets`` ``[B, T, S]``."""
         check_targets(self.problem, targets, noise)
         pool = self._solver()
-        return solve_with_targets(pool, self._target_lp, self.problem.initial_state, noise,
-                                  targets)  # fmt: skip
+        return solve_with_targets(pool, self._target_lp, self.problem.initial_state, noise, targets)
 
     def _learn_iteration(self, callback: BaseCallback, log_interval: int) -> bool:
         problem = self.problem
@@ -540,8 +584,9 @@ class TSDDR(Agent):
         self.optimizer.zero_grad()
         loss.backward()
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
-                                                          for g in grads]))  # fmt: skip
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g) for g in grads])
+        )
         self._check_finite({"gradient": grad_norm})
         if self.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
@@ -606,8 +651,13 @@ class TSDDR(Agent):
 
         return simulate_stagewise(self.problem, decide, np.asarray(noise, dtype=np.float64))
 
-    def predict(self, observation: np.ndarray, state: tuple[np.ndarray, ...] | None = None,
-                episode_start: np.ndarray | None = None, deterministic: bool = True):  # fmt: skip
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ):
         """Targets (scaled to [-1, 1]) for observations ``[state, noise, t / T]`` of one
         stage; ``state`` is the rule's memory returned by the previous call of the scenario
         (``None`` or ``episode_start`` true: a new scenario). Returns ``(action, memory)``."""
@@ -616,8 +666,10 @@ class TSDDR(Agent):
         s, u = policy.state_dim, policy.noise_dim
         stages = torch.round(obs[:, -1] * self.n_stages).long()
         if bool((stages != stages[0]).any()):
-            raise ValueError(f"TSDDR.predict takes a batch of scenarios at the same stage, got "
-                             f"stages {stages.tolist()}")  # fmt: skip
+            raise ValueError(
+                f"TSDDR.predict takes a batch of scenarios at the same stage, got "
+                f"stages {stages.tolist()}"
+            )
         stage = int(stages[0])
         with torch.no_grad():
             if state is None:
@@ -625,8 +677,9 @@ class TSDDR(Agent):
             else:
                 memory = tuple(torch.as_tensor(m, device=self.device) for m in state)
                 if episode_start is not None:
-                    starts = torch.as_tensor(np.asarray(episode_start, bool).reshape(-1),
-                                             device=self.device)  # fmt: skip
+                    starts = torch.as_tensor(
+                        np.asarray(episode_start, bool).reshape(-1), device=self.device
+                    )
                     memory = policy.reset_memory(memory, starts)
             targets, memory = policy.step(memory, stage, obs[:, :s], obs[:, s : s + u])
             low, high = policy.state_low, policy.state_high

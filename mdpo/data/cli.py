@@ -53,11 +53,14 @@ def command_data_make(args: argparse.Namespace) -> int:
     check_env_id(args.env)
     sized = args.episodes is not None or args.steps is not None
     if args.kind == "medium-replay" and sized:
-        raise ValueError("medium-replay is the teacher's rollouts up to its medium snapshot: "
-                         "drop --episodes / --steps")  # fmt: skip
+        raise ValueError(
+            "medium-replay is the teacher's rollouts up to its medium snapshot: "
+            "drop --episodes / --steps"
+        )
     if args.kind != "medium-replay" and not sized:
-        raise ValueError(f"{args.kind}: give exactly one of episodes and steps (--episodes N "
-                         "or --steps N)")  # fmt: skip
+        raise ValueError(
+            f"{args.kind}: give exactly one of episodes and steps (--episodes N or --steps N)"
+        )
     dataset_id = args.id or default_dataset_id(args.env, args.kind)
     from mdpo.data.dataset import _minari_root, dataset_path
 
@@ -68,15 +71,31 @@ def command_data_make(args: argparse.Namespace) -> int:
     env_name = args.env.replace("/", "_")
     run_name = f"{env_name}-{args.teacher_algo}-s{args.teacher_seed}-{args.teacher_steps}"
     teacher_dir = args.teacher_dir or os.path.join("runs", "teachers", run_name)
-    teacher = Teacher(teacher_dir, args.env, args.teacher_algo, args.teacher_steps,
-                      args.teacher_seed, args.teacher_eval_every,
-                      reference_episodes=args.reference_episodes)  # fmt: skip
-    dataset = make_dataset(args.env, args.kind, args.seed, args.episodes, args.steps, teacher,
-                           progress=not args.no_progress, command=command_line(args))  # fmt: skip
+    teacher = Teacher(
+        teacher_dir,
+        args.env,
+        args.teacher_algo,
+        args.teacher_steps,
+        args.teacher_seed,
+        args.teacher_eval_every,
+        reference_episodes=args.reference_episodes,
+    )
+    dataset = make_dataset(
+        args.env,
+        args.kind,
+        args.seed,
+        args.episodes,
+        args.steps,
+        teacher,
+        progress=not args.no_progress,
+        command=command_line(args),
+    )
     path = dataset.save(dataset_id, args.root, overwrite=args.force)
     print(f"{dataset_id}: {dataset.summary()}")
-    print(f"  references: random {dataset.ref_min_score:.1f}, expert {dataset.ref_max_score:.1f}"
-          f" (teacher {teacher_dir}); written to {path}")  # fmt: skip
+    print(
+        f"  references: random {dataset.ref_min_score:.1f}, expert {dataset.ref_max_score:.1f}"
+        f" (teacher {teacher_dir}); written to {path}"
+    )
     return 0
 
 
@@ -102,8 +121,9 @@ def command_data_labels(args: argparse.Namespace) -> int:
 
     spec = parse_labels(args.labels)
     if spec["source"] != "scripted" or spec["queries"] is None:
-        raise ValueError("--labels must be scripted with a number of queries, e.g. "
-                         "scripted:K=20,queries=1000")  # fmt: skip
+        raise ValueError(
+            "--labels must be scripted with a number of queries, e.g. scripted:K=20,queries=1000"
+        )
     dataset = OfflineDataset.load(args.dataset, args.root)
     sampler = SegmentSampler(dataset, spec["K"])
     generator = torch.Generator().manual_seed(spec["seed"])
@@ -145,8 +165,9 @@ class OfflineEvalCallback(BaseCallback):
             writer = csv.writer(handle)
             if new:
                 writer.writerow(["step", "mean_return", "std_return", "mean_normalized"])
-            writer.writerow([step, result["mean_return"], float(np.std(result["returns"])),
-                             normalized])  # fmt: skip
+            writer.writerow(
+                [step, result["mean_return"], float(np.std(result["returns"])), normalized]
+            )
         self.logger.record("eval/mean_reward", result["mean_return"])
         self.logger.record("eval/normalized_score", normalized)
         self.last = {"step": step, **result}
@@ -195,13 +216,23 @@ def command_oppo_train(args: argparse.Namespace) -> int:
         )
         if os.path.exists(os.path.join(run_dir, "config.json")):
             raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir} or --out")
-        config = {"algo": args.algo, "class": cls_name, "policy": policy,
-                  "dataset": args.dataset, "data_root": args.root, "seed": args.seed,
-                  "steps": args.steps, "hyperparameters": hyper, "eval_every": args.eval_every,
-                  "eval_episodes": args.eval_episodes, "checkpoint_every": args.checkpoint_every,
-                  "device": args.device, "command": command_line(args),
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "code_version": code_version()}  # fmt: skip
+        config = {
+            "algo": args.algo,
+            "class": cls_name,
+            "policy": policy,
+            "dataset": args.dataset,
+            "data_root": args.root,
+            "seed": args.seed,
+            "steps": args.steps,
+            "hyperparameters": hyper,
+            "eval_every": args.eval_every,
+            "eval_episodes": args.eval_episodes,
+            "checkpoint_every": args.checkpoint_every,
+            "device": args.device,
+            "command": command_line(args),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "code_version": code_version(),
+        }
     return train_offline_in_folder(args, config, run_dir, resume=False)
 
 
@@ -229,8 +260,9 @@ def check_offline_config(config: dict, path: str) -> dict:
     return config
 
 
-def train_offline_in_folder(args: argparse.Namespace, config: dict, run_dir: str,
-                            resume: bool) -> int:  # fmt: skip
+def train_offline_in_folder(
+    args: argparse.Namespace, config: dict, run_dir: str, resume: bool
+) -> int:
     """Train (or continue) the offline run of ``config`` in ``run_dir`` (locked)."""
     from mdpo.agents import ALGORITHMS
 
@@ -239,13 +271,25 @@ def train_offline_in_folder(args: argparse.Namespace, config: dict, run_dir: str
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
     tb = os.path.join(run_dir, "tb")
     if checkpoint is not None:
-        agent = cls.load(checkpoint, env=config["dataset"], device=config["device"],
-                         tensorboard_log=tb, data_root=config["data_root"])  # fmt: skip
+        agent = cls.load(
+            checkpoint,
+            env=config["dataset"],
+            device=config["device"],
+            tensorboard_log=tb,
+            data_root=config["data_root"],
+        )
         print(f"resuming {run_dir} from {checkpoint} at {agent.num_timesteps} steps")
     else:
-        agent = cls(config["policy"], config["dataset"], seed=config["seed"],
-                    device=config["device"], tensorboard_log=tb, data_root=config["data_root"],
-                    verbose=args.verbose, **config["hyperparameters"])  # fmt: skip
+        agent = cls(
+            config["policy"],
+            config["dataset"],
+            seed=config["seed"],
+            device=config["device"],
+            tensorboard_log=tb,
+            data_root=config["data_root"],
+            verbose=args.verbose,
+            **config["hyperparameters"],
+        )
     lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo oppo train")
     with lock:
         if not resume:
@@ -256,8 +300,9 @@ def train_offline_in_folder(args: argparse.Namespace, config: dict, run_dir: str
         return _learn_offline(args, config, run_dir, agent, checkpoint)
 
 
-def _learn_offline(args: argparse.Namespace, config: dict, run_dir: str, agent: object,
-                   checkpoint: str | None) -> int:  # fmt: skip
+def _learn_offline(
+    args: argparse.Namespace, config: dict, run_dir: str, agent: object, checkpoint: str | None
+) -> int:
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     eval_path = os.path.join(run_dir, "evaluations.csv")
     # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
@@ -284,12 +329,19 @@ def _learn_offline(args: argparse.Namespace, config: dict, run_dir: str, agent: 
     last = evaluation.last
     if last is None or last["step"] != agent.num_timesteps:
         last = evaluation.evaluate()
-    summary = {"algo": config["algo"], "dataset": config["dataset"], "seed": config["seed"],
-               "steps": agent.num_timesteps, "final_mean_return": last["mean_return"],
-               "final_normalized": last.get("mean_normalized"),
-               "final_returns": last["returns"], "train_seconds": round(time.time() - tic, 1),
-               "command": config["command"], "started_on": config.get("code_version"),
-               "code_version": code_version()}  # fmt: skip
+    summary = {
+        "algo": config["algo"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "steps": agent.num_timesteps,
+        "final_mean_return": last["mean_return"],
+        "final_normalized": last.get("mean_normalized"),
+        "final_returns": last["returns"],
+        "train_seconds": round(time.time() - tic, 1),
+        "command": config["command"],
+        "started_on": config.get("code_version"),
+        "code_version": code_version(),
+    }
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
     print(
         f"done: {agent.num_timesteps} steps; final return {last['mean_return']:.1f}, "
@@ -305,8 +357,9 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
 
     agent = Agent.load(args.model, device=args.device)
     if not isinstance(agent, OfflineAgent):
-        raise ValueError(f"{args.model!r} holds a {agent.algo_name} agent, not an offline one "
-                         "(use mdpo eval)")  # fmt: skip
+        raise ValueError(
+            f"{args.model!r} holds a {agent.algo_name} agent, not an offline one (use mdpo eval)"
+        )
     if args.dataset:
         from mdpo.data.dataset import OfflineDataset
 
@@ -322,8 +375,9 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
     print(line)
     if args.out:
         with open(args.out, "w") as handle:
-            json.dump({**result, "model": args.model, "command": command_line(args)}, handle,
-                      indent=1)  # fmt: skip
+            json.dump(
+                {**result, "model": args.model, "command": command_line(args)}, handle, indent=1
+            )
     return 0
 
 
@@ -341,17 +395,25 @@ def add_parsers(sub) -> None:
     size.add_argument("--steps", type=int, help="transitions to collect")
     make.add_argument("--seed", type=int, default=0, help="seed of the rollouts")
     make.add_argument("--id", help="Minari dataset id (default mdpo/<env>/<kind>-v0)")
-    make.add_argument("--root", help="Minari datasets folder (default $MINARI_DATASETS_PATH "
-                                     "or ~/.minari/datasets)")  # fmt: skip
+    make.add_argument(
+        "--root",
+        help="Minari datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)",
+    )
     make.add_argument("--teacher-algo", default="PPO", help="RL agent trained as the teacher")
     make.add_argument("--teacher-steps", type=int, default=1_000_000)
     make.add_argument("--teacher-seed", type=int, default=0)
-    make.add_argument("--teacher-eval-every", type=int, default=50_000,
-                      help="env steps between teacher snapshots")  # fmt: skip
-    make.add_argument("--teacher-dir", help="teacher run folder (default runs/teachers/...; "
-                                            "reused by every kind)")  # fmt: skip
-    make.add_argument("--reference-episodes", type=int, default=100,
-                      help="episodes of the random and expert reference returns")  # fmt: skip
+    make.add_argument(
+        "--teacher-eval-every", type=int, default=50_000, help="env steps between teacher snapshots"
+    )
+    make.add_argument(
+        "--teacher-dir", help="teacher run folder (default runs/teachers/...; reused by every kind)"
+    )
+    make.add_argument(
+        "--reference-episodes",
+        type=int,
+        default=100,
+        help="episodes of the random and expert reference returns",
+    )
     make.add_argument("--force", action="store_true", help="replace an existing dataset")
     make.add_argument("--no-progress", action="store_true")
     make.set_defaults(func=command_data_make)
@@ -374,9 +436,11 @@ def add_parsers(sub) -> None:
     train.add_argument("--dataset", help="Minari id or dataset folder")
     train.add_argument("--root", help="Minari datasets folder")
     train.add_argument("--algo", default="OPPO", help="OPPO, BC or FilteredBC")
-    train.add_argument("--labels", default="scripted",
-                       help="scripted[:K=20,queries=N,ties=drop|half,seed=S] or "
-                            "file:labels.csv[,K=20]")  # fmt: skip
+    train.add_argument(
+        "--labels",
+        default="scripted",
+        help="scripted[:K=20,queries=N,ties=drop|half,seed=S] or file:labels.csv[,K=20]",
+    )
     train.add_argument("--policy", default="mlp", choices=("mlp", "transformer"))
     train.add_argument("--steps", type=int, default=100_000, help="gradient steps")
     train.add_argument("--seed", type=int, default=0)

@@ -118,8 +118,7 @@ class OfflineDataset:
     def __post_init__(self) -> None:
         if not self.episodes:
             raise ValueError("a dataset needs at least one episode")
-        for name, space in (("observation", self.observation_space),
-                            ("action", self.action_space)):  # fmt: skip
+        for name, space in (("observation", self.observation_space), ("action", self.action_space)):
             if not isinstance(space, spaces.Box):
                 raise ValueError(
                     f"offline datasets support Box {name} spaces; {self.env_id} has {space}"
@@ -193,16 +192,24 @@ class OfflineDataset:
     def subset(self, indices: Sequence[int]) -> OfflineDataset:
         """The episodes ``indices`` with the same env and references."""
         return OfflineDataset(
-            [self.episodes[i] for i in indices], self.env_id, self.observation_space,
-            self.action_space, self.ref_min_score, self.ref_max_score, dict(self.info),
-            dict(self.env_kwargs), self.dataset_id,
-        )  # fmt: skip
+            [self.episodes[i] for i in indices],
+            self.env_id,
+            self.observation_space,
+            self.action_space,
+            self.ref_min_score,
+            self.ref_max_score,
+            dict(self.info),
+            dict(self.env_kwargs),
+            self.dataset_id,
+        )
 
     def summary(self) -> str:
         """One line: episodes, steps, return statistics and normalized scores."""
         r = self.returns
-        text = (f"{len(self)} episodes, {self.total_steps} steps, return mean {r.mean():.1f} "
-                f"(min {r.min():.1f}, max {r.max():.1f})")  # fmt: skip
+        text = (
+            f"{len(self)} episodes, {self.total_steps} steps, return mean {r.mean():.1f} "
+            f"(min {r.min():.1f}, max {r.max():.1f})"
+        )
         if self.ref_min_score is not None and self.ref_max_score is not None:
             text += f", normalized {self.normalized_score(r.mean()):.1f}"
         return text
@@ -244,8 +251,10 @@ class OfflineDataset:
             ]
             references = {}
             if self.ref_min_score is not None and self.ref_max_score is not None:
-                references = {"ref_min_score": float(self.ref_min_score),
-                              "ref_max_score": float(self.ref_max_score)}  # fmt: skip
+                references = {
+                    "ref_min_score": float(self.ref_min_score),
+                    "ref_max_score": float(self.ref_max_score),
+                }
             import gymnasium as gym
 
             spec = gym.spec(self.env_id)
@@ -303,23 +312,33 @@ class OfflineDataset:
         meta = json_object(load_json_file(where), where)
         steps = field_int(meta.get("total_steps", 0), f"{where}: total_steps", 0)
         if steps > MAX_STEPS:
-            raise DatasetError(f"{where}: {steps} steps is more than the {MAX_STEPS} read into "
-                               "memory")  # fmt: skip
+            raise DatasetError(
+                f"{where}: {steps} steps is more than the {MAX_STEPS} read into memory"
+            )
         observation_space = _space_field(meta, "observation_space", where)
         action_space = _space_field(meta, "action_space", where)
         env_spec = json_object(_json_string(meta, "env_spec", where), f"{where}: env_spec")
         env_id = check_env_id_from_file(env_spec.get("id"), f"{where}: env_spec.id")
         env_kwargs = json_object(env_spec.get("kwargs") or {}, f"{where}: env_spec.kwargs")
-        refs = [field_float(meta.get(k), f"{where}: {k}", allow_none=True)
-                for k in ("ref_min_score", "ref_max_score")]  # fmt: skip
+        refs = [
+            field_float(meta.get(k), f"{where}: {k}", allow_none=True)
+            for k in ("ref_min_score", "ref_max_score")
+        ]
         info = json_object(_json_string(meta, "mdpo", where, "{}"), f"{where}: mdpo")
         dataset_id = meta.get("dataset_id", dataset)
         dataset_id = dataset_id if isinstance(dataset_id, str) else dataset
         episodes = read_episodes(data, observation_space, action_space)
         return cls(
-            episodes, env_id, observation_space, action_space, refs[0], refs[1], info,
-            dict(env_kwargs), dataset_id,
-        )  # fmt: skip
+            episodes,
+            env_id,
+            observation_space,
+            action_space,
+            refs[0],
+            refs[1],
+            info,
+            dict(env_kwargs),
+            dataset_id,
+        )
 
 
 def _json_string(meta: dict[str, Any], key: str, where: str, default: str | None = None) -> Any:
@@ -411,11 +430,13 @@ def check_stored_size(data: str) -> None:
                 raise
             raise DatasetError(f"{path} is not a readable HDF5 file: {_first_line(err)}") from None
     if steps > MAX_STEPS:
-        raise DatasetError(f"the files hold {steps} steps, more than the {MAX_STEPS} read into "
-                           "memory")  # fmt: skip
+        raise DatasetError(
+            f"the files hold {steps} steps, more than the {MAX_STEPS} read into memory"
+        )
     if stored > MAX_BYTES:
-        raise DatasetError(f"the files hold {stored} bytes of arrays, more than the {MAX_BYTES} "
-                           "read into memory")  # fmt: skip
+        raise DatasetError(
+            f"the files hold {stored} bytes of arrays, more than the {MAX_BYTES} read into memory"
+        )
 
 
 def read_episodes(
@@ -454,9 +475,15 @@ def read_episodes(
                     if not (np.isfinite(rewards).all() and np.isfinite(obs).all()):
                         raise DatasetError(f"{path}: {group.name} holds non-finite numbers")
                     try:
-                        episodes.append(Episode(obs, act, rewards,
-                                                arrays["terminations"].astype(bool),
-                                                arrays["truncations"].astype(bool)))  # fmt: skip
+                        episodes.append(
+                            Episode(
+                                obs,
+                                act,
+                                rewards,
+                                arrays["terminations"].astype(bool),
+                                arrays["truncations"].astype(bool),
+                            )
+                        )
                     except ValueError as err:
                         raise DatasetError(f"{path}: {group.name}: {err}") from None
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -481,8 +508,10 @@ def check_dataset_id(dataset_id: str) -> None:
     names (no ``..``, no absolute path: an id never leaves the datasets folder)."""
     parts = dataset_id.split("/")
     if not DATASET_ID.match(dataset_id) or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"dataset id {dataset_id!r} must look like namespace/env/name-v0 "
-                         "(letters, digits, '_', '-', '.'; a version -vN at the end)")  # fmt: skip
+        raise ValueError(
+            f"dataset id {dataset_id!r} must look like namespace/env/name-v0 "
+            "(letters, digits, '_', '-', '.'; a version -vN at the end)"
+        )
 
 
 def datasets_root() -> str:

@@ -47,9 +47,18 @@ class TransitionRecorder(gym.Wrapper):
 
     def clear(self) -> None:
         """Forget the recorded transitions."""
-        self.records: dict[str, list] = {k: [] for k in
-                                         ("obs", "next_obs", "actions", "rewards",
-                                          "terminations", "truncations", "first")}  # fmt: skip
+        self.records: dict[str, list] = {
+            k: []
+            for k in (
+                "obs",
+                "next_obs",
+                "actions",
+                "rewards",
+                "terminations",
+                "truncations",
+                "first",
+            )
+        }
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -96,10 +105,16 @@ def episodes_from_transitions(arrays: dict[str, np.ndarray]) -> list[Episode]:
     return episodes
 
 
-def collect(env_id: str, act: Callable[[np.ndarray], np.ndarray], seed: int,
-            episodes: int | None = None, steps: int | None = None,
-            env_kwargs: dict[str, Any] | None = None, progress: str | None = None,
-            first_index: int = 0) -> list[Episode]:  # fmt: skip
+def collect(
+    env_id: str,
+    act: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    episodes: int | None = None,
+    steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: str | None = None,
+    first_index: int = 0,
+) -> list[Episode]:
     """Roll out ``act`` for ``episodes`` whole episodes or ``steps`` transitions (the last
     episode then cut and marked truncated). Episode ``i`` resets with seed ``seed·10⁶ + i``.
 
@@ -154,8 +169,9 @@ def _progress(total: int, label: str | None):
 
 def random_actor(action_space: gym.spaces.Box, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """Uniform random actions from a space seeded with ``seed``."""
-    space = gym.spaces.Box(action_space.low, action_space.high, action_space.shape,
-                           action_space.dtype, seed=seed)  # fmt: skip
+    space = gym.spaces.Box(
+        action_space.low, action_space.high, action_space.shape, action_space.dtype, seed=seed
+    )
     return lambda obs: space.sample()
 
 
@@ -184,25 +200,43 @@ class Teacher:
         reference_episodes: episodes of the random and expert references.
     """
 
-    def __init__(self, folder: str, env_id: str, algo: str = "PPO", total_steps: int = 1_000_000,
-                 seed: int = 0, eval_every: int = 50_000, eval_episodes: int = 10,
-                 hyperparameters: dict[str, Any] | None = None,
-                 reference_episodes: int = 100):  # fmt: skip
+    def __init__(
+        self,
+        folder: str,
+        env_id: str,
+        algo: str = "PPO",
+        total_steps: int = 1_000_000,
+        seed: int = 0,
+        eval_every: int = 50_000,
+        eval_episodes: int = 10,
+        hyperparameters: dict[str, Any] | None = None,
+        reference_episodes: int = 100,
+    ):
         from mdpo.agents import RL_ALGORITHMS
 
         if algo not in RL_ALGORITHMS:
-            raise ValueError(f"unknown teacher algorithm {algo!r}; choose one of "
-                             f"{sorted(RL_ALGORITHMS)}")  # fmt: skip
-        for name, value in (("total_steps", total_steps), ("eval_every", eval_every),
-                            ("eval_episodes", eval_episodes),
-                            ("reference_episodes", reference_episodes)):  # fmt: skip
+            raise ValueError(
+                f"unknown teacher algorithm {algo!r}; choose one of {sorted(RL_ALGORITHMS)}"
+            )
+        for name, value in (
+            ("total_steps", total_steps),
+            ("eval_every", eval_every),
+            ("eval_episodes", eval_episodes),
+            ("reference_episodes", reference_episodes),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.folder = folder
-        self.config = {"env_id": env_id, "algo": algo, "total_steps": total_steps, "seed": seed,
-                       "eval_every": eval_every, "eval_episodes": eval_episodes,
-                       "hyperparameters": dict(hyperparameters or {}),
-                       "reference_episodes": reference_episodes}  # fmt: skip
+        self.config = {
+            "env_id": env_id,
+            "algo": algo,
+            "total_steps": total_steps,
+            "seed": seed,
+            "eval_every": eval_every,
+            "eval_episodes": eval_episodes,
+            "hyperparameters": dict(hyperparameters or {}),
+            "reference_episodes": reference_episodes,
+        }
         self.state: dict[str, Any] = {"snapshots": [], "complete": False}
         path = os.path.join(folder, TEACHER_FILE)
         if os.path.exists(path):
@@ -255,8 +289,9 @@ class Teacher:
             agent = cls("MlpPolicy", make_env, seed=cfg["seed"], **hyper)
         os.makedirs(os.path.join(self.folder, "snapshots"), exist_ok=True)
         os.makedirs(os.path.join(self.folder, "rollouts"), exist_ok=True)
-        bar = _progress(cfg["total_steps"], f"teacher {cfg['algo']} {cfg['env_id']}"
-                        if progress else None)  # fmt: skip
+        bar = _progress(
+            cfg["total_steps"], f"teacher {cfg['algo']} {cfg['env_id']}" if progress else None
+        )
         if bar is not None:
             bar.update(agent.num_timesteps)
         first = not self.snapshots
@@ -275,12 +310,23 @@ class Teacher:
             if hasattr(agent, "save_replay_buffer"):
                 agent.save_replay_buffer(path.replace(".zip", "_buffer.pt"))
             torch.manual_seed(cfg["seed"])
-            returns, _ = evaluate_policy(agent, cfg["env_id"], cfg["eval_episodes"],
-                                         deterministic=False, return_episode_rewards=True,
-                                         seed=10_000 + step)  # fmt: skip
+            returns, _ = evaluate_policy(
+                agent,
+                cfg["env_id"],
+                cfg["eval_episodes"],
+                deterministic=False,
+                return_episode_rewards=True,
+                seed=10_000 + step,
+            )
             # paths relative to the folder: the teacher can be moved
-            self.snapshots.append({"step": step, "path": name, "rollouts": rollouts_name,
-                                   "mean_return": float(np.mean(returns))})  # fmt: skip
+            self.snapshots.append(
+                {
+                    "step": step,
+                    "path": name,
+                    "rollouts": rollouts_name,
+                    "mean_return": float(np.mean(returns)),
+                }
+            )
             # wall time of training and snapshots, summed over resumed runs
             self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.time() - tic
             self._save()
@@ -335,12 +381,18 @@ class Teacher:
             env = gym.make(cfg["env_id"])
             n = cfg["reference_episodes"]
             label = (lambda what: f"reference {what}") if progress else (lambda what: None)
-            rand = collect(cfg["env_id"], random_actor(env.action_space, 7), 7, episodes=n,
-                           progress=label("random"))  # fmt: skip
+            rand = collect(
+                cfg["env_id"],
+                random_actor(env.action_space, 7),
+                7,
+                episodes=n,
+                progress=label("random"),
+            )
             agent = self.load_agent(self.expert())
             torch.manual_seed(8)
-            expert = collect(cfg["env_id"], agent_actor(agent), 8, episodes=n,
-                             progress=label("expert"))  # fmt: skip
+            expert = collect(
+                cfg["env_id"], agent_actor(agent), 8, episodes=n, progress=label("expert")
+            )
             self.state["references"] = {
                 "random": mean_return(rand),
                 "expert": mean_return(expert),
@@ -351,9 +403,16 @@ class Teacher:
         return ref["random"], ref["expert"]
 
 
-def make_dataset(env_id: str, kind: str, seed: int = 0, episodes: int | None = None,
-                 steps: int | None = None, teacher: Teacher | None = None,
-                 progress: bool = True, command: str | None = None) -> OfflineDataset:  # fmt: skip
+def make_dataset(
+    env_id: str,
+    kind: str,
+    seed: int = 0,
+    episodes: int | None = None,
+    steps: int | None = None,
+    teacher: Teacher | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> OfflineDataset:
     """Build a dataset of ``kind`` (see the module docstring).
 
     Args:
@@ -369,12 +428,16 @@ def make_dataset(env_id: str, kind: str, seed: int = 0, episodes: int | None = N
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; choose one of {KINDS}")
     if teacher is None:
-        raise ValueError("a teacher is needed (for the data of the policy kinds and for the "
-                         "expert reference of every kind)")  # fmt: skip
+        raise ValueError(
+            "a teacher is needed (for the data of the policy kinds and for the "
+            "expert reference of every kind)"
+        )
     if kind == "medium-replay":
         if episodes is not None or steps is not None:
-            raise ValueError("medium-replay is the teacher's rollouts up to its medium snapshot: "
-                             "drop --episodes / --steps")  # fmt: skip
+            raise ValueError(
+                "medium-replay is the teacher's rollouts up to its medium snapshot: "
+                "drop --episodes / --steps"
+            )
     elif (episodes is None) == (steps is None):
         raise ValueError(f"{kind}: give exactly one of episodes and steps")
     tic = time.time()
@@ -389,8 +452,14 @@ def make_dataset(env_id: str, kind: str, seed: int = 0, episodes: int | None = N
         "teacher": {**teacher.config, "folder": teacher.folder},
     }
     if kind == "random":
-        data = collect(env_id, random_actor(env.action_space, seed), seed, episodes, steps,
-                       progress=label("random"))  # fmt: skip
+        data = collect(
+            env_id,
+            random_actor(env.action_space, seed),
+            seed,
+            episodes,
+            steps,
+            progress=label("random"),
+        )
         info["algorithm"] = "random"
     elif kind == "medium-replay":
         medium = teacher.medium()
@@ -406,16 +475,26 @@ def make_dataset(env_id: str, kind: str, seed: int = 0, episodes: int | None = N
             torch.manual_seed(seed * 1_000 + i)
             size = {"episodes": episodes, "steps": steps}
             if len(parts) == 2:  # half from each
-                size = {k: (v // 2 if i == 0 else v - v // 2) if v is not None else None
-                        for k, v in size.items()}  # fmt: skip
-            data += collect(env_id, agent_actor(agent), seed, **size, progress=label(part),
-                            first_index=i * 1_000_000 // 2)  # fmt: skip
+                size = {
+                    k: (v // 2 if i == 0 else v - v // 2) if v is not None else None
+                    for k, v in size.items()
+                }
+            data += collect(
+                env_id,
+                agent_actor(agent),
+                seed,
+                **size,
+                progress=label(part),
+                first_index=i * 1_000_000 // 2,
+            )
             info[f"{part}_snapshot"] = snapshot
         info["algorithm"] = teacher.config["algo"]
     info["build_seconds"] = round(time.time() - tic, 1)
     if command:
         info["command"] = command
-    info["description"] = (f"{kind} data of {env_id}, made by mdpo from its own "
-                           f"{teacher.config['algo']} teacher")  # fmt: skip
-    return OfflineDataset(data, env_id, env.observation_space, env.action_space,
-                          ref_min, ref_max, info)  # fmt: skip
+    info["description"] = (
+        f"{kind} data of {env_id}, made by mdpo from its own {teacher.config['algo']} teacher"
+    )
+    return OfflineDataset(
+        data, env_id, env.observation_space, env.action_space, ref_min, ref_max, info
+    )

@@ -120,8 +120,10 @@ class SegmentSampler:
         bad_episode = (episode < 0) | (episode >= len(self.lengths))
         if bad_episode.any():
             i = int(np.flatnonzero(bad_episode)[0])
-            raise ValueError(f"{what} {i}: episode {int(episode[i])} is not in the dataset "
-                             f"({len(self.lengths)} episodes)")  # fmt: skip
+            raise ValueError(
+                f"{what} {i}: episode {int(episode[i])} is not in the dataset "
+                f"({len(self.lengths)} episodes)"
+            )
         bad_start = (start < 0) | (start >= self.n_starts[episode])
         if bad_start.any():
             i = int(np.flatnonzero(bad_start)[0])
@@ -188,8 +190,13 @@ class PreferencePairs:
 
     def select(self, index: torch.Tensor) -> PreferencePairs:
         """The pairs ``index``."""
-        return PreferencePairs(self.episode_a[index], self.start_a[index], self.episode_b[index],
-                               self.start_b[index], self.label[index])  # fmt: skip
+        return PreferencePairs(
+            self.episode_a[index],
+            self.start_a[index],
+            self.episode_b[index],
+            self.start_b[index],
+            self.label[index],
+        )
 
 
 class Preferences:
@@ -203,8 +210,13 @@ class Preferences:
         description: how the labels were made (stored with the model's training record).
     """
 
-    def __init__(self, sampler: SegmentSampler, pairs: PreferencePairs | None = None,
-                 ties: str = "drop", description: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        sampler: SegmentSampler,
+        pairs: PreferencePairs | None = None,
+        ties: str = "drop",
+        description: str = "",
+    ) -> None:
         self.sampler = sampler
         self.pairs = pairs
         self.ties = ties
@@ -227,8 +239,9 @@ class Preferences:
         return scripted_pairs(self.sampler, n, generator, "half")
 
 
-def scripted_pairs(sampler: SegmentSampler, n: int, generator: torch.Generator,
-                   ties: str = "drop") -> PreferencePairs:  # fmt: skip
+def scripted_pairs(
+    sampler: SegmentSampler, n: int, generator: torch.Generator, ties: str = "drop"
+) -> PreferencePairs:
     """``n`` random pairs labelled by the scripted teacher (ties dropped or 0.5)."""
     ea, sa = sampler.sample(n, generator)
     eb, sb = sampler.sample(n, generator)
@@ -244,9 +257,14 @@ def write_labels(path: str, pairs: PreferencePairs) -> str:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(LABEL_COLUMNS)
-        for row in zip(pairs.episode_a.tolist(), pairs.start_a.tolist(),
-                       pairs.episode_b.tolist(), pairs.start_b.tolist(),
-                       pairs.label.tolist(), strict=True):  # fmt: skip
+        for row in zip(
+            pairs.episode_a.tolist(),
+            pairs.start_a.tolist(),
+            pairs.episode_b.tolist(),
+            pairs.start_b.tolist(),
+            pairs.label.tolist(),
+            strict=True,
+        ):
             writer.writerow(row)
     return path
 
@@ -258,8 +276,10 @@ def _label_rows(path: str) -> list[list[float]]:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != LABEL_COLUMNS:
-            raise LabelFileError(f"label file {path!r}: the header must be "
-                                 f"{','.join(LABEL_COLUMNS)}, got {str(header)[:80]}")  # fmt: skip
+            raise LabelFileError(
+                f"label file {path!r}: the header must be "
+                f"{','.join(LABEL_COLUMNS)}, got {str(header)[:80]}"
+            )
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
@@ -272,8 +292,9 @@ def _label_rows(path: str) -> list[list[float]]:
             except ValueError as err:
                 raise LabelFileError(f"label file {path!r}, line {line}: {err}") from None
             if not 0.0 <= values[4] <= 1.0:
-                raise LabelFileError(f"label file {path!r}, line {line}: label {values[4]} is "
-                                     "not in [0, 1]")  # fmt: skip
+                raise LabelFileError(
+                    f"label file {path!r}, line {line}: label {values[4]} is not in [0, 1]"
+                )
             rows.append(values)
     return rows
 
@@ -308,8 +329,13 @@ def read_labels(path: str, sampler: SegmentSampler) -> PreferencePairs:
         except ValueError as err:
             raise LabelFileError(f"label file {path!r}: {err}") from None
     as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
-    return PreferencePairs(as_long(ea), as_long(sa), as_long(eb), as_long(sb),
-                           torch.as_tensor(data[:, 4], dtype=torch.float32))  # fmt: skip
+    return PreferencePairs(
+        as_long(ea),
+        as_long(sa),
+        as_long(eb),
+        as_long(sb),
+        torch.as_tensor(data[:, 4], dtype=torch.float32),
+    )
 
 
 def parse_labels(spec: str) -> dict:
@@ -328,8 +354,9 @@ def parse_labels(spec: str) -> dict:
     for part in parts:
         key, eq, value = part.partition("=")
         if not eq or key not in ("K", "queries", "ties", "seed"):
-            raise ValueError(f"labels {spec!r}: unknown option {part!r} "
-                             "(K=, queries=, ties=, seed=)")  # fmt: skip
+            raise ValueError(
+                f"labels {spec!r}: unknown option {part!r} (K=, queries=, ties=, seed=)"
+            )
         if key == "ties":
             if value not in ("drop", "half"):
                 raise ValueError(f"labels {spec!r}: ties must be drop or half, got {value!r}")
@@ -352,12 +379,13 @@ def make_preferences(spec: str | dict, sampler: SegmentSampler) -> Preferences:
     (whose segment length must be the spec's ``K``)."""
     options = parse_labels(spec) if isinstance(spec, str) else dict(spec)
     if options["K"] != sampler.segment_length:
-        raise ValueError(f"labels are over segments of {options['K']} steps but the sampler's "
-                         f"segments have {sampler.segment_length}")  # fmt: skip
+        raise ValueError(
+            f"labels are over segments of {options['K']} steps but the sampler's "
+            f"segments have {sampler.segment_length}"
+        )
     description = spec if isinstance(spec, str) else str(options)
     if options["source"] == "file":
-        return Preferences(sampler, read_labels(options["path"], sampler),
-                           description=description)  # fmt: skip
+        return Preferences(sampler, read_labels(options["path"], sampler), description=description)
     if options["queries"] is None:
         return Preferences(sampler, None, options["ties"], description)
     generator = torch.Generator().manual_seed(int(options["seed"]))

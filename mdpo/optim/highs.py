@@ -88,14 +88,16 @@ class HighsModel:
     def set_col_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
         """Change the bounds of some variables (indices into ``lp.variables``)."""
         columns = np.asarray(columns, dtype=np.int32)
-        self.highs.changeColsBounds(len(columns), columns, np.asarray(lower, np.float64),
-                                    np.asarray(upper, np.float64))  # fmt: skip
+        self.highs.changeColsBounds(
+            len(columns), columns, np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        )
 
     def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
         """Change the bounds of some rows (indices into ``lp.rows``)."""
         rows = np.asarray(rows, dtype=np.int32)
-        self.highs.changeRowsBounds(len(rows), rows, np.asarray(lower, np.float64),
-                                    np.asarray(upper, np.float64))  # fmt: skip
+        self.highs.changeRowsBounds(
+            len(rows), rows, np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        )
 
     def add_rows(
         self, lower: np.ndarray, upper: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]
@@ -106,9 +108,15 @@ class HighsModel:
             starts.append(len(cols))
             cols.extend(int(c) for c in columns)
             vals.extend(float(v) for v in values)
-        self.highs.addRows(len(rows), np.asarray(lower, np.float64), np.asarray(upper, np.float64),
-                           len(cols), np.asarray(starts, np.int32), np.asarray(cols, np.int32),
-                           np.asarray(vals, np.float64))  # fmt: skip
+        self.highs.addRows(
+            len(rows),
+            np.asarray(lower, np.float64),
+            np.asarray(upper, np.float64),
+            len(cols),
+            np.asarray(starts, np.int32),
+            np.asarray(cols, np.int32),
+            np.asarray(vals, np.float64),
+        )
 
     def _run(self):
         """One attempt, limited to ``time_limit`` seconds (HiGHS's own limit counts the run
@@ -185,11 +193,13 @@ def _apply(model: HighsModel, update: BoundUpdate) -> None:
     lp = model.lp
     previous_cols, previous_rows = getattr(model, "_changed", (None, None))
     if previous_cols is not None:
-        model.set_col_bounds(previous_cols, lp.col_lower[previous_cols],
-                             lp.col_upper[previous_cols])  # fmt: skip
+        model.set_col_bounds(
+            previous_cols, lp.col_lower[previous_cols], lp.col_upper[previous_cols]
+        )
     if previous_rows is not None:
-        model.set_row_bounds(previous_rows, lp.row_lower[previous_rows],
-                             lp.row_upper[previous_rows])  # fmt: skip
+        model.set_row_bounds(
+            previous_rows, lp.row_lower[previous_rows], lp.row_upper[previous_rows]
+        )
     cols = None if update.columns is None else np.asarray(update.columns, dtype=np.int64)
     rows = None if update.rows is None else np.asarray(update.rows, dtype=np.int64)
     if cols is not None:
@@ -213,8 +223,13 @@ class Selection:
         cols = slice(None) if self.columns is None else self.columns
         rows = slice(None) if self.rows is None else self.rows
         col_duals = solution.col_duals[cols] if self.col_duals else np.empty(0)
-        return Solution(solution.objective, solution.primal[cols], solution.row_duals[rows],
-                        col_duals, solution.status)  # fmt: skip
+        return Solution(
+            solution.objective,
+            solution.primal[cols],
+            solution.row_duals[rows],
+            col_duals,
+            solution.status,
+        )
 
 
 _WORKER: tuple[HighsModel, Selection] | None = None

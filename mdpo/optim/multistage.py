@@ -80,8 +80,10 @@ def check_targets(problem: MultiStageProblem, targets: np.ndarray, noise: np.nda
     """Raise a ``ValueError`` naming the problem when shapes or values do not fit it."""
     expected = (problem.n_stages, problem.state_dim)
     if targets.ndim != 3 or targets.shape[1:] != expected:
-        raise ValueError(f"{problem.name}: targets must have shape (batch, {expected[0]}, "
-                         f"{expected[1]}), got {targets.shape}")  # fmt: skip
+        raise ValueError(
+            f"{problem.name}: targets must have shape (batch, {expected[0]}, "
+            f"{expected[1]}), got {targets.shape}"
+        )
     if noise.shape != (*targets.shape[:2], problem.noise_dim):
         expected = (*targets.shape[:2], problem.noise_dim)
         raise ValueError(f"{problem.name}: noise must have shape {expected}, got {noise.shape}")
@@ -140,8 +142,9 @@ def target_selection(target_lp: TargetLP):
     the target rows' duals."""
     from mdpo.optim.highs import Selection
 
-    return Selection(columns=target_lp.target_slack.ravel(), rows=target_lp.target_rows.ravel(),
-                     col_duals=False)  # fmt: skip
+    return Selection(
+        columns=target_lp.target_slack.ravel(), rows=target_lp.target_rows.ravel(), col_duals=False
+    )
 
 
 @dataclass
@@ -166,8 +169,9 @@ def simulate_stagewise(problem: MultiStageProblem, decide, noise: np.ndarray) ->
     from mdpo.optim.highs import HighsModel
 
     n, horizon = noise.shape[:2]
-    result = StagewiseResult(np.zeros((n, horizon)), np.zeros((n, horizon)),
-                             np.zeros((n, horizon, problem.state_dim)))  # fmt: skip
+    result = StagewiseResult(
+        np.zeros((n, horizon)), np.zeros((n, horizon)), np.zeros((n, horizon, problem.state_dim))
+    )
     models: dict[int, tuple[TargetLP, HighsModel]] = {}
     states = np.tile(np.asarray(problem.initial_state, dtype=np.float64), (n, 1))
     for t in range(horizon):

@@ -83,8 +83,13 @@ def prepare(spec: SweepSpec, out: str, command: str) -> SweepPlan:
     history = sweep["invocations"] if sweep else []
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     sweep_path = os.path.join(out, "sweep.json")
-    history.append({"command": command, "code_version": code_version(),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+    history.append(
+        {
+            "command": command,
+            "code_version": code_version(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
     write_json_atomic(sweep_path, {"name": spec.name, "spec": spec.source, "invocations": history})
     for run in plan.todo:  # failed or interrupted runs start again from nothing
         run_dir = plan.run_dir(run)
@@ -190,8 +195,10 @@ class Progress:
             eta = time.strftime("%H:%M:%S", time.gmtime(seconds))
         elif not remaining:
             eta = "0"
-        line = (f"sweep: {self.done}/{self.total} done, {self.running} running, "
-                f"{self.failed} failed, ETA {eta}")  # fmt: skip
+        line = (
+            f"sweep: {self.done}/{self.total} done, {self.running} running, "
+            f"{self.failed} failed, ETA {eta}"
+        )
         if line != self._last:
             self._last = line
             self.stream.write(("\r" + line) if self.tty else line + "\n")
@@ -217,9 +224,12 @@ def run_local(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> li
                 run_dir = plan.run_dir(run)
                 log = open(os.path.join(run_dir, "log.txt"), "w")
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "mdpo.sweep.worker", run_dir], stdout=log,
-                    stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
-                )  # fmt: skip
+                    [sys.executable, "-m", "mdpo.sweep.worker", run_dir],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                )
                 running[proc] = (run, log, time.time())
                 progress.update(len(running))
             time.sleep(0.2)
@@ -310,8 +320,10 @@ def run_ray(
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     parallel = int(ray.cluster_resources().get("CPU", workers))
     if address and parallel != workers:
-        print(f"ray: the cluster has {parallel} CPUs; --workers {workers} is not used",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ray: the cluster has {parallel} CPUs; --workers {workers} is not used",
+            file=sys.stderr,
+        )
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
     futures = {task.remote(run.to_json()): run for run in plan.todo}
     failed: list[RunConfig] = []

@@ -211,8 +211,11 @@ def late_return(result: dict[str, Any]) -> float:
     """Mean return of the evaluations in the last 20% of the budget (the final one included):
     less sensitive than the last evaluation alone to where a spiky curve happens to end."""
     budget = result["config"]["budget"]
-    points = [p["mean_return"] for p in result["curve"]
-              if p["nominal_timesteps"] >= LATE_FRACTION * budget]  # fmt: skip
+    points = [
+        p["mean_return"]
+        for p in result["curve"]
+        if p["nominal_timesteps"] >= LATE_FRACTION * budget
+    ]
     return float(np.mean(points)) if points else float(result["final_return"])
 
 
@@ -287,16 +290,34 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
     run_fields = [
-        "run_id", "algorithm", "env", "seed", "final_return", "num_timesteps",
-        "wall_time_s", "train_time_s", "eval_time_s", "steps_per_s", "code_version",
-    ]  # fmt: skip
-    run_rows = [{
-        "run_id": r["run_id"], "algorithm": group_name(r), "env": r["config"]["env"],
-        "seed": r["config"]["seed"], "final_return": r["final_return"],
-        "num_timesteps": r["num_timesteps"], "wall_time_s": round(r["wall_time_s"], 1),
-        "train_time_s": round(r["train_time_s"], 1), "eval_time_s": round(r["eval_time_s"], 1),
-        "steps_per_s": round(r["steps_per_s"], 1), "code_version": r["code_version"],
-    } for r in results]  # fmt: skip
+        "run_id",
+        "algorithm",
+        "env",
+        "seed",
+        "final_return",
+        "num_timesteps",
+        "wall_time_s",
+        "train_time_s",
+        "eval_time_s",
+        "steps_per_s",
+        "code_version",
+    ]
+    run_rows = [
+        {
+            "run_id": r["run_id"],
+            "algorithm": group_name(r),
+            "env": r["config"]["env"],
+            "seed": r["config"]["seed"],
+            "final_return": r["final_return"],
+            "num_timesteps": r["num_timesteps"],
+            "wall_time_s": round(r["wall_time_s"], 1),
+            "train_time_s": round(r["train_time_s"], 1),
+            "eval_time_s": round(r["eval_time_s"], 1),
+            "steps_per_s": round(r["steps_per_s"], 1),
+            "code_version": r["code_version"],
+        }
+        for r in results
+    ]
     with open(os.path.join(out, "runs.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=run_fields)
         writer.writeheader()
@@ -340,12 +361,20 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
             f"{_fmt(row['late_mean'])} [{_fmt(row['late_ci_low'])}, {_fmt(row['late_ci_high'])}] | "
             f"{row['median_wall_time_s']:.0f} s | {row['median_steps_per_s']:.0f} |"
         )
-    lines += ["", "![learning curves](curves.png)", "", "## Runs", "",
-              "| run | final return | steps | wall time | train steps/s |",
-              "|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "![learning curves](curves.png)",
+        "",
+        "## Runs",
+        "",
+        "| run | final return | steps | wall time | train steps/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in run_rows:
-        lines.append(f"| {r['run_id']} | {r['final_return']:.1f} | {r['num_timesteps']} | "
-                     f"{r['wall_time_s']:.0f} s | {r['steps_per_s']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['run_id']} | {r['final_return']:.1f} | {r['num_timesteps']} | "
+            f"{r['wall_time_s']:.0f} s | {r['steps_per_s']:.0f} |"
+        )
     if others:
         lines += ["", "## Runs without a result", ""]
         for status, names in sorted(others.items()):
@@ -356,8 +385,17 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
     lines.append(f"- `{command}` ({time.strftime('%Y-%m-%dT%H:%M:%S')}, {code_version()})")
     versions = sorted({r["code_version"] for r in results})
     spec_yaml = yaml.safe_dump(sweep.get("spec", {}), sort_keys=False).rstrip()
-    lines += ["", f"Code version of the runs: {', '.join(versions)}", "", "Spec:", "",
-              "```yaml", spec_yaml, "```", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Code version of the runs: {', '.join(versions)}",
+        "",
+        "Spec:",
+        "",
+        "```yaml",
+        spec_yaml,
+        "```",
+        "",
+    ]
     path = os.path.join(out, "README.md")
     with open(path, "w") as handle:
         handle.write("\n".join(lines))

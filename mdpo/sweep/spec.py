@@ -57,12 +57,29 @@ from mdpo.limits import (
     json_object,
 )
 
-SPEC_KEYS = {"name", "budget", "seeds", "envs", "algorithms", "eval", "n_envs", "device",
-             "hyperparameters"}  # fmt: skip
+SPEC_KEYS = {
+    "name",
+    "budget",
+    "seeds",
+    "envs",
+    "algorithms",
+    "eval",
+    "n_envs",
+    "device",
+    "hyperparameters",
+}
 BASELINE_PREFIXES = {"sb3": "stable_baselines3", "sb3-contrib": "sb3_contrib"}
 # arguments the sweep sets itself; a spec may not override them
-RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs",
-            "_init_setup_model"}  # fmt: skip
+RESERVED = {
+    "policy",
+    "env",
+    "seed",
+    "device",
+    "verbose",
+    "tensorboard_log",
+    "n_envs",
+    "_init_setup_model",
+}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?|mps")
 TORCH_PREFIX = "torch:"
 # a run config's JSON besides its hyperparameters and names (for the estimate of the bytes of
@@ -265,7 +282,7 @@ class SweepSpec:
                     eval_episodes=self.eval_episodes,
                     n_envs=self.n_envs,
                     device=self.device,
-                )  # fmt: skip
+                )
             )
         return runs
 
@@ -673,8 +690,19 @@ def _parse_spec(data: Any) -> SweepSpec:
     name = data.get("name") or "sweep"
     if not isinstance(name, str):
         raise SweepSpecError(f"name must be a string, got {_show(name)}")
-    spec = SweepSpec(name, budget, seeds, envs, entries, eval_every, eval_episodes, variants,
-                     n_envs, device, source=data)  # fmt: skip
+    spec = SweepSpec(
+        name,
+        budget,
+        seeds,
+        envs,
+        entries,
+        eval_every,
+        eval_episodes,
+        variants,
+        n_envs,
+        device,
+        source=data,
+    )
     counts = Counter(run.run_id for run in spec.runs())
     dup = next((run_id for run_id, n in counts.items() if n > 1), None)
     if dup is not None:

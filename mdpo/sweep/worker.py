@@ -128,9 +128,13 @@ class EvalSchedule:
 
         tic = time.perf_counter()
         returns, lengths = evaluate_policy(
-            model, self.env, n_eval_episodes=self.run.eval_episodes, deterministic=True,
-            return_episode_rewards=True, seed=EVAL_SEED_OFFSET + self.run.seed,
-        )  # fmt: skip
+            model,
+            self.env,
+            n_eval_episodes=self.run.eval_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+            seed=EVAL_SEED_OFFSET + self.run.seed,
+        )
         self.eval_time += time.perf_counter() - tic
         row = {
             "timesteps": num_timesteps,
@@ -146,11 +150,26 @@ class EvalSchedule:
         with open(self.path, "a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
-                writer.writerow(["timesteps", "nominal_timesteps", "mean_return", "std_return",
-                                 "mean_length", "returns"])  # fmt: skip
-            writer.writerow([row["timesteps"], row["nominal_timesteps"], row["mean_return"],
-                             row["std_return"], row["mean_length"],
-                             " ".join(f"{r:.6g}" for r in returns)])  # fmt: skip
+                writer.writerow(
+                    [
+                        "timesteps",
+                        "nominal_timesteps",
+                        "mean_return",
+                        "std_return",
+                        "mean_length",
+                        "returns",
+                    ]
+                )
+            writer.writerow(
+                [
+                    row["timesteps"],
+                    row["nominal_timesteps"],
+                    row["mean_return"],
+                    row["std_return"],
+                    row["mean_length"],
+                    " ".join(f"{r:.6g}" for r in returns),
+                ]
+            )
         while self.next_at <= num_timesteps:
             self.next_at += self.run.eval_every
 
@@ -188,8 +207,11 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
     os.makedirs(run_dir, exist_ok=True)
     status_path = os.path.join(run_dir, "status.json")
     started = time.time()
-    running = {"status": "running", "pid": os.getpid(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    running = {
+        "status": "running",
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_json_atomic(status_path, running)
     try:
         cls = algorithm_class(run.algorithm)
@@ -202,8 +224,15 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
             from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
             env = sb3_make_vec_env(run.env, n_envs=run.n_envs, seed=run.seed)
-        model = cls("MlpPolicy", env, seed=run.seed, device=run.device,
-                    tensorboard_log=os.path.join(run_dir, "tb"), verbose=0, **kwargs)  # fmt: skip
+        model = cls(
+            "MlpPolicy",
+            env,
+            seed=run.seed,
+            device=run.device,
+            tensorboard_log=os.path.join(run_dir, "tb"),
+            verbose=0,
+            **kwargs,
+        )
         schedule = EvalSchedule(run, os.path.join(run_dir, "eval.csv"))
         tic = time.perf_counter()
         model.learn(run.budget, callback=make_callback(run, schedule, ours), tb_log_name="run")
@@ -230,15 +259,23 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json_atomic(os.path.join(run_dir, "result.json"), result)
-        done = {"status": "completed", "final_return": result["final_return"],
-                "wall_time_s": result["wall_time_s"]}  # fmt: skip
+        done = {
+            "status": "completed",
+            "final_return": result["final_return"],
+            "wall_time_s": result["wall_time_s"],
+        }
         write_json_atomic(status_path, done)
         return result
     except BaseException as err:
-        write_json_atomic(status_path, {
-            "status": "failed", "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc(), "wall_time_s": time.time() - started,
-        })  # fmt: skip
+        write_json_atomic(
+            status_path,
+            {
+                "status": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(),
+                "wall_time_s": time.time() - started,
+            },
+        )
         raise
 
 

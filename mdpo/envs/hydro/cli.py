@@ -32,8 +32,9 @@ def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) ->
     """``[n, horizon]`` inflow column indices, stage-wise independent, from a fixed seed.
     Path ``i`` comes from ``(seed, i)`` alone, drawn stage by stage: fewer scenarios are the
     first of the same paths, and a shorter horizon their first stages."""
-    return np.stack([case.sample_paths(1, horizon, np.random.default_rng([seed, i]))[0]
-                     for i in range(n)])  # fmt: skip
+    return np.stack(
+        [case.sample_paths(1, horizon, np.random.default_rng([seed, i]))[0] for i in range(n)]
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -47,15 +48,22 @@ def _finish(args, case, records, label: str, extra: dict) -> dict:
     """Write a policy's records and summary into ``args.out`` and print one line."""
     from mdpo.envs.hydro.simulate import write_summary
 
-    summary = {"label": label, "command": command_line(args), "case": case.name,
-               "load_scale": args.load_scale,
-               "scenario_seed": args.scenario_seed, **extra,
-               **records.write(args.out, case, label)}  # fmt: skip
+    summary = {
+        "label": label,
+        "command": command_line(args),
+        "case": case.name,
+        "load_scale": args.load_scale,
+        "scenario_seed": args.scenario_seed,
+        **extra,
+        **records.write(args.out, case, label),
+    }
     write_summary(os.path.join(args.out, "summary.json"), summary)
     low, high = summary["ci95"]
-    print(f"{label} on {case.name}: mean cost over {summary['stages']} stages and "
-          f"{summary['scenarios']} scenarios {summary['mean_cost']:.6g} "
-          f"[{low:.6g}, {high:.6g}] (95% CI); files in {args.out}")  # fmt: skip
+    print(
+        f"{label} on {case.name}: mean cost over {summary['stages']} stages and "
+        f"{summary['scenarios']} scenarios {summary['mean_cost']:.6g} "
+        f"[{low:.6g}, {high:.6g}] (95% CI); files in {args.out}"
+    )
     return summary
 
 
@@ -129,8 +137,12 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
         with open(log_path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["iteration", "lower_bound", "forward_cost", "seconds"])
-            writer.writerows([i + 1, lb, fc, s] for i, (lb, fc, s) in enumerate(
-                zip(log.lower_bounds, log.forward_costs, log.seconds)))  # fmt: skip
+            writer.writerows(
+                [i + 1, lb, fc, s]
+                for i, (lb, fc, s) in enumerate(
+                    zip(log.lower_bounds, log.forward_costs, log.seconds)
+                )
+            )
 
     def checkpoint(trained: SDDP) -> None:
         if len(trained.log.lower_bounds) % args.save_every == 0:
@@ -163,14 +175,26 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
     else:
         stopped = "stall rule"
 
-    _finish(args, case, records, "SDDP", {
-        "horizon": args.horizon, "iterations": len(log.lower_bounds), "stopped_by": stopped,
-        "stall_iterations": args.stall_iterations, "stall_tolerance": args.stall_tolerance,
-        "train_seconds": train_seconds, "lower_bound": log.lower_bounds[-1],
-    })  # fmt: skip
-    print(f"SDDP trained {len(log.lower_bounds)} iterations in {train_seconds:.0f} s (stopped "
-          f"by: {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
-          "stages")  # fmt: skip
+    _finish(
+        args,
+        case,
+        records,
+        "SDDP",
+        {
+            "horizon": args.horizon,
+            "iterations": len(log.lower_bounds),
+            "stopped_by": stopped,
+            "stall_iterations": args.stall_iterations,
+            "stall_tolerance": args.stall_tolerance,
+            "train_seconds": train_seconds,
+            "lower_bound": log.lower_bounds[-1],
+        },
+    )
+    print(
+        f"SDDP trained {len(log.lower_bounds)} iterations in {train_seconds:.0f} s (stopped "
+        f"by: {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
+        "stages"
+    )
     return 0
 
 
@@ -191,20 +215,38 @@ def command_bound(args: argparse.Namespace) -> int:
     cols = problem.inflow.ravel()
     updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
     start = time.perf_counter()
-    solutions = solve_batch(problem.lp, updates, workers=args.workers,
-                            progress=not args.no_progress)  # fmt: skip
+    solutions = solve_batch(
+        problem.lp, updates, workers=args.workers, progress=not args.no_progress
+    )
     seconds = time.perf_counter() - start
     records = StageRecords.empty(len(paths), args.horizon, len(case.plants))
     for i, solution in enumerate(solutions):
         for t in range(args.horizon):
-            records.store(i, t, stage_record(case, problem.lp, solution.primal,
-                                             problem.generation[t], problem.deficit[t],
-                                             problem.volume_out[t]))  # fmt: skip
+            records.store(
+                i,
+                t,
+                stage_record(
+                    case,
+                    problem.lp,
+                    solution.primal,
+                    problem.generation[t],
+                    problem.deficit[t],
+                    problem.volume_out[t],
+                ),
+            )
     label = "perfect foresight" + (f" (+{args.extra_stages} stages)" if args.extra_stages else "")
-    _finish(args, case, records, label, {
-        "horizon": args.horizon, "extra_stages": args.extra_stages, "solve_seconds": seconds,
-        "workers": args.workers,
-    })  # fmt: skip
+    _finish(
+        args,
+        case,
+        records,
+        label,
+        {
+            "horizon": args.horizon,
+            "extra_stages": args.extra_stages,
+            "solve_seconds": seconds,
+            "workers": args.workers,
+        },
+    )
     return 0
 
 
@@ -218,8 +260,10 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
         return "myopic", lambda paths, progress: sddp.simulate(paths, progress=progress)
     if not os.path.isfile(spec):
-        raise FileNotFoundError(f"policy {spec!r}: no such file (give 'myopic', an SDDP "
-                                "cuts.json.gz, or an mdpo model file)")  # fmt: skip
+        raise FileNotFoundError(
+            f"policy {spec!r}: no such file (give 'myopic', an SDDP "
+            "cuts.json.gz, or an mdpo model file)"
+        )
     if is_cuts_file(spec):
         # the models of the stages simulated only, with their cuts: the file's horizon sizes
         # nothing (the cuts of later stages never act on the first ones)
@@ -233,12 +277,13 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
     agent = mdpo.load(spec, device="cpu")
     if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
         raise ValueError(f"{spec}: a rule for {agent.n_stages} stages cannot drive {stages}")
-    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale,
-                           slack_penalty=slack_penalty)  # fmt: skip
+    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale, slack_penalty=slack_penalty)
     if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
-        raise ValueError(f"{spec}: the agent's spaces ({agent.observation_space}, "
-                         f"{agent.action_space}) are not HydroDispatch's on {case.name} "
-                         f"({env.observation_space}, {env.action_space})")  # fmt: skip
+        raise ValueError(
+            f"{spec}: the agent's spaces ({agent.observation_space}, "
+            f"{agent.action_space}) are not HydroDispatch's on {case.name} "
+            f"({env.observation_space}, {env.action_space})"
+        )
 
     def act(obs):
         return agent.predict(obs, deterministic=True)[0]
@@ -254,18 +299,28 @@ def command_simulate(args: argparse.Namespace) -> int:
     from mdpo.envs.hydro import load_case
 
     case = load_case(args.case)
-    label, simulate = load_policy(args.policy, case, args.stages, args.load_scale,
-                                  args.slack_penalty)  # fmt: skip
+    label, simulate = load_policy(
+        args.policy, case, args.stages, args.load_scale, args.slack_penalty
+    )
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
     start = time.perf_counter()
     records = simulate(paths, not args.no_progress)
-    _finish(args, case, records, args.label or label,
-            {"policy": args.policy, "simulate_seconds": time.perf_counter() - start})  # fmt: skip
+    _finish(
+        args,
+        case,
+        records,
+        args.label or label,
+        {"policy": args.policy, "simulate_seconds": time.perf_counter() - start},
+    )
     return 0
 
 
-TSDDR_POLICIES = {"lstm": "LSTMPolicy", "state": "StatePolicy", "strict": "StatePolicy",
-                  "linear": "LinearPolicy"}  # fmt: skip
+TSDDR_POLICIES = {
+    "lstm": "LSTMPolicy",
+    "state": "StatePolicy",
+    "strict": "StatePolicy",
+    "linear": "LinearPolicy",
+}
 STRICT_PENALTY = 1e6  # far above the value of water (~28 000 per hm³): targets are followed
 
 
@@ -293,15 +348,17 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     problem = HydroProblem(case, args.stages, load_scale=args.load_scale, slack_penalty=penalty)
     state_path = os.path.join(args.out, "train_state.json")
     best_path = os.path.join(args.out, "best_model.zip")
-    checkpoints = sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")),
-                         key=os.path.getmtime)  # fmt: skip
+    checkpoints = sorted(
+        glob.glob(os.path.join(args.out, "checkpoint_*.zip")), key=os.path.getmtime
+    )
     previous_seconds = 0.0
     if checkpoints and not args.restart:
         # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
         # one that leads out of it): a copied run folder writes into the copy
         agent = TSDDR.load(checkpoints[-1], env=problem, workers=args.workers)
-        previous_seconds = field_float(read_json_file(state_path).get("train_seconds"),
-                                       f"{state_path}: train_seconds")  # fmt: skip
+        previous_seconds = field_float(
+            read_json_file(state_path).get("train_seconds"), f"{state_path}: train_seconds"
+        )
         if previous_seconds < 0:
             raise BadFileError(f"{state_path}: train_seconds is negative")
         if os.path.exists(f"{best_path}.json"):
@@ -314,11 +371,19 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         policy_kwargs = (
             {"reachable_gain": problem.reachable_gain} if args.policy == "strict" else None
         )
-        agent = TSDDR(TSDDR_POLICIES[args.policy], problem, learning_rate=args.learning_rate,
-                      policy_kwargs=policy_kwargs,
-                      batch_size=args.batch, workers=args.workers, eval_freq=args.eval_freq,
-                      eval_scenarios=args.eval_scenarios, best_model_path=best_path,
-                      tensorboard_log=os.path.join(args.out, "tb"), seed=args.seed)  # fmt: skip
+        agent = TSDDR(
+            TSDDR_POLICIES[args.policy],
+            problem,
+            learning_rate=args.learning_rate,
+            policy_kwargs=policy_kwargs,
+            batch_size=args.batch,
+            workers=args.workers,
+            eval_freq=args.eval_freq,
+            eval_scenarios=args.eval_scenarios,
+            best_model_path=best_path,
+            tensorboard_log=os.path.join(args.out, "tb"),
+            seed=args.seed,
+        )
     start = time.perf_counter()
 
     class Checkpoint(BaseCallback):
@@ -330,8 +395,9 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
                 path = self.model.save(os.path.join(args.out, name))
                 seconds = previous_seconds + time.perf_counter() - start
                 with open(state_path, "w") as handle:
-                    handle.write(dumps_json({"steps": self.model.num_timesteps,
-                                             "train_seconds": seconds}))  # fmt: skip
+                    handle.write(
+                        dumps_json({"steps": self.model.num_timesteps, "train_seconds": seconds})
+                    )
                 for old in sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")))[:-1]:
                     if old != path:
                         os.remove(old)
@@ -339,8 +405,12 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
 
     remaining = args.steps - agent.num_timesteps
     if remaining > 0:
-        agent.learn(remaining, callback=Checkpoint(), reset_num_timesteps=False,
-                    progress_bar=not args.no_progress)  # fmt: skip
+        agent.learn(
+            remaining,
+            callback=Checkpoint(),
+            reset_num_timesteps=False,
+            progress_bar=not args.no_progress,
+        )
     train_seconds = previous_seconds + time.perf_counter() - start
     agent.save(os.path.join(args.out, "model.zip"))
     trained_steps, best = agent.num_timesteps, {}
@@ -352,18 +422,33 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     from mdpo.envs.hydro.env import HydroDispatchEnv
     from mdpo.envs.hydro.simulate import simulate_env_policy
 
-    env = HydroDispatchEnv(case, horizon=args.stages, load_scale=args.load_scale,
-                           slack_penalty=problem.slack_penalty)  # fmt: skip
+    env = HydroDispatchEnv(
+        case, horizon=args.stages, load_scale=args.load_scale, slack_penalty=problem.slack_penalty
+    )
     records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
-    label = {"lstm": "TS-DDR (LSTM)", "state": "TS-DDR (state)", "strict": "TS-DDR (strict)",
-             "linear": "TS-LDR"}[args.policy]  # fmt: skip
-    _finish(args, case, records, label, {
-        "policy": args.policy, "steps": trained_steps, "batch": agent.batch_size,
-        "learning_rate": agent.learning_rate, "workers": args.workers,
-        "train_seconds": train_seconds, "model_step": agent.num_timesteps,
-        "validation_cost": best.get("eval_mean_cost"),
-        "slack_penalty": problem.slack_penalty,
-    })  # fmt: skip
+    label = {
+        "lstm": "TS-DDR (LSTM)",
+        "state": "TS-DDR (state)",
+        "strict": "TS-DDR (strict)",
+        "linear": "TS-LDR",
+    }[args.policy]
+    _finish(
+        args,
+        case,
+        records,
+        label,
+        {
+            "policy": args.policy,
+            "steps": trained_steps,
+            "batch": agent.batch_size,
+            "learning_rate": agent.learning_rate,
+            "workers": args.workers,
+            "train_seconds": train_seconds,
+            "model_step": agent.num_timesteps,
+            "validation_cost": best.get("eval_mean_cost"),
+            "slack_penalty": problem.slack_penalty,
+        },
+    )
     return 0
 
 
@@ -409,8 +494,12 @@ def command_compare(args: argparse.Namespace) -> int:
     keys = {(r["scenarios"], r["stages"], r["scenario_seed"]) for r in rows}
     if len(keys) > 1:
         raise ValueError(f"the folders were evaluated on different scenarios: {sorted(keys)}")
-    costs = {r["label"]: np.loadtxt(os.path.join(r["folder"], "costs.csv"), delimiter=",",
-                                    skiprows=1, ndmin=2)[:, 1] for r in rows}  # fmt: skip
+    costs = {
+        r["label"]: np.loadtxt(
+            os.path.join(r["folder"], "costs.csv"), delimiter=",", skiprows=1, ndmin=2
+        )[:, 1]
+        for r in rows
+    }
     bound = next((r["mean_cost"] for r in rows if r["label"] == "perfect foresight"), None)
     sddp = costs.get("SDDP")
 
@@ -422,22 +511,29 @@ def command_compare(args: argparse.Namespace) -> int:
         half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
         return f"{100 * diff.mean() / sddp.mean():+.2f}% ± {100 * half / sddp.mean():.2f}"
 
-    lines = ["| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
-             "| training |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
+        "| training |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: r["mean_cost"]):
         mean, (low, high) = r["mean_cost"], [np.nan if v is None else v for v in r["ci95"]]
         gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
         seconds = r.get("train_seconds")
         train = f"{seconds:.0f} s" if seconds is not None else ""
-        lines.append(f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
-                     f"{paired(r['label'])} | {train} |")  # fmt: skip
+        lines.append(
+            f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
+            f"{paired(r['label'])} | {train} |"
+        )
     os.makedirs(args.out, exist_ok=True)
     table = "\n".join(lines)
     scenarios, stages, seed = keys.pop()
     with open(os.path.join(args.out, "comparison.md"), "w") as handle:
-        handle.write(f"Command: `{command_line(args)}`\n\n{stages} stages, {scenarios} "
-                     f"evaluation scenarios (seed {seed}); costs without target-slack "
-                     f"penalties.\n\n{table}\n")  # fmt: skip
+        handle.write(
+            f"Command: `{command_line(args)}`\n\n{stages} stages, {scenarios} "
+            f"evaluation scenarios (seed {seed}); costs without target-slack "
+            f"penalties.\n\n{table}\n"
+        )
     plot_stages(os.path.join(args.out, "stages.png"), load_case(rows[0]["case"]), runs)
     print(table)
     print(f"wrote {args.out}/comparison.md and stages.png")
@@ -480,9 +576,13 @@ def add_parser(sub) -> None:
     sddp.add_argument("--report", type=int, default=96, help="stages simulated and reported")
     sddp.add_argument("--iterations", type=int, default=200)
     sddp.add_argument("--time-limit", type=float, default=None, help="seconds")
-    sddp.add_argument("--stall-iterations", type=int, default=10,
-                      help="stop when the lower bound moved less than --stall-tolerance "
-                           "(relative) over this many iterations")  # fmt: skip
+    sddp.add_argument(
+        "--stall-iterations",
+        type=int,
+        default=10,
+        help="stop when the lower bound moved less than --stall-tolerance "
+        "(relative) over this many iterations",
+    )
     sddp.add_argument("--stall-tolerance", type=float, default=1e-4)
     sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
     sddp.add_argument(
@@ -500,14 +600,20 @@ def add_parser(sub) -> None:
     bound = group.add_parser("bound", help="perfect-foresight cost of the evaluation scenarios")
     common(bound)
     bound.add_argument("--horizon", type=int, default=96, help="stages reported")
-    bound.add_argument("--extra-stages", type=int, default=0,
-                       help="stages solved after the reported ones (against end effects; "
-                            "their cost is not reported)")  # fmt: skip
+    bound.add_argument(
+        "--extra-stages",
+        type=int,
+        default=0,
+        help="stages solved after the reported ones (against end effects; "
+        "their cost is not reported)",
+    )
     bound.add_argument("--workers", type=int, default=1)
     bound.set_defaults(func=command_bound)
     simulate = group.add_parser("simulate", help="simulate a policy on the evaluation scenarios")
-    simulate.add_argument("policy", help="'myopic', an SDDP cuts.json.gz, or an mdpo model file "
-                          "trained on HydroDispatch-v0")  # fmt: skip
+    simulate.add_argument(
+        "policy",
+        help="'myopic', an SDDP cuts.json.gz, or an mdpo model file trained on HydroDispatch-v0",
+    )
     common(simulate)
     simulate.add_argument("--stages", type=int, default=96)
     simulate.add_argument("--label", default=None, help="name in summaries and plots")
@@ -532,10 +638,14 @@ def add_parser(sub) -> None:
     tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
     tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
     tsddr.add_argument("--learning-rate", type=float, default=1e-3)
-    tsddr.add_argument("--slack-penalty", type=float, default=None,
-                       help="cost per hm³ of target slack, in training and in the reported "
-                            "simulation (default the largest cost coefficient, the paper's; "
-                            "1e6 for --policy strict)")  # fmt: skip
+    tsddr.add_argument(
+        "--slack-penalty",
+        type=float,
+        default=None,
+        help="cost per hm³ of target slack, in training and in the reported "
+        "simulation (default the largest cost coefficient, the paper's; "
+        "1e6 for --policy strict)",
+    )
     tsddr.add_argument(
         "--eval-freq",
         type=int,

@@ -61,9 +61,13 @@ class HydroDispatchEnv(gym.Env):
         n = len(self.case.plants)
         self.max_volume = np.array([p.max_volume for p in self.case.plants])
         self.problem = build_deterministic_equivalent(
-            self.case, self.case.inflows[0, :, 0][None], targets=self.max_volume[None] * 0.5,
-            slack_penalty=slack_penalty, stage_k=stage_k, load_scale=load_scale,
-        )  # fmt: skip
+            self.case,
+            self.case.inflows[0, :, 0][None],
+            targets=self.max_volume[None] * 0.5,
+            slack_penalty=slack_penalty,
+            stage_k=stage_k,
+            load_scale=load_scale,
+        )
         self.model = HighsModel(self.problem.lp)
         inflow_high = self.case.inflows.max(axis=(0, 2)).astype(np.float32)
         low = np.zeros(2 * n + 1, dtype=np.float32)
@@ -90,10 +94,16 @@ class HydroDispatchEnv(gym.Env):
         if options and options.get("scenario") is not None:
             scenario = np.asarray(options["scenario"])
             columns = self.case.n_scenarios
-            if (scenario.shape != (self.horizon,) or not np.issubdtype(scenario.dtype, np.integer)
-                    or scenario.min() < 0 or scenario.max() >= columns):  # fmt: skip
-                raise ValueError(f"options['scenario'] must be {self.horizon} integer column "
-                                 f"indices in [0, {columns}), got {scenario!r}")  # fmt: skip
+            if (
+                scenario.shape != (self.horizon,)
+                or not np.issubdtype(scenario.dtype, np.integer)
+                or scenario.min() < 0
+                or scenario.max() >= columns
+            ):
+                raise ValueError(
+                    f"options['scenario'] must be {self.horizon} integer column "
+                    f"indices in [0, {columns}), got {scenario!r}"
+                )
             self.scenario = scenario
         self.volumes = np.array([p.initial_volume for p in self.case.plants])
         self.stage = 0
@@ -109,8 +119,9 @@ class HydroDispatchEnv(gym.Env):
     def step(self, action: np.ndarray):
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
         if action.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape}, got "
-                             f"{np.shape(action)}")  # fmt: skip
+            raise ValueError(
+                f"action must have shape {self.action_space.shape}, got {np.shape(action)}"
+            )
         target = (action + 1.0) / 2.0 * self.max_volume
         inflow = self.inflow
         problem = self.problem
@@ -119,8 +130,14 @@ class HydroDispatchEnv(gym.Env):
         self.model.set_row_bounds(problem.target_rows[0], target, target)
         solution = self.model.solve(f"{self.case.name} stage {self.stage}")
         slack = solution.primal[problem.target_slack[0]].sum()
-        record = stage_record(self.case, problem.lp, solution.primal, problem.generation[0],
-                              problem.deficit[0], problem.volume_out[0])  # fmt: skip
+        record = stage_record(
+            self.case,
+            problem.lp,
+            solution.primal,
+            problem.generation[0],
+            problem.deficit[0],
+            problem.volume_out[0],
+        )
         self.volumes = np.clip(solution.primal[problem.volume_out[0]], 0.0, self.max_volume)
         self.stage += 1
         terminated = self.stage >= self.horizon  # the horizon ends the problem
@@ -134,8 +151,9 @@ class HydroDispatchEnv(gym.Env):
         """This env's problem for TS-DDR (:class:`mdpo.envs.hydro.problem.HydroProblem`)."""
         from mdpo.envs.hydro.problem import HydroProblem
 
-        return HydroProblem(self.case, self.horizon, self.stage_k, self.load_scale,
-                            self.problem.slack_penalty)  # fmt: skip
+        return HydroProblem(
+            self.case, self.horizon, self.stage_k, self.load_scale, self.problem.slack_penalty
+        )
 
 
 def register() -> None:

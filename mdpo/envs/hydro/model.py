@@ -205,9 +205,14 @@ def build_deterministic_equivalent(
             for k, plant in enumerate(case.plants):
                 up = b.var(f"{t}_target_slack_up[{plant.name}]", cost=penalty)
                 down = b.var(f"{t}_target_slack_down[{plant.name}]", cost=penalty)
-                rows.append(b.row(f"{t}_target[{plant.name}]",
-                                  {int(cols["volume_out"][k]): 1.0, up: 1.0, down: -1.0},
-                                  targets[t, k], targets[t, k]))  # fmt: skip
+                rows.append(
+                    b.row(
+                        f"{t}_target[{plant.name}]",
+                        {int(cols["volume_out"][k]): 1.0, up: 1.0, down: -1.0},
+                        targets[t, k],
+                        targets[t, k],
+                    )
+                )
                 pairs.append((up, down))
             target_rows.append(rows)
             slacks.append(pairs)
@@ -252,16 +257,17 @@ def _add_stage(
     base = case.base_mva
     w_col = [b.var(f"{prefix}inflow[{p.name}]", w[k], w[k]) for k, p in enumerate(plants)]
     # every unit's own cost, hydro included (the Bolivia data gives turbines a small one)
-    pg = [b.var(f"{prefix}pg[{g.index}]", g.pmin, g.pmax, weight * g.cost)
-          for g in case.generators]  # fmt: skip
+    pg = [b.var(f"{prefix}pg[{g.index}]", g.pmin, g.pmax, weight * g.cost) for g in case.generators]
     flow = [b.var(f"{prefix}p[{br.index}]", -br.rate_a, br.rate_a) for br in case.branches]
     v_out = [b.var(f"{prefix}volume_out[{p.name}]", 0.0, p.max_volume) for p in plants]
     volume_slack = [b.var(f"{prefix}min_volume_violation[{p.name}]") for p in plants]
     turbined = [b.var(f"{prefix}turbined[{p.name}]", 0.0, p.max_turn) for p in plants]
     spill = [b.var(f"{prefix}spill[{p.name}]") for p in plants]
     outflow_slack = [b.var(f"{prefix}min_outflow_violation[{p.name}]") for p in plants]
-    deficit = [b.var(f"{prefix}deficit[{bus.index}]", cost=weight * case.cost_deficit * base)
-               for bus in case.buses]  # fmt: skip
+    deficit = [
+        b.var(f"{prefix}deficit[{bus.index}]", cost=weight * case.cost_deficit * base)
+        for bus in case.buses
+    ]
     angle = [b.var(f"{prefix}va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
     bus_pos = {bus.index: i for i, bus in enumerate(case.buses)}
     # the reference bus (MATPOWER type 3) anchors the angles; the first bus if none is marked
@@ -292,8 +298,13 @@ def _add_stage(
     position = {p.index: k for k, p in enumerate(plants)}
     gen_pos = {g.index: j for j, g in enumerate(case.generators)}
     for k, plant in enumerate(plants):
-        terms = {v_out[k]: 1.0, v_in[k]: -1.0, w_col[k]: -stage_k, turbined[k]: stage_k,
-                 spill[k]: 1.0}  # fmt: skip
+        terms = {
+            v_out[k]: 1.0,
+            v_in[k]: -1.0,
+            w_col[k]: -stage_k,
+            turbined[k]: stage_k,
+            spill[k]: 1.0,
+        }
         for upstream in plants:
             u = position[upstream.index]
             if plant.index in upstream.downstream_turn:
@@ -302,14 +313,25 @@ def _add_stage(
                 terms[spill[u]] = terms.get(spill[u], 0.0) - 1.0
         b.row(f"{prefix}water_balance[{plant.name}]", terms, 0.0, 0.0)
     for k, plant in enumerate(plants):
-        b.row(f"{prefix}turbine_energy[{plant.name}]",
-              {pg[gen_pos[plant.generator]]: base, turbined[k]: -plant.production_factor},
-              0.0, 0.0)  # fmt: skip
+        b.row(
+            f"{prefix}turbine_energy[{plant.name}]",
+            {pg[gen_pos[plant.generator]]: base, turbined[k]: -plant.production_factor},
+            0.0,
+            0.0,
+        )
     for k, plant in enumerate(plants):
-        b.row(f"{prefix}min_volume[{plant.name}]", {v_out[k]: 1.0, volume_slack[k]: 1.0},
-              plant.min_volume, np.inf)  # fmt: skip
-        b.row(f"{prefix}min_outflow[{plant.name}]", {turbined[k]: 1.0, outflow_slack[k]: 1.0},
-              plant.min_turn, np.inf)  # fmt: skip
+        b.row(
+            f"{prefix}min_volume[{plant.name}]",
+            {v_out[k]: 1.0, volume_slack[k]: 1.0},
+            plant.min_volume,
+            np.inf,
+        )
+        b.row(
+            f"{prefix}min_outflow[{plant.name}]",
+            {turbined[k]: 1.0, outflow_slack[k]: 1.0},
+            plant.min_turn,
+            np.inf,
+        )
     return {
         "inflow": np.asarray(w_col),
         "volume_out": np.asarray(v_out),
@@ -339,9 +361,18 @@ def build_scenario_tree(
         for incoming, weight, name in frontier:
             for j in range(case.n_scenarios):
                 node = f"{name}{j}"
-                cols = _add_stage(b, case, f"{node}_", incoming, inflows[j],
-                                  stage_k, load_scale, weight * probabilities[j])  # fmt: skip
-                children.append(([int(c) for c in cols["volume_out"]],
-                                 weight * probabilities[j], node))  # fmt: skip
+                cols = _add_stage(
+                    b,
+                    case,
+                    f"{node}_",
+                    incoming,
+                    inflows[j],
+                    stage_k,
+                    load_scale,
+                    weight * probabilities[j],
+                )
+                children.append(
+                    ([int(c) for c in cols["volume_out"]], weight * probabilities[j], node)
+                )
         frontier = children
     return b.build(f"{case.name} {horizon}-stage scenario tree")

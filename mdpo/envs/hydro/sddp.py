@@ -73,11 +73,13 @@ def _check_structure(text: str, n_reservoirs: int, where: str) -> None:
     if lists > 2 * MAX_CUTS + 1:
         raise CutFileError(f"{where}: {lists} lists, more than {MAX_CUTS} cuts (the limit)")
     if items > MAX_CUTS * (n_reservoirs + 3) + 16:
-        raise CutFileError(f"{where}: {items} list items, more than {MAX_CUTS} cuts of "
-                           f"{n_reservoirs} slopes hold")  # fmt: skip
+        raise CutFileError(
+            f"{where}: {items} list items, more than {MAX_CUTS} cuts of {n_reservoirs} slopes hold"
+        )
     if text.count("{") > 16 or text.count('"') > 256:
-        raise CutFileError(f"{where}: not a cut file of mdpo hydro sddp (objects or strings "
-                           "where cuts belong)")  # fmt: skip
+        raise CutFileError(
+            f"{where}: not a cut file of mdpo hydro sddp (objects or strings where cuts belong)"
+        )
 
 
 def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
@@ -106,8 +108,10 @@ def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise CutFileError(f"{path}: not a readable cut file ({reason})") from None
     if len(raw) > limit:
-        raise CutFileError(f"{path}: more than {limit} bytes of cuts (the most {MAX_CUTS} cuts "
-                           f"of {n_reservoirs} reservoirs take)")  # fmt: skip
+        raise CutFileError(
+            f"{path}: more than {limit} bytes of cuts (the most {MAX_CUTS} cuts "
+            f"of {n_reservoirs} reservoirs take)"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -140,8 +144,9 @@ def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
             if not isinstance(cut, list) or len(cut) != 3 or not isinstance(cut[2], list):
                 raise CutFileError(f"{where} must be [stage, intercept, [slopes]]")
             if len(cut[2]) != n_reservoirs:
-                raise CutFileError(f"{where} has {len(cut[2])} slopes, not one per reservoir "
-                                   f"({n_reservoirs})")  # fmt: skip
+                raise CutFileError(
+                    f"{where} has {len(cut[2])} slopes, not one per reservoir ({n_reservoirs})"
+                )
             stages[i] = field_int(cut[0], f"{where} stage", 0, horizon - 1)
             intercepts[i] = field_float(cut[1], f"{where} intercept")
             for j, value in enumerate(cut[2]):
@@ -219,8 +224,9 @@ class SDDP:
         slopes = np.asarray(slopes, dtype=np.float64)
         if not (np.isfinite(intercept) and np.all(np.isfinite(slopes))):
             # a NaN row would make every later solve of the stage fail, far from the cause
-            raise ValueError(f"stage {t}: a cut with non-finite coefficients ({intercept}, "
-                             f"{slopes})")  # fmt: skip
+            raise ValueError(
+                f"stage {t}: a cut with non-finite coefficients ({intercept}, {slopes})"
+            )
         columns = np.concatenate([[self.stage.future_cost], self.stage.volume_out])
         values = np.concatenate([[1.0], -slopes])
         self.models[t].add_rows([intercept], [np.inf], [(columns, values)])
@@ -229,8 +235,12 @@ class SDDP:
     def lower_bound(self) -> float:
         """Expected first-stage value (stage cost plus θ) at the initial volumes."""
         inflows, probabilities = self.realizations(0)
-        return float(sum(p * self._solve(0, self.volume0, w).objective
-                         for w, p in zip(inflows, probabilities)))  # fmt: skip
+        return float(
+            sum(
+                p * self._solve(0, self.volume0, w).objective
+                for w, p in zip(inflows, probabilities)
+            )
+        )
 
     def iterate(self) -> tuple[float, float]:
         """One forward and one backward pass; returns ``(lower bound, forward cost)``."""
@@ -302,15 +312,25 @@ class SDDP:
             raise ValueError(f"stages must be in [1, {self.horizon}], got {stages}")
         stage = self.stage
         records = StageRecords.empty(len(paths), stages, len(self.case.plants))
-        for i, path in enumerate(tqdm(paths, desc="simulate", unit="scenario",
-                                      disable=not progress)):  # fmt: skip
+        for i, path in enumerate(
+            tqdm(paths, desc="simulate", unit="scenario", disable=not progress)
+        ):
             volume = self.volume0
             for t in range(stages):
                 inflows, _ = self.realizations(t)
                 solution = self._solve(t, volume, inflows[path[t]])
-                records.store(i, t, stage_record(self.case, stage.lp, solution.primal,
-                                                 stage.generation, stage.deficit,
-                                                 stage.volume_out))  # fmt: skip
+                records.store(
+                    i,
+                    t,
+                    stage_record(
+                        self.case,
+                        stage.lp,
+                        solution.primal,
+                        stage.generation,
+                        stage.deficit,
+                        stage.volume_out,
+                    ),
+                )
                 volume = solution.primal[stage.volume_out]
         return records
 
@@ -325,10 +345,12 @@ class SDDP:
         """Write the cuts (and what they were computed for) as JSON, gzipped when ``path``
         ends with ``.gz``."""
         data = {
-            "case": self.case.name, "horizon": self.horizon, "stage_k": self.stage_k,
+            "case": self.case.name,
+            "horizon": self.horizon,
+            "stage_k": self.stage_k,
             "load_scale": self.load_scale,
             "cuts": [[t, a, b.tolist()] for t, a, b in self.cuts],
-        }  # fmt: skip
+        }
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "wt") as handle:
             json.dump(data, handle, allow_nan=False)  # strict JSON: read_cuts_file's
@@ -348,18 +370,19 @@ class SDDP:
         """
         cuts = read_cuts_file(path, len(self.case.plants))
         if not prefix and cuts.horizon != self.horizon:
-            raise CutFileError(f"{path}: cuts were computed for horizon={cuts.horizon}, not "
-                               f"{self.horizon}")  # fmt: skip
+            raise CutFileError(
+                f"{path}: cuts were computed for horizon={cuts.horizon}, not {self.horizon}"
+            )
         if prefix and cuts.horizon < self.horizon:
-            raise CutFileError(f"{path}: cuts for horizon {cuts.horizon} cannot drive "
-                               f"{self.horizon} stages")  # fmt: skip
+            raise CutFileError(
+                f"{path}: cuts for horizon {cuts.horizon} cannot drive {self.horizon} stages"
+            )
         mine = {"case": self.case.name, "stage_k": self.stage_k, "load_scale": self.load_scale}
         for key, value in mine.items():
             if getattr(cuts, key) != value:
                 theirs = getattr(cuts, key)
                 shown = repr(theirs if len(str(theirs)) <= 60 else f"{str(theirs)[:57]}...")
-                raise CutFileError(f"{path}: cuts were computed for {key}={shown}, not "
-                                   f"{value!r}")  # fmt: skip
+                raise CutFileError(f"{path}: cuts were computed for {key}={shown}, not {value!r}")
         for t, intercept, slopes in zip(cuts.stages, cuts.intercepts, cuts.slopes):
             if t < self.horizon:
                 self.add_cut(int(t), float(intercept), slopes)

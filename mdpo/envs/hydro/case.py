@@ -221,8 +221,9 @@ def _int_list(record: dict, key: str, where: str) -> tuple[int, ...]:
     """The list of integers ``record[key]`` (an empty tuple when missing)."""
     value = record.get(key, [])
     if not isinstance(value, list):
-        raise CaseDataError(f"{where}: field {key!r} must be a list of plant indices, not "
-                            f"{_show(value)}")  # fmt: skip
+        raise CaseDataError(
+            f"{where}: field {key!r} must be a list of plant indices, not {_show(value)}"
+        )
     return tuple(_field({key: v}, key, where, int) for v in value)
 
 
@@ -273,8 +274,9 @@ def load_case(name_or_path: str) -> Case:
     for record in _records(network, "bus", pm_file):
         if record.get("bus_type") == 4:  # isolated bus (MATPOWER): out of service
             continue
-        buses.append(Bus(_field(record, "bus_i", f"{pm_file} bus", int),
-                         record.get("bus_type") == 3))  # fmt: skip
+        buses.append(
+            Bus(_field(record, "bus_i", f"{pm_file} bus", int), record.get("bus_type") == 3)
+        )
     bus_ids = {b.index for b in buses}
     if len(bus_ids) != len(buses):
         raise CaseDataError(f"{pm_file}: duplicate bus numbers")
@@ -289,11 +291,13 @@ def load_case(name_or_path: str) -> Case:
         where = f"{pm_file} load {_show(record.get('index', '?'))}"
         if record.get("status", 1) == 0:
             continue
-        loads.append(Load(
-            _field(record, "index", where, int),
-            check_bus(_field(record, "load_bus", where, int), where),
-            _field(record, "pd", where),
-        ))  # fmt: skip
+        loads.append(
+            Load(
+                _field(record, "index", where, int),
+                check_bus(_field(record, "load_bus", where, int), where),
+                _field(record, "pd", where),
+            )
+        )
 
     branches = []
     for record in _records(network, "branch", pm_file):
@@ -415,7 +419,7 @@ def load_case(name_or_path: str) -> Case:
         base_mva=_field(network, "baseMVA", pm_file),
         cost_deficit=_non_negative(
             _field(network, "cost_deficit", pm_file), pm_file, "cost_deficit"
-        ),  # fmt: skip
+        ),
         buses=tuple(buses),
         loads=tuple(loads),
         branches=tuple(branches),

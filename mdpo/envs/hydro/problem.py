@@ -20,10 +20,15 @@ def as_target_lp(problem: DeterministicEquivalent) -> TargetLP:
     """The generic view of a deterministic equivalent built with targets."""
     if problem.target_rows is None:
         raise ValueError("the deterministic equivalent was built without targets")
-    return TargetLP(lp=problem.lp, state_in=problem.volume_in, noise=problem.inflow,
-                    state_out=problem.volume_out, target_rows=problem.target_rows,
-                    target_slack=problem.target_slack,
-                    slack_penalty=float(problem.slack_penalty))  # fmt: skip
+    return TargetLP(
+        lp=problem.lp,
+        state_in=problem.volume_in,
+        noise=problem.inflow,
+        state_out=problem.volume_out,
+        target_rows=problem.target_rows,
+        target_slack=problem.target_slack,
+        slack_penalty=float(problem.slack_penalty),
+    )
 
 
 class HydroProblem(MultiStageProblem):
@@ -66,9 +71,13 @@ class HydroProblem(MultiStageProblem):
     def _build(self, stages: int) -> TargetLP:
         inflows = self.case.path_inflows(np.zeros(stages, dtype=np.int64))
         problem = build_deterministic_equivalent(
-            self.case, inflows, targets=np.zeros_like(inflows), slack_penalty=self.slack_penalty,
-            stage_k=self.stage_k, load_scale=self.load_scale,
-        )  # fmt: skip
+            self.case,
+            inflows,
+            targets=np.zeros_like(inflows),
+            slack_penalty=self.slack_penalty,
+            stage_k=self.stage_k,
+            load_scale=self.load_scale,
+        )
         return as_target_lp(problem)
 
     def target_equivalent(self) -> TargetLP:

@@ -33,8 +33,13 @@ class StageRecords:
     def empty(cls, scenarios: int, stages: int, plants: int) -> StageRecords:
         """Zero-filled records, filled in by :meth:`store`."""
         zeros = np.zeros((scenarios, stages))
-        return cls(zeros.copy(), np.zeros((scenarios, stages, plants)), zeros.copy(),
-                   zeros.copy(), zeros.copy())  # fmt: skip
+        return cls(
+            zeros.copy(),
+            np.zeros((scenarios, stages, plants)),
+            zeros.copy(),
+            zeros.copy(),
+            zeros.copy(),
+        )
 
     def store(self, scenario: int, stage: int, record: dict[str, np.ndarray | float]) -> None:
         """Put one :func:`stage_record` at ``(scenario, stage)``."""
@@ -50,15 +55,22 @@ class StageRecords:
         """Mean scenario cost with a 95% normal confidence interval."""
         costs = self.total_cost
         half = 1.96 * costs.std(ddof=1) / np.sqrt(len(costs)) if len(costs) > 1 else np.nan
-        return {"scenarios": len(costs), "stages": self.cost.shape[1],
-                "mean_cost": float(costs.mean()),
-                "ci95": [float(costs.mean() - half), float(costs.mean() + half)]}  # fmt: skip
+        return {
+            "scenarios": len(costs),
+            "stages": self.cost.shape[1],
+            "mean_cost": float(costs.mean()),
+            "ci95": [float(costs.mean() - half), float(costs.mean() + half)],
+        }
 
     def stage_means(self) -> dict[str, np.ndarray]:
         """Per stage, the means over the scenarios (total volume summed over reservoirs)."""
-        return {"cost": self.cost.mean(0), "total_volume": self.volume.sum(2).mean(0),
-                "thermal_mw": self.thermal.mean(0), "hydro_mw": self.hydro.mean(0),
-                "deficit_mw": self.deficit.mean(0)}  # fmt: skip
+        return {
+            "cost": self.cost.mean(0),
+            "total_volume": self.volume.sum(2).mean(0),
+            "thermal_mw": self.thermal.mean(0),
+            "hydro_mw": self.hydro.mean(0),
+            "deficit_mw": self.deficit.mean(0),
+        }
 
     def write(self, out: str, case: Case, label: str, prefix: str = "") -> dict:
         """Write ``{prefix}costs.csv`` (per scenario), ``{prefix}stages.csv`` (per-stage means,
@@ -102,8 +114,13 @@ def stage_record(
     shed = primal[deficit]
     cost = float(lp.objective[generation] @ pg + lp.objective[deficit] @ shed)
     base = case.base_mva
-    return {"cost": cost, "volume": primal[volume_out], "thermal": base * pg[thermal].sum(),
-            "hydro": base * pg[~thermal].sum(), "deficit": base * shed.sum()}  # fmt: skip
+    return {
+        "cost": cost,
+        "volume": primal[volume_out],
+        "thermal": base * pg[thermal].sum(),
+        "hydro": base * pg[~thermal].sum(),
+        "deficit": base * shed.sum(),
+    }
 
 
 def reference_series(case: Case, model: str = "DCPPowerModel") -> dict[str, dict] | None:
@@ -146,8 +163,14 @@ def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -
     for method, series in reference.items():  # gray, one dash style each: apart from ours
         style = next(styles, "--")
         for key, axis in (("total_volume", volume_axis), ("thermal_mw", axes[1])):
-            axis.plot(np.arange(1, len(series[key]) + 1), series[key], linestyle=style,
-                      color="0.45", lw=1.2, label=f"reference {method}")  # fmt: skip
+            axis.plot(
+                np.arange(1, len(series[key]) + 1),
+                series[key],
+                linestyle=style,
+                color="0.45",
+                lw=1.2,
+                label=f"reference {method}",
+            )
     if volume_axis is not None:
         volume_axis.set_ylabel("reference MeanVolume.csv (unit not stated)", fontsize=8)
         volume_axis.legend(fontsize=7, loc="upper right")
@@ -170,8 +193,9 @@ def read_stage_means(path: str) -> dict[str, np.ndarray]:
             rows = list(csv.DictReader(handle))
         if not rows or "total_volume" not in rows[0] or "thermal_mw" not in rows[0]:
             raise BadFileError(f"{path} is not a stages.csv written by mdpo hydro")
-        means = {key: np.array([float(r[key]) for r in rows])
-                 for key in ("total_volume", "thermal_mw")}  # fmt: skip
+        means = {
+            key: np.array([float(r[key]) for r in rows]) for key in ("total_volume", "thermal_mw")
+        }
     except BadFileError:
         raise
     except (csv.Error, ValueError, TypeError) as err:  # UnicodeDecodeError too
