@@ -7,7 +7,7 @@ import os
 import platform
 import time
 
-from mdpo.utils import code_version
+from mdpo.core.utils import code_version
 
 
 def run_metadata(command: str) -> dict[str, str]:

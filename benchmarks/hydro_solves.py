@@ -36,7 +36,7 @@ def main() -> None:
     import mdpo.envs.hydro  # noqa: F401
     from mdpo.envs.hydro import load_case
     from mdpo.envs.hydro.model import build_deterministic_equivalent, build_stage_lp
-    from mdpo.optim.highs import HighsModel
+    from mdpo.rules.highs import HighsModel
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter

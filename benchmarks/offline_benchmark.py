@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from mdpo.utils import code_version
+from mdpo.core.utils import code_version
 
 ALGOS = ("OPPO", "BC", "FilteredBC")
 
@@ -83,7 +83,7 @@ def run_all(args: argparse.Namespace) -> None:
                     if args.root:
                         command += ["--root", args.root]
                 print("mdpo " + shlex.join(command), flush=True)
-                subprocess.run([sys.executable, "-m", "mdpo.cli", *command], check=True)
+                subprocess.run([sys.executable, "-m", "mdpo.cli.main", *command], check=True)
 
 
 def bootstrap_ci(values: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:

@@ -30,10 +30,10 @@ import sys
 import numpy as np
 import torch
 
-from mdpo.agents.oppo import OPPO, masked_mse
-from mdpo.data.dataset import OfflineDataset
-from mdpo.data.preferences import Segments
-from mdpo.utils import code_version
+from mdpo.core.utils import code_version
+from mdpo.offline.dataset import OfflineDataset
+from mdpo.offline.oppo import OPPO, masked_mse
+from mdpo.offline.preferences import Segments
 
 
 def subset(segments: Segments, keep: torch.Tensor) -> Segments:

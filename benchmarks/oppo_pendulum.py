@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mdpo import BC, OPPO
-from mdpo.data.preferences import PreferencePairs, Preferences, SegmentSampler
+from mdpo.offline.preferences import PreferencePairs, Preferences, SegmentSampler
 
 # the Pendulum mixtures are made by a helper of the test suite
 sys.path.insert(

@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import run_metadata, write_rows  # noqa: E402
-from mdpo.envs.torch_classic import TORCH_ENVS, make_torch_env  # noqa: E402
-from mdpo.utils import get_device  # noqa: E402
+from mdpo.core.utils import get_device  # noqa: E402
+from mdpo.rl.torch_classic import TORCH_ENVS, make_torch_env  # noqa: E402
 
 # PPO settings per variant: (env, n_envs, hyperparameters). The 1-env one is RL Zoo's
 # CartPole-v1 PPO with its 8 × 32 rollout as 1 × 256; the torch ones spread a rollout of
@@ -161,9 +161,9 @@ def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 
 def ppo(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from mdpo.agents import PPO
-    from mdpo.callbacks import BaseCallback
-    from mdpo.evaluation import evaluate_policy
+    from mdpo import PPO
+    from mdpo.rl.callbacks import BaseCallback
+    from mdpo.rl.evaluation import evaluate_policy
 
     class SolveClock(BaseCallback):
         """Evaluate every ``every`` steps; stop when solved; time training only."""

@@ -1,31 +1,38 @@
-"""mdpo: Mirror Descent Policy Optimization and its baselines in PyTorch."""
+"""mdpo: Mirror Descent Policy Optimization and its baselines in PyTorch.
 
-__version__ = "0.1.0"
+Layers (each imports only the ones below it; ``lint-imports`` checks it): :mod:`mdpo.cli` on
+:mod:`mdpo.interop` on the hydro case study (:mod:`mdpo.envs.hydro`) on the families
+(:mod:`mdpo.offline` | :mod:`mdpo.rules` on :mod:`mdpo.rl`) on :mod:`mdpo.core`.
+"""
 
-from mdpo.agents import (  # noqa: E402
-    ALGORITHMS,
-    BC,
+from mdpo import _moved  # noqa: E402, F401 - the old module paths, with a warning
+from mdpo.core.registry import ALGORITHMS  # noqa: E402
+from mdpo.core.serialization import ModelFileError  # noqa: E402
+from mdpo.core.version import __version__
+from mdpo.interop import sb3 as _sb3  # noqa: E402, F401 - plugs in save_sb3 / load_sb3
+from mdpo.offline.bc import BC  # noqa: E402
+from mdpo.offline.learner import OfflineAgent  # noqa: E402
+from mdpo.offline.oppo import OPPO  # noqa: E402
+from mdpo.rl import (  # noqa: E402
     MDPO,
-    OPPO,
     PPO,
     SAC,
     TRPO,
-    TSDDR,
     Agent,
     NonFiniteLossError,
     OffPolicyAgent,
     OffPolicyMDPO,
     OnPolicyAgent,
 )
-from mdpo.callbacks import (  # noqa: E402
+from mdpo.rl.callbacks import (  # noqa: E402
     BaseCallback,
     CallbackList,
     CheckpointCallback,
     EvalCallback,
     StopTrainingOnRewardThreshold,
 )
-from mdpo.evaluation import evaluate_policy  # noqa: E402
-from mdpo.serialization import ModelFileError  # noqa: E402
+from mdpo.rl.evaluation import evaluate_policy  # noqa: E402
+from mdpo.rules.tsddr import TSDDR  # noqa: E402
 
 
 def load(path: str, env=None, device: str = "auto", **kwargs) -> Agent:
@@ -34,6 +41,7 @@ def load(path: str, env=None, device: str = "auto", **kwargs) -> Agent:
 
 
 __all__ = [
+    "__version__",
     "ALGORITHMS",
     "BC",
     "OPPO",
@@ -51,6 +59,7 @@ __all__ = [
     "ModelFileError",
     "NonFiniteLossError",
     "OffPolicyAgent",
+    "OfflineAgent",
     "OnPolicyAgent",
     "StopTrainingOnRewardThreshold",
     "evaluate_policy",

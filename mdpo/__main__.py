@@ -2,6 +2,6 @@
 
 import sys
 
-from mdpo.cli import main
+from mdpo.cli.main import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from mdpo.limits import BadFileError
+from mdpo.core.limits import BadFileError
 
 #: examples per reader in the default test run (fixed seed); raise it for a long run
 EXAMPLES = int(os.environ.get("MDPO_FUZZ_EXAMPLES", "25"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from mdpo.data.dataset import Episode, OfflineDataset
+from mdpo.offline.dataset import Episode, OfflineDataset
 
 START = {"x_init": 1.0, "y_init": 1.0}
 # reference returns of the normalized score: a uniform random policy's and the good controller's

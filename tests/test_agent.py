@@ -9,7 +9,7 @@ import torch
 from toy import make_counter
 
 from mdpo import PPO, BaseCallback, CheckpointCallback, EvalCallback, evaluate_policy
-from mdpo.utils import linear_schedule
+from mdpo.core.utils import linear_schedule
 
 
 class Record(BaseCallback):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mdpo.cli import main
+from mdpo.cli.main import main
 
 
 def mdpo(*args, cwd=None, timeout=300):

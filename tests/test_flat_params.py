@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mdpo import flat_params
-from mdpo.flat_params import FlatAdam, FlatParams
+from mdpo.core.flat_params import FlatAdam, FlatParams
 
 
 def make_net(seed=0):

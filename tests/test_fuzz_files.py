@@ -1,6 +1,6 @@
 """Fuzz the readers of model files, replay buffers, dataset folders, label files and run
 folders: every malformed or hostile variant of a valid file is loaded or refused with the
-project's own error (:class:`mdpo.limits.BadFileError`), one line, within time and memory.
+project's own error (:class:`mdpo.core.limits.BadFileError`), one line, within time and memory.
 ``MDPO_FUZZ_EXAMPLES=2000`` makes it a long run (see ``tests/fuzzing.py``)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from test_oppo import hand_dataset
 
 from mdpo import PPO, SAC, Agent
-from mdpo.cli import main
-from mdpo.data.dataset import OfflineDataset
-from mdpo.data.preferences import SegmentSampler, read_labels
+from mdpo.cli.main import main
+from mdpo.offline.dataset import OfflineDataset
+from mdpo.offline.preferences import SegmentSampler, read_labels
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_label_file(files, tmp_path_factory, rng):
 def resume(run: str) -> None:
     code = main(["train", "--resume", run, "--no-progress"])
     if code != 0:
-        from mdpo.limits import BadFileError
+        from mdpo.core.limits import BadFileError
 
         raise BadFileError(f"mdpo train --resume exited {code}")  # a one-line error, printed
 

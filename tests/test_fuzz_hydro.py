@@ -1,6 +1,6 @@
 """Fuzzing the hydro readers: a case folder (``load_case``) with one file corrupted, and an SDDP
 cut file (``SDDP.load_cuts``) corrupted, each loaded or refused with a one-line
-:class:`~mdpo.limits.BadFileError` within the harness's time and memory bounds (see
+:class:`~mdpo.core.limits.BadFileError` within the harness's time and memory bounds (see
 ``tests/fuzzing.py``; ``MDPO_FUZZ_EXAMPLES=2000`` for a long run)."""
 
 import gzip

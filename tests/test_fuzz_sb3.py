@@ -1,11 +1,11 @@
-"""Fuzz the Stable-Baselines3 readers: VecNormalize pickles (``mdpo.sb3.read_vecnormalize``, on
-top of ``mdpo.safe_pickle``) and SB3 zips (``mdpo.sb3.load``). Real files saved by
-stable_baselines3 are corrupted (bytes, truncations, bit flips), given hostile structures
-(memo bombs, deep nesting, huge integers, self-references), hostile ``data`` JSON and hostile
-tensors (expanded views, shapes beyond their storage, NaN, wrong dtypes or ranks); each case is
-loaded or refused with the project's own error (:class:`mdpo.limits.BadFileError`), in one
-line, within time and memory. ``MDPO_FUZZ_EXAMPLES=2000`` makes it a long run (see
-``tests/fuzzing.py``)."""
+"""Fuzz the Stable-Baselines3 readers: VecNormalize pickles
+(``mdpo.interop.sb3.read_vecnormalize``, on top of ``mdpo.interop.safe_pickle``) and SB3 zips
+(``mdpo.interop.sb3.load``). Real files saved by stable_baselines3 are corrupted (bytes,
+truncations, bit flips), given hostile structures (memo bombs, deep nesting, huge integers,
+self-references), hostile ``data`` JSON and hostile tensors (expanded views, shapes beyond their
+storage, NaN, wrong dtypes or ranks); each case is loaded or refused with the project's own
+error (:class:`mdpo.core.limits.BadFileError`), in one line, within time and memory.
+``MDPO_FUZZ_EXAMPLES=2000`` makes it a long run (see ``tests/fuzzing.py``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mdpo
-from mdpo import sb3 as msb3
+from mdpo.interop import sb3 as msb3
 
 #: stand-ins pickled in place of VecNormalize fields, replaced by hostile opcodes
 MARKERS = {
@@ -98,7 +98,7 @@ def read_vecnormalize(path):
 
 
 def load_cpu(path, vecnormalize=None):
-    mdpo.sb3.load(path, device="cpu", vecnormalize=vecnormalize)
+    mdpo.interop.sb3.load(path, device="cpu", vecnormalize=vecnormalize)
 
 
 def write(files, name, data):

@@ -4,7 +4,7 @@ planning and the worker read them.
 Each case starts from a valid input built once (a spec, a sweep folder of made-up completed
 runs: nothing is trained), corrupts it (bytes, structure, nesting, alias bombs, huge grids) and
 runs the reader in a forked child bounded in time and memory (:mod:`fuzzing`). The reader must
-load the input or refuse it with a one-line :class:`~mdpo.limits.BadFileError`
+load the input or refuse it with a one-line :class:`~mdpo.core.limits.BadFileError`
 (``SweepSpecError`` for specs); a traceback, a hang or a blown memory limit fails the test.
 ``MDPO_FUZZ_EXAMPLES=2000`` runs the long version.
 """
@@ -31,11 +31,11 @@ from fuzzing import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdpo.limits import MAX_SWEEP_RUNS
-from mdpo.sweep import report
-from mdpo.sweep.executors import prepare, record_failure, run_status
-from mdpo.sweep.spec import load_spec, parse_spec
-from mdpo.sweep.worker import load_run_config
+from mdpo.cli.sweep import report
+from mdpo.cli.sweep.executors import prepare, record_failure, run_status
+from mdpo.cli.sweep.spec import load_spec, parse_spec
+from mdpo.cli.sweep.worker import load_run_config
+from mdpo.core.limits import MAX_SWEEP_RUNS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot  # noqa: E402,F401 - imported once here, not in every child

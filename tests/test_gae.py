@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mdpo.buffers import compute_gae
+from mdpo.rl.buffers import compute_gae
 
 
 def reference_gae(rewards, values, dones, bootstrap, gamma, lam):

@@ -16,11 +16,11 @@ from fuzzing import replace_member, rewrite_zip, run_case, tensor_bytes
 from test_oppo import hand_dataset
 
 from mdpo import BC, PPO, SAC, Agent, ModelFileError
-from mdpo.cli import main
-from mdpo.data import dataset as dataset_module
-from mdpo.data.dataset import DatasetError, OfflineDataset
-from mdpo.limits import BadFileError, loads_json
-from mdpo.runlock import run_folder_lock
+from mdpo.cli.main import main
+from mdpo.cli.run_folder import run_folder_lock
+from mdpo.core.limits import BadFileError, loads_json
+from mdpo.offline import dataset as dataset_module
+from mdpo.offline.dataset import DatasetError, OfflineDataset
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from fuzzing import run_case
 
+from mdpo.core.limits import MAX_CUTS, BadFileError
 from mdpo.envs.hydro import CaseDataError, load_case
 from mdpo.envs.hydro.sddp import SDDP, CutFileError, cut_file_max_bytes, read_cuts_file
-from mdpo.limits import MAX_CUTS, BadFileError
-from mdpo.optim.lp import LPFormatError, read_mof
+from mdpo.rules.lp import LPFormatError, read_mof
 
 CASE3 = "envs/hydro/data/case3"
 COMMON = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "4", "--no-progress"]
@@ -54,7 +54,7 @@ def load_into_sddp(path, horizon=4):
 
 def main_status(argv, capsys):
     """``mdpo ...`` exit status and its standard error."""
-    from mdpo.cli import main
+    from mdpo.cli.main import main
 
     status = main(argv)
     return status, capsys.readouterr().err
@@ -155,7 +155,7 @@ def test_simulate_with_a_bad_cut_file_is_a_one_line_error(tmp_path, cut_file, ca
 def test_a_huge_declared_horizon_allocates_nothing(tmp_path, case3):
     """The file's horizon sizes nothing: the policy holds the models of the stages simulated
     (the old code built one HiGHS model per stage of the file's horizon)."""
-    from mdpo.envs.hydro.cli import load_policy
+    from mdpo.cli.hydro import load_policy
 
     path = tmp_path / "cuts.json"
     path.write_text(cut_text([[0, 1.0, [-5.0]], [10**11, 2.0, [-1.0]]], horizon=10**12))
@@ -504,8 +504,8 @@ def test_cli_sddp_refuses_a_bad_training_log_in_one_line(tmp_path, capsys, cut_f
 def test_hydro_commands_refuse_a_busy_run_folder(tmp_path, command):
     """A second writer into the same run folder stops at once, before writing anything (the
     old commands trained and wrote their files next to the first one's)."""
-    from mdpo.cli import build_parser
-    from mdpo.runlock import RunFolderBusy, run_folder_lock
+    from mdpo.cli.main import build_parser
+    from mdpo.cli.run_folder import RunFolderBusy, run_folder_lock
 
     out = tmp_path / command
     argv = {
@@ -536,8 +536,8 @@ def test_hydro_commands_refuse_a_busy_run_folder(tmp_path, command):
 # ------------------------------------------------------------------ 12: HiGHS thread clash
 HIGHS_CLASH = """
 import numpy as np, highspy
-from mdpo.optim.highs import HighsModel
-from mdpo.optim.lp import LinearProgram
+from mdpo.rules.highs import HighsModel
+from mdpo.rules.lp import LinearProgram
 
 def other_highs():  # a user's own HiGHS, with its default threads
     h = highspy.Highs()

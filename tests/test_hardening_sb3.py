@@ -19,8 +19,7 @@ from stable_baselines3 import SAC as SB3SAC
 
 import mdpo
 from mdpo import ModelFileError
-from mdpo import sb3 as msb3
-from mdpo.limits import (
+from mdpo.core.limits import (
     MAX_DEPTH,
     MAX_DISCRETE_ACTIONS,
     MAX_INT_DIGITS,
@@ -28,7 +27,8 @@ from mdpo.limits import (
     MAX_LAYERS,
     BadFileError,
 )
-from mdpo.safe_pickle import UnsupportedPickle, read_symbolic
+from mdpo.interop import sb3 as msb3
+from mdpo.interop.safe_pickle import UnsupportedPickle, read_symbolic
 from tests.fuzzing import run_case
 
 SMALL = {"net_arch": [8]}
@@ -118,7 +118,7 @@ def refusal(fn, *args, **kwargs):
 
 
 def load_cpu(path, vecnormalize=None):
-    mdpo.sb3.load(path, device="cpu", vecnormalize=vecnormalize)
+    mdpo.interop.sb3.load(path, device="cpu", vecnormalize=vecnormalize)
 
 
 # ------------------------------------------------------------------------ pickles (hole 4)
@@ -515,7 +515,7 @@ def test_unexpected_weights_are_refused_before_they_are_touched(files, tmp_path)
 def test_real_files_still_load(files):
     """The checks refuse nothing SB3 writes."""
     for name in ("ppo_discrete", "ppo_box", "sac"):
-        agent = mdpo.sb3.load(
+        agent = mdpo.interop.sb3.load(
             files[name],
             device="cpu",
             vecnormalize=files["vecnormalize"] if name == "ppo_box" else None,

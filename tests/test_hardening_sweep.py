@@ -1,7 +1,7 @@
 """Sweeps against files from strangers: specs that would exhaust memory or disk, env ids that
 would make gymnasium import a module, sweep folders whose files are malformed.
 
-Every refusal is a one-line :class:`~mdpo.limits.BadFileError` (a ``SweepSpecError`` for the
+Every refusal is a one-line :class:`~mdpo.core.limits.BadFileError` (a ``SweepSpecError`` for the
 spec) naming the file and the field; nothing is built, written or deleted first. Cases that
 would take the machine down on unguarded code run in a forked child bounded in memory and time
 (:func:`fuzzing.run_case`).
@@ -21,13 +21,13 @@ import pytest
 import yaml
 from fuzzing import run_case
 
-from mdpo.cli import main
-from mdpo.limits import MAX_SWEEP_RUNS, MAX_SWEEP_SPEC_BYTES, BadFileError, load_json_file
-from mdpo.sweep import worker
-from mdpo.sweep.executors import prepare, record_failure, run_status
-from mdpo.sweep.report import load_results, write_report
-from mdpo.sweep.spec import RunConfig, SweepSpecError, load_spec, parse_spec, safe_name
-from mdpo.sweep.worker import write_json_atomic
+from mdpo.cli.main import main
+from mdpo.cli.sweep import worker
+from mdpo.cli.sweep.executors import prepare, record_failure, run_status
+from mdpo.cli.sweep.report import load_results, write_report
+from mdpo.cli.sweep.spec import RunConfig, SweepSpecError, load_spec, parse_spec, safe_name
+from mdpo.cli.sweep.worker import write_json_atomic
+from mdpo.core.limits import MAX_SWEEP_RUNS, MAX_SWEEP_SPEC_BYTES, BadFileError, load_json_file
 
 SPEC = {
     "name": "tiny",

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 from mdpo.envs.hydro.model import build_deterministic_equivalent
-from mdpo.optim.highs import HighsModel
+from mdpo.rules.highs import HighsModel
 
 
 def test_env_checker_and_episode():

@@ -6,8 +6,8 @@ import pytest
 
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.model import build_stage_lp
-from mdpo.optim import read_mof
-from mdpo.optim.highs import HighsModel
+from mdpo.rules import read_mof
+from mdpo.rules.highs import HighsModel
 
 
 @pytest.mark.parametrize("name,load_scale", [("case3", 1.0), ("bolivia", 0.6)])

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from mdpo import MDPO, PPO, SAC, TRPO, OffPolicyMDPO, evaluate_policy
-from mdpo.utils import linear_schedule
+from mdpo.core.utils import linear_schedule
 
 SEED = int(os.environ.get("MDPO_LEARNING_SEED", "0"))
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mdpo import MDPO, BaseCallback
-from mdpo.agents.mdpo_on import step_size_t_k, tsallis_log
-from mdpo.networks import categorical_kl, gaussian_kl, gaussian_log_prob
+from mdpo.rl.mdpo_on import step_size_t_k, tsallis_log
+from mdpo.rl.networks import categorical_kl, gaussian_kl, gaussian_log_prob
 
 
 def test_gaussian_kl_against_monte_carlo():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mdpo.runners import Normalizer, RunningMeanStd
+from mdpo.rl.runners import Normalizer, RunningMeanStd
 
 
 def test_running_mean_std_equals_batch_statistics():
@@ -72,7 +72,7 @@ def test_runner_normalization_equals_vecnormalize():
     import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from mdpo.runners import VecEnvRunner, make_vec_env
+    from mdpo.rl.runners import VecEnvRunner, make_vec_env
 
     theirs = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2), gamma=0.95)
     theirs.seed(4)

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from toy import make_counter
 
 from mdpo import SAC, ModelFileError, OffPolicyMDPO
-from mdpo.agents.mdpo_off import tsallis_log
-from mdpo.buffers import ReplaySample
+from mdpo.rl.buffers import ReplaySample
+from mdpo.rl.mdpo_off import tsallis_log
 
 ENV = "Hopper-v5"  # 3-dimensional actions: per-dimension sums are exercised
 
@@ -458,7 +458,7 @@ def test_bad_tsallis_coefficient():
 def test_critic_ensemble_members_equal_separate_networks():
     """The batched ensemble computes what separate Linear/ReLU stacks with its weights compute,
     and ``forward_member`` what ``forward`` computes for that member."""
-    from mdpo.networks import CriticEnsemble
+    from mdpo.rl.networks import CriticEnsemble
 
     torch.manual_seed(0)
     ensemble = CriticEnsemble(5, [16, 8], "relu", n_critics=3)

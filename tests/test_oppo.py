@@ -12,10 +12,10 @@ import torch
 from pendulum_mixture import mixture_dataset
 
 from mdpo import BC, OPPO
-from mdpo.agents.oppo import masked_mse, norm_loss, weighted_triplet_loss
-from mdpo.data.dataset import Episode, OfflineDataset
-from mdpo.data.make import Teacher, collect, episodes_from_transitions, random_actor
-from mdpo.data.preferences import (
+from mdpo.offline.dataset import Episode, OfflineDataset
+from mdpo.offline.make import Teacher, collect, episodes_from_transitions, random_actor
+from mdpo.offline.oppo import masked_mse, norm_loss, weighted_triplet_loss
+from mdpo.offline.preferences import (
     PreferencePairs,
     SegmentSampler,
     make_preferences,
@@ -91,7 +91,7 @@ def test_dataset_round_trip_through_minari(tmp_path, monkeypatch):
 
 
 def test_dataset_errors(tmp_path, monkeypatch):
-    from mdpo.data import dataset as dataset_module
+    from mdpo.offline import dataset as dataset_module
 
     with pytest.raises(FileNotFoundError, match="no Minari dataset 'mdpo/none/x-v0'"):
         OfflineDataset.load("mdpo/none/x-v0", root=str(tmp_path))
@@ -485,7 +485,7 @@ def test_ties_soft_labels_given_labels_and_warm_up():
         torch.tensor([5, 0, 1]),
         torch.tensor([1.0, 0.5, 0.75]),
     )
-    from mdpo.data.preferences import Preferences
+    from mdpo.offline.preferences import Preferences
 
     given = Preferences(sampler, pairs, description="soft")
     agent = OPPO(
@@ -606,7 +606,7 @@ def test_cli_makes_datasets_labels_trains_resumes_and_evaluates(tmp_path, capsys
 
     import minari
 
-    from mdpo.cli import main
+    from mdpo.cli.main import main
 
     root, teacher = str(tmp_path / "data"), str(tmp_path / "teacher")
     common = [

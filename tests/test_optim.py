@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from mdpo.optim import LPFormatError, read_mof
-from mdpo.optim.highs import HighsModel, SolveError
-from mdpo.optim.lp import LinearProgram
+from mdpo.rules import LPFormatError, read_mof
+from mdpo.rules.highs import HighsModel, SolveError
+from mdpo.rules.lp import LinearProgram
 
 
 @pytest.mark.parametrize("case,optimum", [("case3", 501.3903), ("bolivia", 1557.8166)])
@@ -97,7 +97,7 @@ def test_mof_reader_refuses_what_it_does_not_read(tmp_path):
 def test_batch_solve_in_processes_equals_serial():
     from mdpo.envs.hydro import load_case
     from mdpo.envs.hydro.model import build_deterministic_equivalent
-    from mdpo.optim.highs import BoundUpdate, solve_batch
+    from mdpo.rules.highs import BoundUpdate, solve_batch
 
     case = load_case("case3")
     rng = np.random.default_rng(0)

@@ -76,7 +76,7 @@ def test_an_installed_mdpo_imports_beside_a_foreign_envs_package(wheel, tmp_path
     (project / "envs" / "__init__.py").write_text("FOREIGN = True\n")
     script = (
         "import envs, mdpo, mdpo.envs.hydro, gymnasium as gym\n"
-        "from mdpo.envs.torch_classic import make_torch_env\n"
+        "from mdpo.rl.torch_classic import make_torch_env\n"
         f"assert envs.FOREIGN and mdpo.__file__.startswith({str(target)!r})\n"
         "env = gym.make('HydroDispatch-v0', case='case3', horizon=2)\n"
         "env.reset(seed=0)\n"

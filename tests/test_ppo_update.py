@@ -13,7 +13,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.logger import configure
 
 from mdpo import PPO
-from mdpo.buffers import RolloutBatch
+from mdpo.rl.buffers import RolloutBatch
 
 
 def sb3_buffer_from(batch, agent, n_steps):

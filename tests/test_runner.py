@@ -8,7 +8,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from toy import make_counter
 
 from mdpo import PPO
-from mdpo.runners import LeanSyncVectorEnv, Normalizer, VecEnvRunner, make_vec_env
+from mdpo.rl.runners import LeanSyncVectorEnv, Normalizer, VecEnvRunner, make_vec_env
 
 
 def constant_policy(obs, t):

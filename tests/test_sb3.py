@@ -24,8 +24,8 @@ from stable_baselines3 import TD3 as SB3TD3
 
 import mdpo
 from mdpo import MDPO, PPO, SAC, TRPO, ModelFileError, OffPolicyMDPO
-from mdpo import sb3 as msb3
-from mdpo.cli import main
+from mdpo.cli.main import main
+from mdpo.interop import sb3 as msb3
 
 SMALL_ON = dict(n_steps=64, batch_size=32)
 SMALL_OFF = dict(learning_starts=20, batch_size=32, policy_kwargs={"net_arch": [32, 32]})
@@ -63,7 +63,7 @@ def train_sb3(cls, env_id, kwargs, path, steps=200):
 def test_import_equals_sb3_actions_and_continues_training(cls, env_id, kwargs, ours, tmp_path):
     path = str(tmp_path / "sb3.zip")
     model = train_sb3(cls, env_id, kwargs, path)
-    agent = mdpo.sb3.load(path, device="cpu")
+    agent = mdpo.interop.sb3.load(path, device="cpu")
     assert type(agent) is ours
     obs = observations(model.observation_space)
     expected, _ = model.predict(obs, deterministic=True)
@@ -138,8 +138,8 @@ def test_import_does_not_import_stable_baselines3(tmp_path):
     train_sb3(SB3PPO, "CartPole-v1", SMALL_ON, path, steps=64)
     code = textwrap.dedent(f"""
         import sys
-        import mdpo.sb3
-        agent = mdpo.sb3.load({path!r}, device="cpu")
+        import mdpo.interop.sb3
+        agent = mdpo.interop.sb3.load({path!r}, device="cpu")
         print(type(agent).__name__, "stable_baselines3" in sys.modules)
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -175,7 +175,7 @@ def test_pickle_payload_in_data_is_never_run(tmp_path):
     for key in ("policy_class", "observation_space", "action_space", "lr_schedule"):
         data[key][":serialized:"] = evil
     rewrite_zip(src, dst, {"data": json.dumps(data).encode()})
-    agent = mdpo.sb3.load(dst, device="cpu")  # the readable fields are enough
+    agent = mdpo.interop.sb3.load(dst, device="cpu")  # the readable fields are enough
     assert type(agent) is PPO
     assert not os.path.exists(marker)
 
@@ -189,7 +189,7 @@ def test_pickle_payload_in_tensors_fails_cleanly(member, tmp_path):
     torch.save({"log_ent_coef": CreatesFile(marker)}, buffer)
     rewrite_zip(src, dst, {member: buffer.getvalue()})
     with pytest.raises(ModelFileError, match="plain tensors"):
-        mdpo.sb3.load(dst, device="cpu")
+        mdpo.interop.sb3.load(dst, device="cpu")
     assert not os.path.exists(marker)
 
 
@@ -206,15 +206,15 @@ def test_corrupt_and_unsupported_files(tmp_path, monkeypatch):
         path = tmp_path / name
         path.write_bytes(payload)
         with pytest.raises(ModelFileError, match=message):
-            mdpo.sb3.load(str(path))
+            mdpo.interop.sb3.load(str(path))
     nodata = str(tmp_path / "nodata.zip")
     rewrite_zip(src, nodata, {"data": None})
     with pytest.raises(ModelFileError, match="no 'data' member"):
-        mdpo.sb3.load(nodata)
+        mdpo.interop.sb3.load(nodata)
     badjson = str(tmp_path / "badjson.zip")
     rewrite_zip(src, badjson, {"data": b"{not json"})
     with pytest.raises(ModelFileError, match="not JSON"):
-        mdpo.sb3.load(badjson)
+        mdpo.interop.sb3.load(badjson)
     # weights whose shapes contradict each other
     state = torch.load(io.BytesIO(zipfile.ZipFile(src).read("policy.pth")), weights_only=True)
     state["action_net.weight"] = torch.zeros(1, 7)
@@ -223,28 +223,28 @@ def test_corrupt_and_unsupported_files(tmp_path, monkeypatch):
     shapes = str(tmp_path / "shapes.zip")
     rewrite_zip(src, shapes, {"policy.pth": buffer.getvalue()})
     with pytest.raises(ModelFileError, match="do not fit"):
-        mdpo.sb3.load(shapes)
+        mdpo.interop.sb3.load(shapes)
     # an unknown algorithm, an unsupported space
     data = json.loads(zipfile.ZipFile(src).read("data"))
     stripped = {k: v for k, v in data.items() if k not in ("clip_range", "vf_coef")}
     unknown = str(tmp_path / "unknown.zip")
     rewrite_zip(src, unknown, {"data": json.dumps(stripped).encode()})
     with pytest.raises(ModelFileError, match="cannot tell which SB3 algorithm"):
-        mdpo.sb3.load(unknown)
+        mdpo.interop.sb3.load(unknown)
     data["action_space"][":type:"] = "<class 'gymnasium.spaces.multi_discrete.MultiDiscrete'>"
     space = str(tmp_path / "space.zip")
     rewrite_zip(src, space, {"data": json.dumps(data).encode()})
     with pytest.raises(ModelFileError, match="MultiDiscrete.*not supported"):
-        mdpo.sb3.load(space)
+        mdpo.interop.sb3.load(space)
     # oversized members are refused before they are read (a zip bomb)
     monkeypatch.setattr(msb3, "SB3_MEMBER_LIMIT", 1000)
     with pytest.raises(ModelFileError, match="over the limit"):
-        mdpo.sb3.load(src)
+        mdpo.interop.sb3.load(src)
     # our own files are pointed to mdpo.load
     agent = PPO("MlpPolicy", "Pendulum-v1", device="cpu")
     ours = agent.save(str(tmp_path / "ours"))
     with pytest.raises(ModelFileError, match="mdpo model file"):
-        mdpo.sb3.load(ours)
+        mdpo.interop.sb3.load(ours)
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -336,7 +336,7 @@ def test_vecnormalize_statistics_are_read_without_unpickling(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_symbolic_pickle_reader(protocol):
-    from mdpo.safe_pickle import Call, Global, as_array, read_symbolic
+    from mdpo.interop.safe_pickle import Call, Global, as_array, read_symbolic
 
     plain = {"a": [1, 2.5, None, True], "b": ("x", -(2**40)), "c": {"d": [[], {}]}}
     if protocol >= 3:  # protocol 2 writes bytes as a call to _codecs.encode

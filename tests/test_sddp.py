@@ -9,7 +9,7 @@ import pytest
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.model import build_scenario_tree
 from mdpo.envs.hydro.sddp import SDDP
-from mdpo.optim.highs import HighsModel
+from mdpo.rules.highs import HighsModel
 
 
 def test_lower_bound_converges_to_the_scenario_tree_optimum(tmp_path):
@@ -51,7 +51,7 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
     import json
 
     from mdpo import PPO
-    from mdpo.cli import main
+    from mdpo.cli.main import main
 
     def costs(folder):
         return np.loadtxt(f"{folder}/costs.csv", delimiter=",", skiprows=1)[:, 1]
@@ -121,7 +121,7 @@ def test_cli_sddp_bound_simulate_and_plot(tmp_path, capsys):
 def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
     """An interrupted training continued from the saved cuts gives the lower bounds of an
     uninterrupted one (iteration k samples its path from (seed, k))."""
-    from mdpo.cli import main
+    from mdpo.cli.main import main
 
     common = [
         "--case",
@@ -154,7 +154,7 @@ def test_cli_sddp_resumes_from_its_cuts(tmp_path, capsys):
 
 
 def test_evaluation_paths_are_prefixes_in_scenarios_and_stages():
-    from mdpo.envs.hydro.cli import evaluation_paths
+    from mdpo.cli.hydro import evaluation_paths
 
     case = load_case("bolivia")
     full = evaluation_paths(case, 20, 30)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mdpo import PPO, Agent, ModelFileError, load
-from mdpo import serialization as ser
+from mdpo.core import serialization as ser
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def edit_json(member, **updates):
 
 
 def ser_linear():
-    from mdpo.utils import linear_schedule
+    from mdpo.core.utils import linear_schedule
 
     return linear_schedule(1e-3, 1e-4)
 

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from mdpo.cli import main
-from mdpo.sweep.report import write_report
-from mdpo.sweep.spec import SweepSpecError, parse_spec
-from mdpo.sweep.stats import bootstrap_ci, iqm, summarize
+from mdpo.cli.main import main
+from mdpo.cli.sweep.report import write_report
+from mdpo.cli.sweep.spec import SweepSpecError, parse_spec
+from mdpo.cli.sweep.stats import bootstrap_ci, iqm, summarize
 
 TINY = {
     "name": "tiny",
@@ -218,8 +218,8 @@ def test_changed_spec_is_refused_for_completed_runs(in_tmp):
     assert open("sw/sweep.json").read() == before  # nothing written or deleted
     assert sorted(os.listdir("sw/runs")) == runs
     # a second sweep on a folder in use is refused
-    from mdpo.sweep.executors import sweep_lock
-    from mdpo.sweep.spec import SweepSpecError
+    from mdpo.cli.sweep.executors import sweep_lock
+    from mdpo.cli.sweep.spec import SweepSpecError
 
     with sweep_lock("sw"), pytest.raises(SweepSpecError, match="another sweep is running"):
         with sweep_lock("sw"):

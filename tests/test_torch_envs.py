@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdpo.envs.torch_classic import TORCH_ENVS, CartPole, Pendulum, make_torch_env
-from mdpo.runners import (
+from mdpo.rl.runners import (
     Normalizer,
     TorchEnvRunner,
     TorchToNumpy,
@@ -18,6 +17,7 @@ from mdpo.runners import (
     make_vec_env,
     same_device,
 )
+from mdpo.rl.torch_classic import TORCH_ENVS, CartPole, Pendulum, make_torch_env
 
 ENV_IDS = list(TORCH_ENVS)
 
@@ -261,7 +261,7 @@ def test_bad_inputs_are_named():
 def test_devices(monkeypatch):
     """``auto`` is the CPU without CUDA; asking for CUDA without it is a clear error, from the
     env and from an agent, before anything runs."""
-    from mdpo.agents import PPO
+    from mdpo import PPO
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert CartPole(2, device="auto").device == torch.device("cpu")
@@ -354,8 +354,8 @@ def test_tensor_runner_equals_numpy_runner(env_id, normalize):
 def test_ppo_rollout_on_tensors_equals_numpy_path():
     """PPO's tensor collection path (torch env on its device) produces the same training
     batch as its NumPy path (the same env through :class:`TorchToNumpy`)."""
-    from mdpo.agents import PPO
-    from mdpo.callbacks import CallbackList
+    from mdpo import PPO
+    from mdpo.rl.callbacks import CallbackList
 
     batches = []
     for env in (CartPole(8, max_episode_steps=20), TorchToNumpy(CartPole(8, max_episode_steps=20))):
@@ -371,7 +371,7 @@ def test_ppo_rollout_on_tensors_equals_numpy_path():
 def test_sac_replay_buffer_on_tensors_equals_numpy_path():
     """SAC's collection (warm-up and policy actions) fills the same replay buffer from a torch
     env on its device as from the same env through the NumPy path."""
-    from mdpo.agents import SAC
+    from mdpo import SAC
 
     buffers = []
     for env in (Pendulum(2, max_episode_steps=30), TorchToNumpy(Pendulum(2, max_episode_steps=30))):
@@ -394,7 +394,7 @@ def test_sac_replay_buffer_on_tensors_equals_numpy_path():
 )
 def test_agents_train_unchanged_and_resume(algo, env_id, tmp_path):
     """Every agent family runs on torch envs, saves, loads onto a torch env and continues."""
-    import mdpo.agents as agents
+    import mdpo as agents
 
     cls = getattr(agents, algo)
     extra = {"learning_starts": 20, "batch_size": 16} if algo == "OffPolicyMDPO" else {}
@@ -413,8 +413,8 @@ def test_agents_train_unchanged_and_resume(algo, env_id, tmp_path):
 def test_ppo_solves_torch_cartpole():
     """PPO on 64 torch CartPoles reaches >= 475 (deterministic, 20 episodes of gymnasium's
     own CartPole-v1) within 100k steps at seed 0."""
-    from mdpo.agents import PPO
-    from mdpo.evaluation import evaluate_policy
+    from mdpo import PPO
+    from mdpo.rl.evaluation import evaluate_policy
 
     agent = PPO(
         "MlpPolicy",

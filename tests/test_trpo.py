@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdpo import TRPO
-from mdpo.agents.trpo import conjugate_gradient
+from mdpo.rl.trpo import conjugate_gradient
 
 
 def test_conjugate_gradient_solves_an_spd_system():

@@ -11,9 +11,9 @@ from mdpo import TSDDR
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.problem import HydroProblem
 from mdpo.envs.hydro.sddp import SDDP
-from mdpo.optim.highs import SolveError
-from mdpo.optim.lp import LinearProgram
-from mdpo.optim.multistage import MultiStageProblem, TargetLP, simulate_stagewise
+from mdpo.rules.highs import SolveError
+from mdpo.rules.lp import LinearProgram
+from mdpo.rules.multistage import MultiStageProblem, TargetLP, simulate_stagewise
 
 CASE3 = {"case": "case3", "load_scale": 1.0}
 
@@ -57,7 +57,7 @@ def test_dual_gradient_equals_finite_differences(policy):
             targets = agent.policy.targets(noise_t, initial).numpy()
         return float(agent.solve(noise, targets).cost.mean())
 
-    from mdpo.agents.tsddr import target_cost
+    from mdpo.rules.tsddr import target_cost
 
     targets = agent.policy.targets(noise_t, initial)
     cost, _ = target_cost(targets, lambda x: agent.solve(noise, x))
@@ -267,7 +267,7 @@ def test_bad_inputs():
 def test_cli_tsddr_resumes_and_compares(tmp_path, capsys):
     import json
 
-    from mdpo.cli import main
+    from mdpo.cli.main import main
 
     common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "10", "--no-progress"]
     out = str(tmp_path / "tsddr")

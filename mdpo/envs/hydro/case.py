@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from mdpo.limits import MAX_JSON_BYTES, BadFileError, load_json_file
+from mdpo.core.limits import MAX_JSON_BYTES, BadFileError, load_json_file
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 CASES = ("bolivia", "case3")
-#: the most bytes of a case's CSV file (JSON files: :data:`mdpo.limits.MAX_JSON_BYTES`); read
+#: the most bytes of a case's CSV file (JSON files: :data:`mdpo.core.limits.MAX_JSON_BYTES`); read
 #: line by line into one array of floats, so the memory is at most four times this
 MAX_FILE_BYTES = 64 << 20
 

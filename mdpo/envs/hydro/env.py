@@ -50,7 +50,7 @@ class HydroDispatchEnv(gym.Env):
         reward_scale: float = 1.0,
         slack_penalty: float | None = None,
     ):
-        from mdpo.optim.highs import HighsModel
+        from mdpo.rules.highs import HighsModel
 
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -87,7 +87,7 @@ class HydroDispatchEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start at the initial volumes; ``options={"scenario": indices}`` fixes the inflow
-        column of every stage (``horizon`` indices, as ``mdpo.envs.hydro.cli.evaluation_paths``)
+        column of every stage (``horizon`` indices, as ``mdpo.cli.hydro.evaluation_paths``)
         instead of drawing them."""
         super().reset(seed=seed)
         self.scenario = None

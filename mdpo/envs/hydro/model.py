@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdpo.envs.hydro.case import Case
-from mdpo.optim.lp import LinearProgram
+from mdpo.rules.lp import LinearProgram
 
 STAGE_K = 0.0036
 LOAD_SCALE = 0.6

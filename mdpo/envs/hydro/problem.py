@@ -1,4 +1,4 @@
-"""Hydrothermal dispatch as a :class:`~mdpo.optim.multistage.MultiStageProblem`: the state is
+"""Hydrothermal dispatch as a :class:`~mdpo.rules.multistage.MultiStageProblem`: the state is
 the reservoir volumes, the uncertainty the inflows, targets are end-of-stage volumes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from mdpo.envs.hydro.model import (
     build_deterministic_equivalent,
     largest_cost,
 )
-from mdpo.optim.multistage import MultiStageProblem, TargetLP
+from mdpo.rules.multistage import MultiStageProblem, TargetLP
 
 
 def as_target_lp(problem: DeterministicEquivalent) -> TargetLP:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mdpo.envs.hydro.case import Case
 from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
 from mdpo.envs.hydro.simulate import StageRecords, stage_record
-from mdpo.limits import (
+from mdpo.core.limits import (
     MAX_CUTS,
     BadFileError,
     field_float,
@@ -59,14 +59,14 @@ class CutFile:
 
 def cut_file_max_bytes(n_reservoirs: int) -> int:
     """The most bytes of (uncompressed) text a cut file for ``n_reservoirs`` may hold: what
-    :data:`~mdpo.limits.MAX_CUTS` cuts of as many slopes take as ``json.dump`` writes them
+    :data:`~mdpo.core.limits.MAX_CUTS` cuts of as many slopes take as ``json.dump`` writes them
     (the Bolivia study's 60 000 cuts of 11 reservoirs take 15 MB; the bound is 346 MB there,
     88 MB for one reservoir). A gzip bomb is refused once it has expanded to this."""
     return HEADER_BYTES + MAX_CUTS * (BYTES_PER_NUMBER * (n_reservoirs + 2) + 8)
 
 
 def _check_structure(text: str, n_reservoirs: int, where: str) -> None:
-    """Refuse text that would parse into more than :data:`~mdpo.limits.MAX_CUTS` cuts' worth
+    """Refuse text that would parse into more than :data:`~mdpo.core.limits.MAX_CUTS` cuts' worth
     of lists and numbers, before it is parsed: the parsed form takes about ten times the text
     of short numbers (``[0,0,[0]],``), so the byte bound alone does not bound the memory."""
     lists, items = text.count("["), text.count(",")
@@ -85,7 +85,7 @@ def _check_structure(text: str, n_reservoirs: int, where: str) -> None:
 def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
     """The cuts of a cut file (JSON, gzipped or not) for a case of ``n_reservoirs``, checked
     before any is built: at most :func:`cut_file_max_bytes` of text and
-    :data:`~mdpo.limits.MAX_CUTS` cuts, each ``[stage in [0, horizon), intercept, slopes]``
+    :data:`~mdpo.core.limits.MAX_CUTS` cuts, each ``[stage in [0, horizon), intercept, slopes]``
     with ``n_reservoirs`` slopes, every number finite.
 
     Raises:
@@ -192,7 +192,7 @@ class SDDP:
         load_scale: float = LOAD_SCALE,
         seed: int = 0,
     ):
-        from mdpo.optim.highs import HighsModel
+        from mdpo.rules.highs import HighsModel
 
         self.case, self.horizon = case, int(horizon)
         self.stage_k, self.load_scale = stage_k, load_scale

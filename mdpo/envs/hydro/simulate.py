@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdpo.envs.hydro.case import DATA_DIR, Case
-from mdpo.limits import BadFileError, dumps_json
-from mdpo.optim.lp import LinearProgram
+from mdpo.core.limits import BadFileError, dumps_json
+from mdpo.rules.lp import LinearProgram
 
 
 @dataclass
@@ -206,7 +206,7 @@ def read_stage_means(path: str) -> dict[str, np.ndarray]:
 
 def write_summary(path: str, summary: dict) -> None:
     """Write a summary dictionary as indented, strict JSON (an undefined interval, of one
-    scenario, as ``null``): what :func:`mdpo.limits.loads_json` reads back."""
+    scenario, as ``null``): what :func:`mdpo.core.limits.loads_json` reads back."""
     with open(path, "w") as handle:
         handle.write(dumps_json(summary, indent=1))
 

@@ -1,0 +1,677 @@
+"""``mdpo hydro ...``: SDDP training, policy simulation, the perfect-foresight bound, plots.
+
+Every command judges its policy on the same evaluation scenarios (``--scenarios`` paths from
+``--scenario-seed``, by default 100 from seed 2024) and writes, into its ``--out`` folder,
+``costs.csv`` (cost per scenario), ``stages.csv`` (per-stage means: cost, total and per-reservoir
+volume, thermal and hydro generation, deficit), ``stages.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+
+import numpy as np
+
+from mdpo.core.limits import (
+    MAX_CUTS,
+    BadFileError,
+    dumps_json,
+    field_float,
+    field_int,
+    json_object,
+    load_json_file,
+)
+
+EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judged on
+
+
+def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) -> np.ndarray:
+    """``[n, horizon]`` inflow column indices, stage-wise independent, from a fixed seed.
+    Path ``i`` comes from ``(seed, i)`` alone, drawn stage by stage: fewer scenarios are the
+    first of the same paths, and a shorter horizon their first stages."""
+    return np.stack(
+        [case.sample_paths(1, horizon, np.random.default_rng([seed, i]))[0] for i in range(n)]
+    )
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that produced a result, as typed (``mdpo ...``)."""
+    import shlex
+
+    return "mdpo " + shlex.join(getattr(args, "argv", None) or [])
+
+
+def _finish(args, case, records, label: str, extra: dict) -> dict:
+    """Write a policy's records and summary into ``args.out`` and print one line."""
+    from mdpo.envs.hydro.simulate import write_summary
+
+    summary = {
+        "label": label,
+        "command": command_line(args),
+        "case": case.name,
+        "load_scale": args.load_scale,
+        "scenario_seed": args.scenario_seed,
+        **extra,
+        **records.write(args.out, case, label),
+    }
+    write_summary(os.path.join(args.out, "summary.json"), summary)
+    low, high = summary["ci95"]
+    print(
+        f"{label} on {case.name}: mean cost over {summary['stages']} stages and "
+        f"{summary['scenarios']} scenarios {summary['mean_cost']:.6g} "
+        f"[{low:.6g}, {high:.6g}] (95% CI); files in {args.out}"
+    )
+    return summary
+
+
+def read_json_file(path: str) -> dict:
+    """A JSON object written by these commands (``summary.json``, ``train_state.json``,
+    ``best_model.zip.json``), within :mod:`mdpo.core.limits`' bounds.
+
+    Raises:
+        BadFileError: naming the file (and the field).
+    """
+    return json_object(load_json_file(path), path)
+
+
+def read_training_log(path: str) -> list[tuple[float, float, float]]:
+    """``(lower bound, forward cost, seconds)`` per iteration of SDDP's ``training.csv``.
+
+    Raises:
+        BadFileError: a missing column or a value that is not a finite number.
+    """
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for i, row in enumerate(csv.DictReader(handle)):
+                if i >= MAX_CUTS:  # one row per iteration, each adding cuts: bounded by them
+                    raise BadFileError(f"{path}: more than {MAX_CUTS} rows")
+                values = []
+                for key in ("lower_bound", "forward_cost", "seconds"):
+                    text = row.get(key)
+                    try:
+                        value = float(text) if isinstance(text, str) and len(text) <= 64 else None
+                    except ValueError:
+                        value = None
+                    values.append(field_float(value, f"{path} row {i + 1}: {key}"))
+                rows.append(tuple(values))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: not a training log ({str(err)[:120]})") from None
+    return rows
+
+
+def command_sddp(args: argparse.Namespace) -> int:
+    """Train SDDP, save its cuts, simulate it on the fixed evaluation scenarios (holding the
+    run folder's lock while it writes there)."""
+    from mdpo.cli.run_folder import run_folder_lock
+
+    if args.report > args.horizon:
+        raise ValueError(f"--report {args.report} exceeds --horizon {args.horizon}")
+    with run_folder_lock(args.out, "mdpo hydro sddp"):
+        return _sddp_in_folder(args)
+
+
+def _sddp_in_folder(args: argparse.Namespace) -> int:
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.sddp import SDDP
+
+    case = load_case(args.case)
+    sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
+    cuts_path = os.path.join(args.out, "cuts.json.gz")
+    log_path = os.path.join(args.out, "training.csv")
+    if os.path.exists(cuts_path) and os.path.exists(log_path) and not args.restart:
+        sddp.load_cuts(cuts_path)
+        for lower, forward, seconds in read_training_log(log_path):
+            sddp.log.lower_bounds.append(lower)
+            sddp.log.forward_costs.append(forward)
+            sddp.log.seconds.append(seconds)
+        print(f"resuming SDDP from {cuts_path} after {len(sddp.log.lower_bounds)} iterations")
+    resumed_at = len(sddp.log.lower_bounds)
+
+    def save(trained: SDDP) -> None:
+        log = trained.log
+        trained.save_cuts(cuts_path)
+        with open(log_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["iteration", "lower_bound", "forward_cost", "seconds"])
+            writer.writerows(
+                [i + 1, lb, fc, s]
+                for i, (lb, fc, s) in enumerate(
+                    zip(log.lower_bounds, log.forward_costs, log.seconds)
+                )
+            )
+
+    def checkpoint(trained: SDDP) -> None:
+        if len(trained.log.lower_bounds) % args.save_every == 0:
+            save(trained)
+
+    start = time.perf_counter()
+    log = sddp.train(
+        args.iterations,
+        time_limit=args.time_limit,
+        stall_iterations=args.stall_iterations,
+        stall_tolerance=args.stall_tolerance,
+        progress=not args.no_progress,
+        callback=checkpoint,
+    )
+    train_seconds = log.seconds[-1]
+    save(sddp)
+    paths = evaluation_paths(case, args.scenarios, args.report, args.scenario_seed)
+    # simulated by fresh models holding the saved cuts: where a stage problem has several
+    # optimal solutions, the one returned depends on the solver's previous bases, so this is
+    # what `mdpo hydro simulate cuts.json.gz` reproduces exactly
+    policy = SDDP(case, args.horizon, load_scale=args.load_scale)
+    policy.load_cuts(cuts_path)
+    records = policy.simulate(paths, stages=args.report, progress=not args.no_progress)
+    if resumed_at >= args.iterations:
+        stopped = f"no training (resumed after {resumed_at} iterations, see training.csv)"
+    elif len(log.lower_bounds) >= args.iterations:
+        stopped = "iterations"
+    elif args.time_limit and time.perf_counter() - start > args.time_limit:
+        stopped = "time limit"
+    else:
+        stopped = "stall rule"
+
+    _finish(
+        args,
+        case,
+        records,
+        "SDDP",
+        {
+            "horizon": args.horizon,
+            "iterations": len(log.lower_bounds),
+            "stopped_by": stopped,
+            "stall_iterations": args.stall_iterations,
+            "stall_tolerance": args.stall_tolerance,
+            "train_seconds": train_seconds,
+            "lower_bound": log.lower_bounds[-1],
+        },
+    )
+    print(
+        f"SDDP trained {len(log.lower_bounds)} iterations in {train_seconds:.0f} s (stopped "
+        f"by: {stopped}), lower bound {log.lower_bounds[-1]:.6g} over {args.horizon} "
+        "stages"
+    )
+    return 0
+
+
+def command_bound(args: argparse.Namespace) -> int:
+    """Perfect-foresight cost of each evaluation scenario (the wait-and-see lower bound)."""
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
+    from mdpo.envs.hydro.simulate import StageRecords, stage_record
+    from mdpo.rules.highs import BoundUpdate, solve_batch
+
+    if args.extra_stages < 0:
+        raise ValueError(f"--extra-stages must be >= 0, got {args.extra_stages}")
+    case = load_case(args.case)
+    stages = args.horizon + args.extra_stages
+    paths = evaluation_paths(case, args.scenarios, stages, args.scenario_seed)
+    scenarios = [case.path_inflows(path) for path in paths]
+    problem = build_deterministic_equivalent(case, scenarios[0], load_scale=args.load_scale)
+    cols = problem.inflow.ravel()
+    updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
+    start = time.perf_counter()
+    solutions = solve_batch(
+        problem.lp, updates, workers=args.workers, progress=not args.no_progress
+    )
+    seconds = time.perf_counter() - start
+    records = StageRecords.empty(len(paths), args.horizon, len(case.plants))
+    for i, solution in enumerate(solutions):
+        for t in range(args.horizon):
+            records.store(
+                i,
+                t,
+                stage_record(
+                    case,
+                    problem.lp,
+                    solution.primal,
+                    problem.generation[t],
+                    problem.deficit[t],
+                    problem.volume_out[t],
+                ),
+            )
+    label = "perfect foresight" + (f" (+{args.extra_stages} stages)" if args.extra_stages else "")
+    _finish(
+        args,
+        case,
+        records,
+        label,
+        {
+            "horizon": args.horizon,
+            "extra_stages": args.extra_stages,
+            "solve_seconds": seconds,
+            "workers": args.workers,
+        },
+    )
+    return 0
+
+
+def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=None):
+    """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
+    command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
+    model file of an mdpo agent trained on ``HydroDispatch-v0``."""
+    from mdpo.envs.hydro.sddp import SDDP, is_cuts_file
+
+    if spec == "myopic":
+        sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
+        return "myopic", lambda paths, progress: sddp.simulate(paths, progress=progress)
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(
+            f"policy {spec!r}: no such file (give 'myopic', an SDDP "
+            "cuts.json.gz, or an mdpo model file)"
+        )
+    if is_cuts_file(spec):
+        # the models of the stages simulated only, with their cuts: the file's horizon sizes
+        # nothing (the cuts of later stages never act on the first ones)
+        sddp = SDDP(case, stages, load_scale=load_scale)
+        sddp.load_cuts(spec, prefix=True)
+        return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
+    import mdpo
+    from mdpo.envs.hydro.env import HydroDispatchEnv
+    from mdpo.envs.hydro.simulate import simulate_env_policy
+
+    agent = mdpo.load(spec, device="cpu")
+    if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
+        raise ValueError(f"{spec}: a rule for {agent.n_stages} stages cannot drive {stages}")
+    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale, slack_penalty=slack_penalty)
+    if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
+        raise ValueError(
+            f"{spec}: the agent's spaces ({agent.observation_space}, "
+            f"{agent.action_space}) are not HydroDispatch's on {case.name} "
+            f"({env.observation_space}, {env.action_space})"
+        )
+
+    def act(obs):
+        return agent.predict(obs, deterministic=True)[0]
+
+    if isinstance(agent, mdpo.TSDDR):
+        act = agent.actor()
+    label = type(agent).__name__
+    return label, lambda paths, progress: simulate_env_policy(env, act, paths, progress, label)
+
+
+def command_simulate(args: argparse.Namespace) -> int:
+    """Simulate a policy on the evaluation scenarios."""
+    from mdpo.envs.hydro import load_case
+
+    case = load_case(args.case)
+    label, simulate = load_policy(
+        args.policy, case, args.stages, args.load_scale, args.slack_penalty
+    )
+    paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
+    start = time.perf_counter()
+    records = simulate(paths, not args.no_progress)
+    _finish(
+        args,
+        case,
+        records,
+        args.label or label,
+        {"policy": args.policy, "simulate_seconds": time.perf_counter() - start},
+    )
+    return 0
+
+
+TSDDR_POLICIES = {
+    "lstm": "LSTMPolicy",
+    "state": "StatePolicy",
+    "strict": "StatePolicy",
+    "linear": "LinearPolicy",
+}
+STRICT_PENALTY = 1e6  # far above the value of water (~28 000 per hm³): targets are followed
+
+
+def command_tsddr(args: argparse.Namespace) -> int:
+    """Train TS-DDR / TS-LDR (resumable), then simulate its best model on the evaluation
+    scenarios (holding the run folder's lock while it writes there)."""
+    from mdpo.cli.run_folder import run_folder_lock
+
+    with run_folder_lock(args.out, "mdpo hydro tsddr"):
+        return _tsddr_in_folder(args)
+
+
+def _tsddr_in_folder(args: argparse.Namespace) -> int:
+    import glob
+
+    from mdpo import TSDDR
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.problem import HydroProblem
+    from mdpo.rl.callbacks import BaseCallback
+
+    case = load_case(args.case)
+    penalty = args.slack_penalty
+    if penalty is None and args.policy == "strict":
+        penalty = STRICT_PENALTY
+    problem = HydroProblem(case, args.stages, load_scale=args.load_scale, slack_penalty=penalty)
+    state_path = os.path.join(args.out, "train_state.json")
+    best_path = os.path.join(args.out, "best_model.zip")
+    checkpoints = sorted(
+        glob.glob(os.path.join(args.out, "checkpoint_*.zip")), key=os.path.getmtime
+    )
+    previous_seconds = 0.0
+    if checkpoints and not args.restart:
+        # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
+        # one that leads out of it): a copied run folder writes into the copy
+        agent = TSDDR.load(checkpoints[-1], env=problem, workers=args.workers)
+        previous_seconds = field_float(
+            read_json_file(state_path).get("train_seconds"), f"{state_path}: train_seconds"
+        )
+        if previous_seconds < 0:
+            raise BadFileError(f"{state_path}: train_seconds is negative")
+        if os.path.exists(f"{best_path}.json"):
+            agent.best_eval_cost = field_float(
+                read_json_file(f"{best_path}.json").get("eval_mean_cost"),
+                f"{best_path}.json: eval_mean_cost",
+            )
+        print(f"resuming from {checkpoints[-1]} at step {agent.num_timesteps}")
+    else:
+        policy_kwargs = (
+            {"reachable_gain": problem.reachable_gain} if args.policy == "strict" else None
+        )
+        agent = TSDDR(
+            TSDDR_POLICIES[args.policy],
+            problem,
+            learning_rate=args.learning_rate,
+            policy_kwargs=policy_kwargs,
+            batch_size=args.batch,
+            workers=args.workers,
+            eval_freq=args.eval_freq,
+            eval_scenarios=args.eval_scenarios,
+            best_model_path=best_path,
+            tensorboard_log=os.path.join(args.out, "tb"),
+            seed=args.seed,
+        )
+    start = time.perf_counter()
+
+    class Checkpoint(BaseCallback):
+        """Save the agent and the training time every ``--checkpoint-freq`` steps."""
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps % args.checkpoint_freq == 0:
+                name = f"checkpoint_{self.model.num_timesteps:07d}"
+                path = self.model.save(os.path.join(args.out, name))
+                seconds = previous_seconds + time.perf_counter() - start
+                with open(state_path, "w") as handle:
+                    handle.write(
+                        dumps_json({"steps": self.model.num_timesteps, "train_seconds": seconds})
+                    )
+                for old in sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")))[:-1]:
+                    if old != path:
+                        os.remove(old)
+            return True
+
+    remaining = args.steps - agent.num_timesteps
+    if remaining > 0:
+        agent.learn(
+            remaining,
+            callback=Checkpoint(),
+            reset_num_timesteps=False,
+            progress_bar=not args.no_progress,
+        )
+    train_seconds = previous_seconds + time.perf_counter() - start
+    agent.save(os.path.join(args.out, "model.zip"))
+    trained_steps, best = agent.num_timesteps, {}
+    if os.path.exists(best_path):  # the best on the validation scenarios (not the reported ones)
+        agent = TSDDR.load(best_path, env=problem)
+        best = read_json_file(f"{best_path}.json")
+        field_float(best.get("eval_mean_cost"), f"{best_path}.json: eval_mean_cost")
+    paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
+    from mdpo.envs.hydro.env import HydroDispatchEnv
+    from mdpo.envs.hydro.simulate import simulate_env_policy
+
+    env = HydroDispatchEnv(
+        case, horizon=args.stages, load_scale=args.load_scale, slack_penalty=problem.slack_penalty
+    )
+    records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
+    label = {
+        "lstm": "TS-DDR (LSTM)",
+        "state": "TS-DDR (state)",
+        "strict": "TS-DDR (strict)",
+        "linear": "TS-LDR",
+    }[args.policy]
+    _finish(
+        args,
+        case,
+        records,
+        label,
+        {
+            "policy": args.policy,
+            "steps": trained_steps,
+            "batch": agent.batch_size,
+            "learning_rate": agent.learning_rate,
+            "workers": args.workers,
+            "train_seconds": train_seconds,
+            "model_step": agent.num_timesteps,
+            "validation_cost": best.get("eval_mean_cost"),
+            "slack_penalty": problem.slack_penalty,
+        },
+    )
+    return 0
+
+
+def read_summary(path: str) -> dict:
+    """A ``summary.json`` of these commands, with the fields :func:`command_compare` uses
+    checked (label, case, scenarios, stages, scenario seed, mean cost, its interval).
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    summary = read_json_file(path)
+    for key in ("label", "case"):
+        if not isinstance(summary.get(key), str) or len(summary[key]) > 200:
+            raise BadFileError(f"{path}: {key} must be a string of at most 200 characters")
+    for key in ("scenarios", "stages", "scenario_seed"):
+        field_int(summary.get(key), f"{path}: {key}", 0)
+    field_float(summary.get("mean_cost"), f"{path}: mean_cost")
+    interval = summary.get("ci95")
+    if not isinstance(interval, list) or len(interval) != 2:
+        raise BadFileError(f"{path}: ci95 must be a list [low, high]")
+    for value in interval:
+        field_float(value, f"{path}: ci95", allow_none=True)
+    if summary.get("train_seconds") is not None:
+        field_float(summary["train_seconds"], f"{path}: train_seconds")
+    return summary
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    """A table (mean cost, 95% CI, gaps to the bound and to SDDP, training time) and the
+    per-stage figure of several result folders."""
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
+
+    rows, runs = [], {}
+    folders = [f for f in args.folders if os.path.isdir(f)]  # a shell glob also lists files
+    for folder in folders:
+        if not os.path.exists(os.path.join(folder, "summary.json")):
+            raise ValueError(f"{folder}: no summary.json (not a result folder of mdpo hydro)")
+        summary = read_summary(os.path.join(folder, "summary.json"))
+        summary["folder"] = folder
+        rows.append(summary)
+        runs[summary["label"]] = read_stage_means(os.path.join(folder, "stages.csv"))
+    keys = {(r["scenarios"], r["stages"], r["scenario_seed"]) for r in rows}
+    if len(keys) > 1:
+        raise ValueError(f"the folders were evaluated on different scenarios: {sorted(keys)}")
+    costs = {
+        r["label"]: np.loadtxt(
+            os.path.join(r["folder"], "costs.csv"), delimiter=",", skiprows=1, ndmin=2
+        )[:, 1]
+        for r in rows
+    }
+    bound = next((r["mean_cost"] for r in rows if r["label"] == "perfect foresight"), None)
+    sddp = costs.get("SDDP")
+
+    def paired(label: str) -> str:
+        """Mean difference to SDDP on the same scenarios, with its 95% CI."""
+        if sddp is None or label == "SDDP":
+            return ""
+        diff = costs[label] - sddp
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
+        return f"{100 * diff.mean() / sddp.mean():+.2f}% ± {100 * half / sddp.mean():.2f}"
+
+    lines = [
+        "| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
+        "| training |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: r["mean_cost"]):
+        mean, (low, high) = r["mean_cost"], [np.nan if v is None else v for v in r["ci95"]]
+        gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
+        seconds = r.get("train_seconds")
+        train = f"{seconds:.0f} s" if seconds is not None else ""
+        lines.append(
+            f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
+            f"{paired(r['label'])} | {train} |"
+        )
+    os.makedirs(args.out, exist_ok=True)
+    table = "\n".join(lines)
+    scenarios, stages, seed = keys.pop()
+    with open(os.path.join(args.out, "comparison.md"), "w") as handle:
+        handle.write(
+            f"Command: `{command_line(args)}`\n\n{stages} stages, {scenarios} "
+            f"evaluation scenarios (seed {seed}); costs without target-slack "
+            f"penalties.\n\n{table}\n"
+        )
+    plot_stages(os.path.join(args.out, "stages.png"), load_case(rows[0]["case"]), runs)
+    print(table)
+    print(f"wrote {args.out}/comparison.md and stages.png")
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    """Per-stage means of several result folders in one figure."""
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
+
+    runs = {}
+    for folder in args.folders:
+        label = os.path.basename(os.path.normpath(folder))
+        summary_path = os.path.join(folder, "summary.json")
+        if os.path.exists(summary_path):
+            label = read_summary(summary_path)["label"]
+        runs[label] = read_stage_means(os.path.join(folder, "stages.csv"))
+    plot_stages(args.out, load_case(args.case), runs)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """The ``hydro`` command group of ``mdpo``."""
+    hydro = sub.add_parser("hydro", help="the hydrothermal dispatch case study (SDDP, bound)")
+    group = hydro.add_subparsers(dest="hydro_command", required=True)
+
+    def common(parser):
+        parser.add_argument("--case", default="bolivia", help="bolivia, case3 or a folder")
+        parser.add_argument("--load-scale", type=float, default=0.6)
+        parser.add_argument("--scenarios", type=int, default=100, help="evaluation scenarios")
+        parser.add_argument("--scenario-seed", type=int, default=EVALUATION_SEED)
+        parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument("--no-progress", action="store_true")
+
+    sddp = group.add_parser("sddp", help="train SDDP and simulate it on the evaluation scenarios")
+    common(sddp)
+    sddp.add_argument("--horizon", type=int, default=126, help="stages trained on")
+    sddp.add_argument("--report", type=int, default=96, help="stages simulated and reported")
+    sddp.add_argument("--iterations", type=int, default=200)
+    sddp.add_argument("--time-limit", type=float, default=None, help="seconds")
+    sddp.add_argument(
+        "--stall-iterations",
+        type=int,
+        default=10,
+        help="stop when the lower bound moved less than --stall-tolerance "
+        "(relative) over this many iterations",
+    )
+    sddp.add_argument("--stall-tolerance", type=float, default=1e-4)
+    sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
+    sddp.add_argument(
+        "--save-every",
+        type=int,
+        default=10,
+        help="iterations between saves of the cuts (a rerun resumes from them)",
+    )
+    sddp.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of resuming from the folder's cuts",
+    )
+    sddp.set_defaults(func=command_sddp)
+    bound = group.add_parser("bound", help="perfect-foresight cost of the evaluation scenarios")
+    common(bound)
+    bound.add_argument("--horizon", type=int, default=96, help="stages reported")
+    bound.add_argument(
+        "--extra-stages",
+        type=int,
+        default=0,
+        help="stages solved after the reported ones (against end effects; "
+        "their cost is not reported)",
+    )
+    bound.add_argument("--workers", type=int, default=1)
+    bound.set_defaults(func=command_bound)
+    simulate = group.add_parser("simulate", help="simulate a policy on the evaluation scenarios")
+    simulate.add_argument(
+        "policy",
+        help="'myopic', an SDDP cuts.json.gz, or an mdpo model file trained on HydroDispatch-v0",
+    )
+    common(simulate)
+    simulate.add_argument("--stages", type=int, default=96)
+    simulate.add_argument("--label", default=None, help="name in summaries and plots")
+    simulate.add_argument(
+        "--slack-penalty",
+        type=float,
+        default=None,
+        help="an agent's stage problems: cost per hm³ off its targets "
+        "(default the largest cost coefficient; 1e6 for strict rules)",
+    )
+    simulate.set_defaults(func=command_simulate)
+    tsddr = group.add_parser("tsddr", help="train TS-DDR / TS-LDR (resumable) and simulate it")
+    common(tsddr)
+    tsddr.add_argument(
+        "--policy",
+        choices=sorted(TSDDR_POLICIES),
+        default="lstm",
+        help="lstm: the paper's rule; state: state-conditioned; linear: TS-LDR",
+    )
+    tsddr.add_argument("--stages", type=int, default=96)
+    tsddr.add_argument("--steps", type=int, default=1000, help="gradient steps")
+    tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
+    tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
+    tsddr.add_argument("--learning-rate", type=float, default=1e-3)
+    tsddr.add_argument(
+        "--slack-penalty",
+        type=float,
+        default=None,
+        help="cost per hm³ of target slack, in training and in the reported "
+        "simulation (default the largest cost coefficient, the paper's; "
+        "1e6 for --policy strict)",
+    )
+    tsddr.add_argument(
+        "--eval-freq",
+        type=int,
+        default=100,
+        help="steps between validations (the best model is kept)",
+    )
+    tsddr.add_argument(
+        "--eval-scenarios",
+        type=int,
+        default=100,
+        help="validation scenarios (seed 1, not the reported ones)",
+    )
+    tsddr.add_argument("--checkpoint-freq", type=int, default=50)
+    tsddr.add_argument("--seed", type=int, default=0)
+    tsddr.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of resuming from the folder's checkpoint",
+    )
+    tsddr.set_defaults(func=command_tsddr)
+    compare = group.add_parser("compare", help="table and figure of several result folders")
+    compare.add_argument("folders", nargs="+", help="folders holding summary.json, stages.csv")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.set_defaults(func=command_compare)
+    plot = group.add_parser("plot", help="per-stage means of several result folders")
+    plot.add_argument("folders", nargs="+", help="folders holding stages.csv")
+    plot.add_argument("--case", default="bolivia")
+    plot.add_argument("--out", required=True, help="image file")
+    plot.set_defaults(func=command_plot)

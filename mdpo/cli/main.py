@@ -1,0 +1,536 @@
+"""The ``mdpo`` command line: train, resume and evaluate agents."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import inspect
+import json
+import os
+import re
+import shlex
+import sys
+import time
+import traceback
+from typing import Any
+
+from mdpo import __version__
+from mdpo.cli.run_folder import (
+    RunFolderBusy,
+    clean_interrupted_saves,
+    read_run_json,
+    repair_csv,
+    run_folder_lock,
+    write_json_atomic,
+)
+from mdpo.core.limits import (
+    MAX_VEC_ENVS,
+    BadFileError,
+    check_env_id_from_file,
+    field_int,
+    json_object,
+)
+from mdpo.core.registry import ALGORITHMS, RL_ALGORITHMS
+from mdpo.rl.base import Agent
+from mdpo.rl.callbacks import (
+    BaseCallback,
+    EvalCallback,
+    IterationCheckpointCallback,
+    latest_checkpoint,
+    replay_buffer_path,
+)
+from mdpo.rl.runners import check_env_id, make_vec_env
+
+NOT_SETTABLE = {"self", "policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs"}
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON when it parses (numbers, booleans, null, lists, dicts), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(algo: str, pairs: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into constructor keyword arguments of ``algo``.
+
+    Raises:
+        ValueError: malformed pair, or a key that is not a hyperparameter of ``algo``.
+    """
+    allowed = [
+        name
+        for name in inspect.signature(ALGORITHMS[algo].__init__).parameters
+        if name not in NOT_SETTABLE and not name.startswith("_")
+    ]
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown hyperparameter {key!r} for {algo}{hint}; known: {', '.join(allowed)}"
+            )
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def resolve_algo(name: str) -> str:
+    """The registered algorithm name matching ``name`` (case-insensitive)."""
+    for algo in RL_ALGORITHMS:
+        if algo.lower() == name.lower():
+            return algo
+    hint = "; TS-DDR trains with `mdpo hydro tsddr`" if name.lower() == "tsddr" else ""
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(RL_ALGORITHMS)}{hint}")
+
+
+class RunStatus(BaseCallback):
+    """Keeps ``status.json`` of a run folder up to date (at most every few seconds)."""
+
+    def __init__(self, path: str, every_s: float = 2.0):
+        super().__init__()
+        self.path = path
+        self.every_s = every_s
+        self._last = 0.0
+
+    def write(self, status: str, **extra: Any) -> None:
+        data = {"status": status, "num_timesteps": self.model.num_timesteps, **extra}
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json_atomic(self.path, data)  # strict JSON: -inf (no evaluation yet) as null
+
+    def _on_rollout_start(self) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.write("running")
+
+
+def unique_run_dir(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... whichever does not exist yet."""
+    candidate, k = base, 1
+    while os.path.exists(candidate):
+        k += 1
+        candidate = f"{base}-{k}"
+    return candidate
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
+
+
+def check_train_config(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """Check a run's ``config.json`` (read back on ``--resume``) field by field.
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    if config.get("algo") not in RL_ALGORITHMS:
+        raise BadFileError(f"{path}: algo must be one of {', '.join(RL_ALGORITHMS)}")
+    check_env_id_from_file(config.get("env"), f"{path}: env")
+    field_int(config.get("total_timesteps"), f"{path}: total_timesteps", 1, 2**62)
+    field_int(config.get("seed"), f"{path}: seed", 0, 2**32 - 1)
+    field_int(config.get("n_envs"), f"{path}: n_envs", 1, MAX_VEC_ENVS)
+    for key in ("checkpoint_freq", "eval_freq", "eval_episodes"):
+        field_int(config.get(key), f"{path}: {key}", 1, 2**40)
+    if not isinstance(config.get("device"), str) or not DEVICE.match(config["device"]):
+        raise BadFileError(f"{path}: device must be auto, cpu, cuda or cuda:N")
+    hyper = json_object(config.get("hyperparameters"), f"{path}: hyperparameters")
+    if hyper.get("env_kwargs") is not None:
+        json_object(hyper["env_kwargs"], f"{path}: hyperparameters.env_kwargs")
+    allowed = set(inspect.signature(ALGORITHMS[config["algo"]].__init__).parameters)
+    unknown = sorted(set(hyper) - (allowed - NOT_SETTABLE))
+    if unknown:
+        raise BadFileError(f"{path}: hyperparameters has unknown keys {unknown[:5]}")
+    return config
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """``mdpo train``: a new run, or the continuation of one with ``--resume``."""
+    if args.resume:
+        run_dir = args.resume
+        config_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(config_path):
+            raise ValueError(f"--resume {args.resume!r}: no config.json there (not a run folder)")
+        if args.set or args.steps is not None:
+            raise ValueError("--resume continues a run as configured: drop --set and --steps")
+        with run_folder_lock(run_dir, "mdpo train"):
+            config = check_train_config(read_run_json(config_path), config_path)
+            for given, key in ((args.algo, "algo"), (args.env, "env")):
+                if given is not None and given.lower() != str(config[key]).lower():
+                    raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
+            status_path = os.path.join(run_dir, "status.json")
+            if os.path.exists(status_path):
+                status = read_run_json(status_path)
+                if status.get("status") == "completed":
+                    print(f"{run_dir}: already complete")
+                    return 0
+            clean_interrupted_saves(run_dir)
+            return train_in_folder(args, config, run_dir, resume=True)
+
+    if args.algo is None or args.env is None:
+        raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
+    algo = resolve_algo(args.algo)
+    check_env_id(args.env)
+    args.steps = 100_000 if args.steps is None else args.steps
+    for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    config = {
+        "algo": algo,
+        "env": args.env,
+        "total_timesteps": args.steps,
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "hyperparameters": parse_overrides(algo, args.set or []),
+        "checkpoint_freq": args.checkpoint_freq,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "command": "mdpo " + shlex.join(args.argv),
+        "mdpo_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run_dir = args.out or unique_run_dir(
+        os.path.join("runs", f"{algo}-{args.env.replace('/', '_').replace(':', '_')}-s{args.seed}")
+    )
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise ValueError(
+            f"{run_dir!r} already holds a run; use --resume {run_dir} or another --out"
+        )
+    return train_in_folder(args, config, run_dir, resume=False)
+
+
+def train_in_folder(
+    args: argparse.Namespace, config: dict[str, Any], run_dir: str, resume: bool
+) -> int:
+    """Train (or continue) the run of ``config`` in ``run_dir``, holding the folder's lock."""
+    algo_cls = ALGORITHMS[config["algo"]]
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    final_path = os.path.join(run_dir, "final_model.zip")
+    total = int(config["total_timesteps"])
+    device = args.device if not resume or args.device != "auto" else config["device"]
+    env_kwargs = config["hyperparameters"].get("env_kwargs")
+
+    checkpoint = latest_checkpoint(ckpt_dir) if resume else None
+    lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo train")
+    if checkpoint is not None:
+        agent = algo_cls.load(
+            checkpoint,
+            env=config["env"],
+            device=device,
+            tensorboard_log=os.path.join(run_dir, "tb"),
+            verbose=args.verbose,
+            env_kwargs=env_kwargs,  # the run's env, as configured (the file does not carry it)
+        )
+        buffer_file = replay_buffer_path(checkpoint)
+        if hasattr(agent, "load_replay_buffer") and os.path.exists(buffer_file):
+            agent.load_replay_buffer(buffer_file)
+        print(f"resuming {run_dir} from {checkpoint} at {agent.num_timesteps} steps")
+    else:
+        # the agent is built (and so the configuration checked) before the folder is made
+        agent = algo_cls(
+            "MlpPolicy",
+            config["env"],
+            seed=config["seed"],
+            device=device,
+            n_envs=config["n_envs"],
+            tensorboard_log=os.path.join(run_dir, "tb"),
+            verbose=args.verbose,
+            **config["hyperparameters"],
+        )
+    with lock:
+        if not resume:
+            if os.path.exists(os.path.join(run_dir, "config.json")):  # another run got there
+                raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir}")
+            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+        if agent.num_timesteps >= total:
+            agent.save(final_path)
+            print(f"{run_dir}: already at {agent.num_timesteps} >= {total} steps")
+            return 0
+        return _learn_in_folder(args, config, run_dir, agent, checkpoint, env_kwargs)
+
+
+def _learn_in_folder(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    run_dir: str,
+    agent: Agent,
+    checkpoint: str | None,
+    env_kwargs: dict[str, Any] | None,
+) -> int:
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    eval_dir = os.path.join(run_dir, "eval")
+    final_path = os.path.join(run_dir, "final_model.zip")
+    total = int(config["total_timesteps"])
+    n_envs = agent.n_envs
+    status = RunStatus(os.path.join(run_dir, "status.json"))
+    # the evaluation env is made as the training one (env_kwargs included)
+    eval_env = make_vec_env(config["env"], env_kwargs=env_kwargs)
+    evaluation = EvalCallback(
+        eval_env,
+        n_eval_episodes=config["eval_episodes"],
+        eval_freq=max(1, config["eval_freq"] // n_envs),
+        log_path=eval_dir,
+        best_model_save_path=eval_dir,
+        verbose=args.verbose,
+    )
+    # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
+    done = agent.num_timesteps if checkpoint is not None else 0
+    rows = repair_csv(os.path.join(eval_dir, "evaluations.csv"), "timesteps", done)
+    if rows:
+        evaluation.best_mean_reward = max(float(row["mean_reward"]) for row in rows)
+    evaluation.n_calls = done // n_envs  # the evaluation schedule goes on where it was
+    callbacks = [
+        status,
+        IterationCheckpointCallback(config["checkpoint_freq"], ckpt_dir, keep_last=2),
+        evaluation,
+    ]
+    status.model = agent
+    try:
+        agent.learn(
+            total - agent.num_timesteps,
+            callback=callbacks,
+            reset_num_timesteps=checkpoint is None,
+            tb_log_name=config["algo"],
+            progress_bar=not args.no_progress,
+        )
+    except BaseException as err:
+        status.write(
+            "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+        )
+        raise
+    agent.save(final_path)
+    mean, std = evaluation.last_mean_reward, None
+    if evaluation.evaluations_results:
+        std = float(__import__("numpy").std(evaluation.evaluations_results[-1]))
+    status.write("completed", last_eval_mean_reward=mean, last_eval_std_reward=std)
+    print(f"done: {agent.num_timesteps} steps; final model {final_path}")
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    """``mdpo eval``: mean and std of the return of a saved model."""
+    from mdpo.rl.evaluation import evaluate_policy
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    check_env_id(args.env)
+    agent = Agent.load(args.model, device=args.device)
+    returns, lengths = evaluate_policy(
+        agent,
+        args.env,
+        n_eval_episodes=args.episodes,
+        deterministic=not args.stochastic,
+        return_episode_rewards=True,
+        seed=args.seed,
+    )
+    import numpy as np
+
+    result = {
+        "model": args.model,
+        "env": args.env,
+        "episodes": args.episodes,
+        "deterministic": not args.stochastic,
+        "mean_reward": float(np.mean(returns)),
+        "std_reward": float(np.std(returns)),
+        "mean_ep_length": float(np.mean(lengths)),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.env}: mean return {result['mean_reward']:.2f} +/- {result['std_reward']:.2f} "
+            f"over {args.episodes} episodes (mean length {result['mean_ep_length']:.1f})"
+        )
+    return 0
+
+
+def command_sweep_run(args: argparse.Namespace) -> int:
+    """``mdpo sweep run``: run (or finish) every run of a spec."""
+    from mdpo.cli.sweep.executors import (
+        prepare,
+        run_local,
+        run_ray,
+        run_status,
+        sigterm_as_interrupt,
+        sweep_lock,
+    )
+    from mdpo.cli.sweep.spec import load_spec, safe_name
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    spec = load_spec(args.spec)
+    out = args.out or os.path.join("sweeps", safe_name(spec.name))
+    with sweep_lock(out), sigterm_as_interrupt():
+        plan = prepare(spec, out, "mdpo " + shlex.join(args.argv))
+        total = len(plan.done) + len(plan.todo)
+        print(
+            f"sweep {spec.name!r}: {total} runs, {len(plan.done)} already completed, "
+            f"{len(plan.todo)} to run ({args.backend}, {args.workers} workers); folder {out}"
+        )
+        if args.backend == "ray":
+            failed = run_ray(plan, args.workers, args.address)
+        else:
+            failed = run_local(plan, args.workers)
+    for run in failed:
+        error = run_status(plan.run_dir(run)).get("error", "unknown error").splitlines()[0]
+        print(f"failed: {run.run_id}: {error}", file=sys.stderr)
+    print(f"{total - len(failed)}/{total} runs completed; report: mdpo sweep report {out}")
+    return 1 if failed else 0
+
+
+def command_sweep_report(args: argparse.Namespace) -> int:
+    """``mdpo sweep report``: tables, CIs and plots of a sweep folder."""
+    from mdpo.cli.sweep.report import write_report
+
+    if not os.path.isdir(args.dir):
+        raise ValueError(f"{args.dir!r} is not a sweep folder")
+    out = args.out or os.path.join(args.dir, "report")
+    path = write_report(args.dir, out, "mdpo " + shlex.join(args.argv))
+    print(f"wrote {path}")
+    return 0
+
+
+def command_import_sb3(args: argparse.Namespace) -> int:
+    """``mdpo import-sb3``: a Stable-Baselines3 zip into an mdpo model file (no unpickling)."""
+    from mdpo.interop import sb3
+
+    agent = sb3.load(args.model, algo=args.algo, device="cpu")
+    path = agent.save(args.out)
+    print(f"{args.model}: SB3 {sb3.SB3Model(args.model).algo} -> mdpo {agent.algo_name}: {path}")
+    return 0
+
+
+def command_export_sb3(args: argparse.Namespace) -> int:
+    """``mdpo export-sb3``: an mdpo model file into a Stable-Baselines3 zip."""
+    agent = Agent.load(args.model, device="cpu")
+    path = agent.save_sb3(args.out)
+    print(f"{args.model}: mdpo {agent.algo_name} -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mdpo``."""
+    parser = argparse.ArgumentParser(
+        prog="mdpo",
+        description="Train, evaluate and benchmark policy-optimization agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"mdpo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent into a run folder (or resume one)",
+        description="Train ALGO on ENV. The run folder gets config.json, TensorBoard events "
+        "(tb/), checkpoints/, eval/ (evaluations.csv, best_model.zip), final_model.zip and "
+        "status.json.",
+    )
+    train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(RL_ALGORITHMS)}")
+    train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
+    train.add_argument("--steps", type=int, help="env steps (default 100000)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--n-envs", type=int, default=1, help="parallel envs (default 1)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="hyperparameter override, repeatable (values parsed as JSON: --set n_steps=512)",
+    )
+    train.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
+    )
+    train.add_argument(
+        "--checkpoint-freq", type=int, default=10_000, help="env steps between checkpoints"
+    )
+    train.add_argument(
+        "--eval-freq", type=int, default=10_000, help="env steps between evaluations"
+    )
+    train.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
+    train.set_defaults(func=command_train)
+
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a saved model", description="Evaluate a saved model on ENV."
+    )
+    evaluate.add_argument("model", help="model file (.zip)")
+    evaluate.add_argument("--env", required=True, help="gymnasium env id")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first reset")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.set_defaults(func=command_eval)
+
+    from mdpo.cli.hydro import add_parser as add_hydro_parser
+
+    add_hydro_parser(sub)
+    from mdpo.cli.offline import add_parsers as add_offline_parsers
+
+    add_offline_parsers(sub)
+    sweep = sub.add_parser("sweep", help="benchmark sweeps: run a spec, report a folder")
+    sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
+    sweep_run = sweep_sub.add_parser(
+        "run",
+        help="run every run of a YAML spec (completed runs are skipped)",
+        description="Run a sweep spec. Each run gets a folder under OUT/runs; rerunning the "
+        "same command skips completed runs and reruns failed or interrupted ones.",
+    )
+    sweep_run.add_argument("spec", help="YAML sweep spec")
+    sweep_run.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep_run.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="parallel runs (default: half the cores)",
+    )
+    sweep_run.add_argument("--out", help="sweep folder (default sweeps/NAME)")
+    sweep_run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    sweep_run.set_defaults(func=command_sweep_run)
+    sweep_report = sweep_sub.add_parser(
+        "report", help="tables with CIs and learning curves of a sweep folder"
+    )
+    sweep_report.add_argument("dir", help="sweep folder")
+    sweep_report.add_argument("--out", help="report folder (default DIR/report)")
+    sweep_report.set_defaults(func=command_sweep_report)
+
+    import_sb3 = sub.add_parser(
+        "import-sb3",
+        help="convert a Stable-Baselines3 zip into an mdpo model file (never unpickles)",
+    )
+    import_sb3.add_argument("model", help="SB3 .zip (PPO, A2C, SAC, TD3, sb3-contrib TRPO)")
+    import_sb3.add_argument("--out", required=True, help="mdpo model file to write")
+    import_sb3.add_argument(
+        "--algo", help="our class to load into (default the counterpart: PPO, TRPO or SAC)"
+    )
+    import_sb3.set_defaults(func=command_import_sb3)
+    export_sb3 = sub.add_parser(
+        "export-sb3", help="convert an mdpo model file into a Stable-Baselines3 zip"
+    )
+    export_sb3.add_argument("model", help="mdpo model file")
+    export_sb3.add_argument("--out", required=True, help="SB3 .zip to write")
+    export_sb3.set_defaults(func=command_export_sb3)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mdpo``; user errors print one line and exit with status 2."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RunFolderBusy) as err:  # the user's input
+        # (BadFileError and ModelFileError are ValueErrors): one line, never a traceback
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"mdpo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

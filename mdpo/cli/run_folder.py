@@ -1,0 +1,158 @@
+"""Run folders: one writer at a time (an exclusive, non-blocking lock on ``RUN_DIR/.lock``),
+and their own files read back within the limits, repaired after a crash.
+
+``mdpo train`` (and ``--resume``), ``mdpo oppo train``, ``mdpo hydro tsddr`` / ``sddp`` and
+sweeps hold it for as long as they write into the folder. A second command on the same folder
+fails at once with :class:`RunFolderBusy` instead of mixing its files with the first one's. The
+lock is the operating system's (``flock``): it is released when the process ends, however it
+ends (even ``kill -9``), so a crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from mdpo.core.limits import (
+    MAX_JSON_BYTES,
+    BadFileError,
+    check_env_id_from_file,
+    dumps_json,
+    field_float,
+    field_int,
+    json_object,
+    load_json_file,
+    loads_json,
+)
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process is writing into this run folder."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str, what: str = "run") -> Iterator[None]:
+    """Hold the exclusive lock of ``folder`` (created if missing) for the ``with`` block.
+
+    Raises:
+        RunFolderBusy: another process holds it.
+    """
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_NAME), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunFolderBusy(
+                f"another {what} is writing into {folder!r}: wait for it to finish, or choose "
+                "another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------ reading a run's own files
+def read_run_json(path: str) -> dict[str, Any]:
+    """A run folder's JSON file (``config.json``, ``status.json``, ``summary.json``) as an
+    object, within :mod:`mdpo.core.limits`; env ids in it (``env``, ``env_id``, and
+    ``hyperparameters.env_id``) must be registered, plain ids.
+
+    Raises:
+        BadFileError: naming the file and the field.
+    """
+    data = json_object(load_json_file(path), path)
+    for key in ("env", "env_id"):
+        if data.get(key) is not None:
+            check_env_id_from_file(data[key], f"{path}: {key}")
+    hyper = data.get("hyperparameters")
+    if hyper is not None:
+        json_object(hyper, f"{path}: hyperparameters")
+        if hyper.get("env_id") is not None:
+            check_env_id_from_file(hyper["env_id"], f"{path}: hyperparameters.env_id")
+        if hyper.get("env_kwargs") is not None:
+            json_object(hyper["env_kwargs"], f"{path}: hyperparameters.env_kwargs")
+    return data
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write strict JSON (non-finite numbers as ``null``) through a temporary file renamed
+    into place, so that a reader never sees half a file."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(dumps_json(data, indent=1))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def clean_interrupted_saves(run_dir: str) -> list[str]:
+    """Remove the temporary files that saves killed midway left in ``run_dir`` (``.tmp-*.zip``
+    of model files, ``*.tmp`` of JSON files); call it only while holding the folder's lock.
+    Returns the paths removed."""
+    removed = []
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            if (name.startswith(".tmp-") and name.endswith(".zip")) or name.endswith(".tmp"):
+                path = os.path.join(folder, name)
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def repair_csv(path: str, step_column: str, upto: int | None) -> list[dict[str, str]]:
+    """Keep the whole, readable rows of an appended CSV log (``evaluations.csv``) whose step is
+    at most ``upto`` (the step a run resumes from; later rows will be written again), rewrite
+    the file atomically with them, and return them. A row torn by a crash (too few fields,
+    numbers that do not parse) is dropped, so it never stops a resume."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, newline="") as handle:
+            text = handle.read(MAX_JSON_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path} cannot be read: {err}") from None
+    if len(text) > MAX_JSON_BYTES:
+        raise BadFileError(f"{path} is over {MAX_JSON_BYTES} bytes")
+    if not text.endswith("\n"):  # the last line lacks its newline: torn by a crash
+        text = text[: text.rfind("\n") + 1]
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as err:
+        raise BadFileError(f"{path} is not a CSV file: {err}") from None
+    if not rows or step_column not in rows[0]:
+        raise BadFileError(f"{path}: no header with a {step_column!r} column")
+    header, kept = rows[0], []
+    for row in rows[1:]:
+        if len(row) != len(header):
+            continue
+        record = dict(zip(header, row))
+        try:
+            step = field_int(loads_json(record[step_column], path), f"{path}: {step_column}", 0)
+            for key, value in record.items():
+                if key != step_column and value and " " not in value:
+                    field_float(loads_json(value, path), f"{path}: {key}")
+        except BadFileError:
+            continue
+        if upto is None or step <= upto:
+            kept.append(record)
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows([record[key] for key in header] for record in kept)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return kept

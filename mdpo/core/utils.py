@@ -1,0 +1,151 @@
+"""Small shared helpers: devices, seeding, schedules, argument checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+Schedule = Callable[[float], float]
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve a device spec.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or a ``torch.device``.
+
+    Raises:
+        ValueError: when the spec is not a device, or CUDA is asked for and absent.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a valid torch device") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but CUDA is not available here")
+    return dev
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def constant_schedule(value: float) -> Schedule:
+    """A schedule that always returns ``value``."""
+
+    def schedule(_progress_remaining: float) -> float:
+        return value
+
+    return schedule
+
+
+class LinearSchedule:
+    """Linear interpolation from ``initial`` (progress remaining 1) to ``final`` (0).
+
+    A class rather than a closure so that model files can describe it in JSON.
+    """
+
+    def __init__(self, initial: float, final: float = 0.0):
+        self.initial = float(initial)
+        self.final = float(final)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.final + progress_remaining * (self.initial - self.final)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON description, read back by :meth:`from_json`."""
+        return {"schedule": "linear", "initial": self.initial, "final": self.final}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LinearSchedule:
+        """Rebuild from :meth:`to_json`'s output."""
+        return cls(data["initial"], data["final"])
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule({self.initial}, {self.final})"
+
+
+def linear_schedule(initial: float, final: float = 0.0) -> LinearSchedule:
+    """Linear schedule from ``initial`` at the start of training to ``final`` at the end."""
+    return LinearSchedule(initial, final)
+
+
+def make_schedule(value: float | Schedule, name: str, positive: bool = True) -> Schedule:
+    """Turn a float or a callable of progress remaining into a checked schedule.
+
+    Args:
+        value: a number, or a callable mapping progress remaining (1 → 0) to a number.
+        name: the hyperparameter's name, used in error messages.
+        positive: require the value (at the start of training) to be > 0.
+
+    Raises:
+        ValueError: when the value is not finite or not positive.
+    """
+    if callable(value):
+        start = value(1.0)
+        check_number(start, f"{name}(progress_remaining=1.0)", positive=positive)
+        return value
+    check_number(value, name, positive=positive)
+    return constant_schedule(float(value))
+
+
+def check_number(value: Any, name: str, positive: bool = False, non_negative: bool = False) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real in range."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if non_negative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` as a float; raises a ``ValueError`` naming ``name`` unless it is in [0, 1]."""
+    check_number(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def code_version() -> str:
+    """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
+    from mdpo.core.version import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "mdpo")
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if not commit:
+        return f"mdpo {__version__}"
+    return f"mdpo {__version__} @ {commit[:12]}{'-dirty' if dirty else ''}"

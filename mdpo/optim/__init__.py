@@ -1,6 +1,0 @@
-"""Optimization backends for the multi-stage problems (TS-DDR, SDDP): problems are built as
-:class:`~mdpo.optim.lp.LinearProgram` arrays and solved by a backend (HiGHS first)."""
-
-from mdpo.optim.lp import LinearProgram, LPFormatError, read_mof
-
-__all__ = ["LPFormatError", "LinearProgram", "read_mof"]
