@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mdpo import flat_params
+from mdpo.core import flat_params
 from mdpo.core.flat_params import FlatAdam, FlatParams
 
 

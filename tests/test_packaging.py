@@ -91,3 +91,22 @@ def test_an_installed_mdpo_imports_beside_a_foreign_envs_package(wheel, tmp_path
         [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.filterwarnings("ignore:mdpo.agents moved:DeprecationWarning")
+def test_old_module_paths_still_import_with_a_warning():
+    import importlib
+    import sys as system
+
+    for old, new in (
+        ("mdpo.sb3", "mdpo.interop.sb3"),
+        ("mdpo.agents.tsddr", "mdpo.rules.tsddr"),
+        ("mdpo.utils", "mdpo.core.utils"),
+    ):
+        system.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new)
+    from mdpo.agents import PPO  # the old package of the agents
+
+    assert PPO is importlib.import_module("mdpo").PPO
