@@ -6,6 +6,7 @@ Layers (each imports only the ones below it; ``lint-imports`` checks it): :mod:`
 """
 
 from mdpo import _moved  # noqa: E402, F401 - the old module paths, with a warning
+from mdpo.core.learner import Learner  # noqa: E402
 from mdpo.core.registry import ALGORITHMS  # noqa: E402
 from mdpo.core.serialization import ModelFileError  # noqa: E402
 from mdpo.core.version import __version__
@@ -35,9 +36,9 @@ from mdpo.rl.evaluation import evaluate_policy  # noqa: E402
 from mdpo.rules.tsddr import TSDDR  # noqa: E402
 
 
-def load(path: str, env=None, device: str = "auto", **kwargs) -> Agent:
+def load(path: str, env=None, device: str = "auto", **kwargs) -> Learner:
     """Load any mdpo agent from a model file; the algorithm is read from the file."""
-    return Agent.load(path, env=env, device=device, **kwargs)
+    return Learner.load(path, env=env, device=device, **kwargs)
 
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "TRPO",
     "TSDDR",
     "Agent",
+    "Learner",
     "OffPolicyMDPO",
     "BaseCallback",
     "CallbackList",

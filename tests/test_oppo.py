@@ -12,8 +12,8 @@ import torch
 from pendulum_mixture import mixture_dataset
 
 from mdpo import BC, OPPO
+from mdpo.cli.datasets import Teacher, collect, episodes_from_transitions, random_actor
 from mdpo.offline.dataset import Episode, OfflineDataset
-from mdpo.offline.make import Teacher, collect, episodes_from_transitions, random_actor
 from mdpo.offline.oppo import masked_mse, norm_loss, weighted_triplet_loss
 from mdpo.offline.preferences import (
     PreferencePairs,

@@ -47,7 +47,7 @@ def default_dataset_id(env_id: str, kind: str) -> str:
 # ----------------------------------------------------------------------------------- data
 def command_data_make(args: argparse.Namespace) -> int:
     """``mdpo data make``: train (or reuse) the teacher and write one dataset."""
-    from mdpo.offline.make import Teacher, make_dataset
+    from mdpo.cli.datasets import Teacher, make_dataset
     from mdpo.rl.runners import check_env_id
 
     check_env_id(args.env)
@@ -383,7 +383,7 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """The ``data`` and ``oppo`` command groups of ``mdpo``."""
-    from mdpo.offline.make import KINDS
+    from mdpo.cli.datasets import KINDS
 
     data = sub.add_parser("data", help="offline datasets (Minari format) and preference labels")
     group = data.add_subparsers(dest="data_command", required=True)

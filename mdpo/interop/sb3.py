@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from mdpo.core.learner import SIZE_HYPERPARAMETERS
 from mdpo.core.limits import (
     MAX_DISCRETE_ACTIONS,
     MAX_LAYER_WIDTH,
@@ -49,7 +50,6 @@ from mdpo.core.limits import (
 from mdpo.core.registry import ALGORITHMS, CONVERTERS
 from mdpo.core.serialization import Archive, ModelFileError
 from mdpo.rl import MDPO, PPO, SAC, TRPO, Agent, OffPolicyMDPO
-from mdpo.rl.base import SIZE_HYPERPARAMETERS
 from mdpo.rl.runners import EnvSpec
 
 SB3_MEMBER_LIMIT = 1 << 30  # no member of an SB3 zip is read past 1 GiB
@@ -709,7 +709,7 @@ _ENT_COEF = re.compile(r"auto(_[-+0-9.eE]{1,40})?")
 
 def _hyperparameters(model: SB3Model, target: type[Agent]) -> dict[str, Any]:
     """The hyperparameters ``target`` takes from ``model.data``, each checked: its type, sizes
-    within :data:`mdpo.rl.base.SIZE_HYPERPARAMETERS`, numbers finite."""
+    within :data:`mdpo.core.learner.SIZE_HYPERPARAMETERS`, numbers finite."""
     for key, high in OTHER_SIZES.items():
         if model.data.get(key) is not None:
             _checked(field_int, model.data[key], model.where(key), 0, high)

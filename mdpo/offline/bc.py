@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from mdpo.core.registry import register_algorithm
-from mdpo.core.utils import Schedule, check_int, check_number
+from mdpo.core.utils import Schedule, check_int, check_number, check_sizes, mlp
 from mdpo.offline.dataset import OfflineDataset
 from mdpo.offline.learner import DatasetScaler, OfflineAgent
-from mdpo.rl.networks import check_sizes, mlp
 
 
 class BCPolicy(nn.Module):

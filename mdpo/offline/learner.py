@@ -18,10 +18,10 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from mdpo.core.callbacks import BaseCallback
+from mdpo.core.learner import Learner
 from mdpo.core.utils import Schedule, check_int
 from mdpo.offline.dataset import OfflineDataset
-from mdpo.rl.base import Agent
-from mdpo.rl.callbacks import BaseCallback
 
 
 class DatasetScaler(nn.Module):
@@ -60,7 +60,7 @@ class DatasetScaler(nn.Module):
         return self.act_low + 0.5 * (unit + 1.0) * (self.act_high - self.act_low)
 
 
-class OfflineAgent(Agent):
+class OfflineAgent(Learner):
     """Base of agents trained on an :class:`~mdpo.offline.dataset.OfflineDataset`.
 
     A "timestep" of :meth:`learn` is one gradient step. Subclasses implement
@@ -79,7 +79,7 @@ class OfflineAgent(Agent):
         ref_min_score, ref_max_score: the dataset's reference returns (taken from it).
         data_root: Minari's datasets folder when ``dataset`` is an id.
         policy_kwargs, tensorboard_log, verbose, seed, device: see
-            :class:`~mdpo.rl.base.Agent`.
+            :class:`~mdpo.core.learner.Learner`.
     """
 
     supported_action_spaces = (spaces.Box,)
@@ -103,15 +103,14 @@ class OfflineAgent(Agent):
     ):
         super().__init__(
             policy,
-            None,
             learning_rate,
-            env_kwargs=env_kwargs,
             policy_kwargs=policy_kwargs,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
             seed=seed,
             device=device,
         )
+        self.env_kwargs = env_kwargs
         self.env_id = env_id
         self.ref_min_score = ref_min_score
         self.ref_max_score = ref_max_score
@@ -186,6 +185,10 @@ class OfflineAgent(Agent):
         # repeats an uninterrupted one (loading a model sets the global generator's state)
         return {"agent": self.rng, "torch": torch.default_generator}
 
+    def _check_can_learn(self) -> None:
+        if self.data is None:
+            raise ValueError(f"{self.algo_name} has no dataset: pass one or call set_dataset()")
+
     def get_env(self) -> OfflineDataset | None:
         """The dataset trained on."""
         return self.data
@@ -204,10 +207,8 @@ class OfflineAgent(Agent):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> OfflineAgent:
-        """``total_timesteps`` gradient steps (see :meth:`Agent.learn` for the arguments;
+        """``total_timesteps`` gradient steps (see :meth:`Learner.learn` for the arguments;
         ``log_interval`` counts gradient steps)."""
-        if self.data is None:
-            raise ValueError(f"{self.algo_name} has no dataset: pass one or call set_dataset()")
         return super().learn(
             total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
         )

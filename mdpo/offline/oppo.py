@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from mdpo.core.registry import register_algorithm
-from mdpo.core.utils import Schedule, check_int, check_number
+from mdpo.core.utils import Schedule, check_int, check_number, check_sizes, mlp
 from mdpo.offline.dataset import OfflineDataset
 from mdpo.offline.learner import DatasetScaler, OfflineAgent
 from mdpo.offline.preferences import (
@@ -52,7 +52,6 @@ from mdpo.offline.preferences import (
     make_preferences,
     parse_labels,
 )
-from mdpo.rl.networks import check_sizes, mlp
 
 
 def weighted_triplet_loss(

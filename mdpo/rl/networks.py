@@ -15,17 +15,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from mdpo.core.limits import MAX_LAYER_WIDTH, MAX_LAYERS
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "leaky_relu": nn.LeakyReLU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-}
+from mdpo.core.utils import ACTIVATIONS, activation_name, check_sizes, mlp
 
 # Activations the NumPy rollout actor can evaluate; others fall back to torch.
 _NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
@@ -35,30 +25,6 @@ _NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = 
 }
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def activation_name(activation: str | type[nn.Module]) -> str:
-    """Normalise an activation given as a name or an ``nn.Module`` class to its name."""
-    if isinstance(activation, str):
-        name = activation.lower()
-    else:
-        name = next((k for k, v in ACTIVATIONS.items() if v is activation), "")
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"activation_fn={activation!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
-        )
-    return name
-
-
-def mlp(in_dim: int, sizes: list[int], activation: str) -> nn.Sequential:
-    """``Linear → activation`` blocks, SB3's layout (``0`` Linear, ``1`` act, ``2`` Linear ...)."""
-    layers: list[nn.Module] = []
-    for size in sizes:
-        # ReLU in place: the Linear before it does not keep its output for the backward pass
-        act = nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
-        layers += [nn.Linear(in_dim, size), act]
-        in_dim = size
-    return nn.Sequential(*layers)
 
 
 def parse_net_arch(
@@ -86,20 +52,6 @@ def parse_net_arch(
             check_sizes(list(net_arch.get(critic_key, []))),
         )
     return check_sizes(list(net_arch)), check_sizes(list(net_arch))
-
-
-def check_sizes(sizes: list[int]) -> list[int]:
-    """Raise ``ValueError`` unless there are at most ``MAX_LAYERS`` sizes, each an int in
-    ``[1, MAX_LAYER_WIDTH]`` (:mod:`mdpo.core.limits`: what a foreign model file may ask for)."""
-    if len(sizes) > MAX_LAYERS or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_LAYER_WIDTH for s in sizes
-    ):
-        shown = sizes if len(sizes) <= 8 else f"{len(sizes)} layers"
-        raise ValueError(
-            f"net_arch must be at most {MAX_LAYERS} layer sizes, each an integer in "
-            f"[1, {MAX_LAYER_WIDTH}], got {shown!r}"
-        )
-    return sizes
 
 
 class MlpExtractor(nn.Module):

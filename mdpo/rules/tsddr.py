@@ -29,6 +29,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from mdpo.core.callbacks import BaseCallback
+from mdpo.core.learner import Learner
 from mdpo.core.limits import (
     MAX_BUFFER_SIZE,
     MAX_NETWORK_PARAMETERS,
@@ -37,8 +39,6 @@ from mdpo.core.limits import (
 )
 from mdpo.core.registry import register_algorithm
 from mdpo.core.utils import Schedule, check_int, check_number
-from mdpo.rl.base import Agent
-from mdpo.rl.callbacks import BaseCallback
 from mdpo.rules.multistage import (
     MultiStageProblem,
     TargetSolve,
@@ -313,7 +313,7 @@ def problem_spaces(problem: MultiStageProblem) -> tuple[spaces.Box, spaces.Box]:
 
 
 @register_algorithm
-class TSDDR(Agent):
+class TSDDR(Learner):
     """TS-DDR (``policy="LSTMPolicy"`` or ``"StatePolicy"``) and TS-LDR (``"LinearPolicy"``).
 
     A "timestep" of :meth:`learn` is one gradient step on a batch of ``batch_size`` scenarios.
@@ -337,7 +337,7 @@ class TSDDR(Agent):
             refuses one that leads out of it. An agent loaded by :func:`mdpo.load` has none.
         n_stages: the horizon (taken from the problem; needed to load a model without one).
         env_kwargs, policy_kwargs, tensorboard_log, verbose, seed, device: see
-            :class:`~mdpo.rl.base.Agent`.
+            :class:`~mdpo.core.learner.Learner`.
     """
 
     algo_name = "TSDDR"
@@ -381,15 +381,14 @@ class TSDDR(Agent):
         self._save_folder: str | None = None
         super().__init__(
             policy,
-            None,
             learning_rate,
-            env_kwargs=env_kwargs,
             policy_kwargs=policy_kwargs,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
             seed=seed,
             device=device,
         )
+        self.env_kwargs = env_kwargs
         self.problem: MultiStageProblem | None = None
         self.n_stages = None if n_stages is None else check_int(n_stages, "n_stages")
         if self._from_file:
@@ -482,7 +481,7 @@ class TSDDR(Agent):
         return os.path.relpath(best, folder)
 
     def save(self, path: str) -> str:
-        """Save the agent (see :meth:`Agent.save`); ``best_model_path`` is stored relative to
+        """Save the agent (see :meth:`Learner.save`); ``best_model_path`` is stored relative to
         the folder of ``path``."""
         self._save_folder = os.path.dirname(os.path.abspath(path))
         try:
@@ -499,7 +498,7 @@ class TSDDR(Agent):
         custom_objects: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TSDDR:
-        """Load a TS-DDR agent (see :meth:`Agent.load`). The best model path the file holds
+        """Load a TS-DDR agent (see :meth:`Learner.load`). The best model path the file holds
         is resolved against the folder of ``path`` (a copied run folder writes into the
         copy); ``best_model_path=`` given here replaces it.
 
@@ -544,7 +543,7 @@ class TSDDR(Agent):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> TSDDR:
-        """``total_timesteps`` gradient steps (see :meth:`Agent.learn` for the arguments)."""
+        """``total_timesteps`` gradient steps (see :meth:`Learner.learn` for the arguments)."""
         if self.problem is None:
             raise ValueError("TSDDR has no problem to train on: pass env= or call set_problem()")
         try:

@@ -30,7 +30,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mdpo.core.registry import RL_ALGORITHMS
 from mdpo.offline.dataset import Episode, OfflineDataset
+from mdpo.rl.evaluation import evaluate_policy
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 TEACHER_FILE = "teacher.json"
@@ -212,8 +214,6 @@ class Teacher:
         hyperparameters: dict[str, Any] | None = None,
         reference_episodes: int = 100,
     ):
-        from mdpo.core.registry import RL_ALGORITHMS
-
         if algo not in RL_ALGORITHMS:
             raise ValueError(
                 f"unknown teacher algorithm {algo!r}; choose one of {sorted(RL_ALGORITHMS)}"
@@ -263,9 +263,6 @@ class Teacher:
 
     def train(self, progress: bool = True) -> Teacher:
         """Train (or finish training) the teacher; every ``eval_every`` steps a snapshot."""
-        from mdpo.core.registry import RL_ALGORITHMS
-        from mdpo.rl.evaluation import evaluate_policy
-
         if self.state["complete"]:
             return self
         cfg = self.config
@@ -360,8 +357,6 @@ class Teacher:
 
     def load_agent(self, snapshot: dict[str, Any]):
         """The agent of a snapshot."""
-        from mdpo.core.registry import RL_ALGORITHMS
-
         return RL_ALGORITHMS[self.config["algo"]].load(os.path.join(self.folder, snapshot["path"]))
 
     def replay(self, until_step: int) -> list[Episode]:
