@@ -62,9 +62,9 @@ def command_data_make(args: argparse.Namespace) -> int:
             f"{args.kind}: give exactly one of episodes and steps (--episodes N or --steps N)"
         )
     dataset_id = args.id or default_dataset_id(args.env, args.kind)
-    from mdpo.offline.dataset import _minari_root, dataset_path
+    from mdpo.offline.dataset import dataset_path, minari_root
 
-    with _minari_root(args.root):
+    with minari_root(args.root):
         target = dataset_path(dataset_id)
     if os.path.exists(target) and not args.force:
         raise ValueError(f"dataset {dataset_id!r} exists ({target}); pass --force to replace it")

@@ -308,7 +308,7 @@ class ProgressBarCallback(BaseCallback):
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
 
-        total = self.model._total_timesteps
+        total = self.model.total_timesteps
         self.bar = tqdm(
             total=total, initial=self.model.num_timesteps, unit="step", dynamic_ncols=True
         )

@@ -275,6 +275,22 @@ class Learner(ABC):
         self.observation_space, self.action_space = observation_space, action_space
         self._on_spaces_set()
 
+    def build_for_spaces(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        """Take these spaces and build the networks and optimizers for them: how a loader (a
+        model file, a Stable-Baselines3 zip) makes a learner without its env or data."""
+        self._set_spaces(observation_space, action_space)
+        self._setup_model()
+
+    @property
+    def current_learning_rate(self) -> float:
+        """The learning rate at the current progress of training."""
+        return float(self.lr_schedule(self._current_progress_remaining))
+
+    @property
+    def total_timesteps(self) -> int:
+        """The budget of the current (or last) :meth:`learn`, in timesteps."""
+        return self._total_timesteps
+
     def _on_spaces_set(self) -> None:  # noqa: B027 - optional hook
         """What depends on the spaces (an online agent's observation normalizer)."""
 
@@ -586,8 +602,7 @@ class Learner(ABC):
             config.update(custom_objects or {})
             config.update(kwargs)
             agent = target(policy, None, device=device, _init_setup_model=False, **config)
-            agent._set_spaces(observation_space, action_space)
-            agent._setup_model()
+            agent.build_for_spaces(observation_space, action_space)
             agent._load_normalizer_state(normalizer)
             agent.set_parameters(params, exact_match=True)
             counters = f"state.json in {where}"

@@ -802,8 +802,7 @@ def load(
             _init_setup_model=False,
             **hyper,
         )
-        agent._set_spaces(observation_space, action_space)
-        agent._setup_model()
+        agent.build_for_spaces(observation_space, action_space)
     except (ValueError, OverflowError) as err:
         raise ModelFileError(
             f"{model.path!r} does not fit {target.__name__}: {_one_line(err)}"
@@ -890,7 +889,7 @@ def _load_off_policy(agent: Agent, model: SB3Model) -> None:
     else:
         _critic_into(agent.policy.critic_target, params, "critic_target")
         log_ent_coef = model.variables.get("log_ent_coef")
-        if agent._learn_ent_coef and isinstance(log_ent_coef, torch.Tensor):
+        if agent.learns_ent_coef and isinstance(log_ent_coef, torch.Tensor):
             if log_ent_coef.numel() != 1 or not bool(torch.isfinite(log_ent_coef).all()):
                 raise ValueError(
                     f"pytorch_variables.pth: log_ent_coef has shape {tuple(log_ent_coef.shape)} "
@@ -996,7 +995,7 @@ def _on_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
         "ortho_init": True,
         "log_std_init": 0.0,
     }
-    lr = float(agent.lr_schedule(agent._current_progress_remaining))
+    lr = agent.current_learning_rate
     hyper = {
         "learning_rate": lr,
         "n_steps": agent.n_steps,
@@ -1050,15 +1049,15 @@ def _off_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
         "n_critics": n_critics,
         "use_sde": False,
     }
-    lr = float(agent.lr_schedule(agent._current_progress_remaining))
+    lr = agent.current_learning_rate
     variables: dict[str, Any] = {}
-    if isinstance(agent, SAC) and agent._learn_ent_coef:
+    if isinstance(agent, SAC) and agent.learns_ent_coef:
         ent_coef: Any = "auto"
         log_alpha = agent.ent_coef_module.log_value.detach().cpu().clone()
         variables["log_ent_coef"] = log_alpha
     else:
         ent_coef = float(
-            agent.ent_coef if isinstance(agent, OffPolicyMDPO) else agent._ent_coef_init
+            agent.ent_coef if isinstance(agent, OffPolicyMDPO) else agent.initial_ent_coef
         )
     hyper = {
         "learning_rate": lr,
@@ -1067,7 +1066,7 @@ def _off_policy_export(agent: Agent, fold) -> tuple[dict, dict[str, Any], dict]:
         "batch_size": agent.batch_size,
         "tau": agent.tau,
         "gamma": agent.gamma,
-        "train_freq": agent._train_freq_steps,
+        "train_freq": agent.train_freq_steps,
         "gradient_steps": agent.gradient_steps,
         "ent_coef": ent_coef,
         "target_update_interval": getattr(agent, "target_update_interval", 1),
@@ -1159,7 +1158,7 @@ def save(agent: Agent, path: str) -> str:
         "action_space": _space_record(agent.action_space),
         "n_envs": 1,
         "num_timesteps": int(agent.num_timesteps),
-        "_total_timesteps": int(agent._total_timesteps),
+        "_total_timesteps": int(agent.total_timesteps),
         "seed": agent.seed,
         "verbose": 0,
         **hyper,

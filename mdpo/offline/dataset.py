@@ -227,7 +227,7 @@ class OfflineDataset:
         from minari.data_collector import EpisodeBuffer
 
         check_dataset_id(dataset_id)
-        with _minari_root(root):
+        with minari_root(root):
             path = dataset_path(dataset_id)
             if os.path.exists(path):
                 if not os.path.isfile(os.path.join(path, "data", "metadata.json")):
@@ -297,7 +297,7 @@ class OfflineDataset:
         """
         if not isinstance(dataset, str) or not dataset:
             raise DatasetError(f"a dataset is an id or a folder, not {dataset!r}")
-        with _minari_root(root):
+        with minari_root(root):
             folder = dataset if os.path.isdir(os.path.join(dataset, "data")) else None
             if folder is None:
                 check_dataset_id(dataset)
@@ -526,7 +526,7 @@ def dataset_path(dataset_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _minari_root(root: str | None):
+def minari_root(root: str | None):
     """Point Minari at ``root`` for the duration (it reads ``MINARI_DATASETS_PATH``)."""
     if root is None:
         yield

@@ -99,6 +99,11 @@ class OffPolicyAgent(Agent):
         train_seed = int(np.random.SeedSequence([self.seed, 2]).generate_state(1)[0])
         self.train_rng = torch.Generator(device=self.device).manual_seed(train_seed)
 
+    @property
+    def train_freq_steps(self) -> int:
+        """Vector steps collected between two rounds of gradient steps."""
+        return self._train_freq_steps
+
     def _set_spaces(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         super()._set_spaces(observation_space, action_space)
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):

@@ -177,6 +177,16 @@ class SAC(OffPolicyAgent):
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def learns_ent_coef(self) -> bool:
+        """Whether the entropy coefficient is learned (``ent_coef="auto..."``)."""
+        return self._learn_ent_coef
+
+    @property
+    def initial_ent_coef(self) -> float:
+        """The entropy coefficient at the start (the constant one when it is not learned)."""
+        return float(self._ent_coef_init)
+
     def _setup_model(self) -> None:
         self.policy = self.policy_class(
             self.observation_space, self.action_space, **self.policy_kwargs
