@@ -29,6 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mdpo.core.registry import RL_ALGORITHMS
 from mdpo.offline.dataset import Episode, OfflineDataset
@@ -164,7 +165,6 @@ def collect(
 def _progress(total: int, label: str | None):
     if label is None:
         return None
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=label, unit="", dynamic_ncols=True)
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import os
+import shlex
 import time
 
 import numpy as np
 
+import mdpo
+from mdpo import TSDDR
+from mdpo.cli.run_folder import run_folder_lock
 from mdpo.core.limits import (
     MAX_CUTS,
     BadFileError,
@@ -24,6 +29,21 @@ from mdpo.core.limits import (
     json_object,
     load_json_file,
 )
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.env import HydroDispatchEnv
+from mdpo.envs.hydro.model import build_deterministic_equivalent
+from mdpo.envs.hydro.problem import HydroProblem
+from mdpo.envs.hydro.sddp import SDDP, is_cuts_file
+from mdpo.envs.hydro.simulate import (
+    StageRecords,
+    plot_stages,
+    read_stage_means,
+    simulate_env_policy,
+    stage_record,
+    write_summary,
+)
+from mdpo.rl.callbacks import BaseCallback
+from mdpo.rules.highs import BoundUpdate, solve_batch
 
 EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judged on
 
@@ -39,14 +59,12 @@ def evaluation_paths(case, n: int, horizon: int, seed: int = EVALUATION_SEED) ->
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that produced a result, as typed (``mdpo ...``)."""
-    import shlex
 
     return "mdpo " + shlex.join(getattr(args, "argv", None) or [])
 
 
 def _finish(args, case, records, label: str, extra: dict) -> dict:
     """Write a policy's records and summary into ``args.out`` and print one line."""
-    from mdpo.envs.hydro.simulate import write_summary
 
     summary = {
         "label": label,
@@ -106,7 +124,6 @@ def read_training_log(path: str) -> list[tuple[float, float, float]]:
 def command_sddp(args: argparse.Namespace) -> int:
     """Train SDDP, save its cuts, simulate it on the fixed evaluation scenarios (holding the
     run folder's lock while it writes there)."""
-    from mdpo.cli.run_folder import run_folder_lock
 
     if args.report > args.horizon:
         raise ValueError(f"--report {args.report} exceeds --horizon {args.horizon}")
@@ -115,8 +132,6 @@ def command_sddp(args: argparse.Namespace) -> int:
 
 
 def _sddp_in_folder(args: argparse.Namespace) -> int:
-    from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.sddp import SDDP
 
     case = load_case(args.case)
     sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
@@ -200,10 +215,6 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
 
 def command_bound(args: argparse.Namespace) -> int:
     """Perfect-foresight cost of each evaluation scenario (the wait-and-see lower bound)."""
-    from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.model import build_deterministic_equivalent
-    from mdpo.envs.hydro.simulate import StageRecords, stage_record
-    from mdpo.rules.highs import BoundUpdate, solve_batch
 
     if args.extra_stages < 0:
         raise ValueError(f"--extra-stages must be >= 0, got {args.extra_stages}")
@@ -254,7 +265,6 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
     command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
     model file of an mdpo agent trained on ``HydroDispatch-v0``."""
-    from mdpo.envs.hydro.sddp import SDDP, is_cuts_file
 
     if spec == "myopic":
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
@@ -270,9 +280,6 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
         sddp = SDDP(case, stages, load_scale=load_scale)
         sddp.load_cuts(spec, prefix=True)
         return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
-    import mdpo
-    from mdpo.envs.hydro.env import HydroDispatchEnv
-    from mdpo.envs.hydro.simulate import simulate_env_policy
 
     agent = mdpo.load(spec, device="cpu")
     if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
@@ -296,7 +303,6 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
 
 def command_simulate(args: argparse.Namespace) -> int:
     """Simulate a policy on the evaluation scenarios."""
-    from mdpo.envs.hydro import load_case
 
     case = load_case(args.case)
     label, simulate = load_policy(
@@ -327,19 +333,12 @@ STRICT_PENALTY = 1e6  # far above the value of water (~28 000 per hm³): targets
 def command_tsddr(args: argparse.Namespace) -> int:
     """Train TS-DDR / TS-LDR (resumable), then simulate its best model on the evaluation
     scenarios (holding the run folder's lock while it writes there)."""
-    from mdpo.cli.run_folder import run_folder_lock
 
     with run_folder_lock(args.out, "mdpo hydro tsddr"):
         return _tsddr_in_folder(args)
 
 
 def _tsddr_in_folder(args: argparse.Namespace) -> int:
-    import glob
-
-    from mdpo import TSDDR
-    from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.problem import HydroProblem
-    from mdpo.rl.callbacks import BaseCallback
 
     case = load_case(args.case)
     penalty = args.slack_penalty
@@ -419,8 +418,6 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         best = read_json_file(f"{best_path}.json")
         field_float(best.get("eval_mean_cost"), f"{best_path}.json: eval_mean_cost")
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
-    from mdpo.envs.hydro.env import HydroDispatchEnv
-    from mdpo.envs.hydro.simulate import simulate_env_policy
 
     env = HydroDispatchEnv(
         case, horizon=args.stages, load_scale=args.load_scale, slack_penalty=problem.slack_penalty
@@ -479,8 +476,6 @@ def read_summary(path: str) -> dict:
 def command_compare(args: argparse.Namespace) -> int:
     """A table (mean cost, 95% CI, gaps to the bound and to SDDP, training time) and the
     per-stage figure of several result folders."""
-    from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
 
     rows, runs = [], {}
     folders = [f for f in args.folders if os.path.isdir(f)]  # a shell glob also lists files
@@ -542,8 +537,6 @@ def command_compare(args: argparse.Namespace) -> int:
 
 def command_plot(args: argparse.Namespace) -> int:
     """Per-stage means of several result folders in one figure."""
-    from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.simulate import plot_stages, read_stage_means
 
     runs = {}
     for folder in args.folders:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import inspect
 import json
 import os
@@ -15,7 +14,12 @@ import time
 import traceback
 from typing import Any
 
+import numpy as np
+
 from mdpo import __version__
+from mdpo.cli.hydro import add_parser as add_hydro_parser
+from mdpo.cli.offline import add_parsers as add_offline_parsers
+from mdpo.cli.overrides import NOT_SETTABLE, parse_overrides, parse_value  # noqa: F401
 from mdpo.cli.run_folder import (
     RunFolderBusy,
     clean_interrupted_saves,
@@ -24,6 +28,16 @@ from mdpo.cli.run_folder import (
     run_folder_lock,
     write_json_atomic,
 )
+from mdpo.cli.sweep.executors import (
+    prepare,
+    run_local,
+    run_ray,
+    run_status,
+    sigterm_as_interrupt,
+    sweep_lock,
+)
+from mdpo.cli.sweep.report import write_report
+from mdpo.cli.sweep.spec import load_spec, safe_name
 from mdpo.core.limits import (
     MAX_VEC_ENVS,
     BadFileError,
@@ -32,6 +46,7 @@ from mdpo.core.limits import (
     json_object,
 )
 from mdpo.core.registry import ALGORITHMS, RL_ALGORITHMS
+from mdpo.interop import sb3
 from mdpo.rl.base import Agent
 from mdpo.rl.callbacks import (
     BaseCallback,
@@ -40,43 +55,8 @@ from mdpo.rl.callbacks import (
     latest_checkpoint,
     replay_buffer_path,
 )
+from mdpo.rl.evaluation import evaluate_policy
 from mdpo.rl.runners import check_env_id, make_vec_env
-
-NOT_SETTABLE = {"self", "policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs"}
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON when it parses (numbers, booleans, null, lists, dicts), else text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_overrides(algo: str, pairs: list[str]) -> dict[str, Any]:
-    """Turn ``key=value`` strings into constructor keyword arguments of ``algo``.
-
-    Raises:
-        ValueError: malformed pair, or a key that is not a hyperparameter of ``algo``.
-    """
-    allowed = [
-        name
-        for name in inspect.signature(ALGORITHMS[algo].__init__).parameters
-        if name not in NOT_SETTABLE and not name.startswith("_")
-    ]
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"unknown hyperparameter {key!r} for {algo}{hint}; known: {', '.join(allowed)}"
-            )
-        overrides[key] = parse_value(value)
-    return overrides
 
 
 def resolve_algo(name: str) -> str:
@@ -312,7 +292,6 @@ def _learn_in_folder(
 
 def command_eval(args: argparse.Namespace) -> int:
     """``mdpo eval``: mean and std of the return of a saved model."""
-    from mdpo.rl.evaluation import evaluate_policy
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -326,7 +305,6 @@ def command_eval(args: argparse.Namespace) -> int:
         return_episode_rewards=True,
         seed=args.seed,
     )
-    import numpy as np
 
     result = {
         "model": args.model,
@@ -349,15 +327,6 @@ def command_eval(args: argparse.Namespace) -> int:
 
 def command_sweep_run(args: argparse.Namespace) -> int:
     """``mdpo sweep run``: run (or finish) every run of a spec."""
-    from mdpo.cli.sweep.executors import (
-        prepare,
-        run_local,
-        run_ray,
-        run_status,
-        sigterm_as_interrupt,
-        sweep_lock,
-    )
-    from mdpo.cli.sweep.spec import load_spec, safe_name
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -383,7 +352,6 @@ def command_sweep_run(args: argparse.Namespace) -> int:
 
 def command_sweep_report(args: argparse.Namespace) -> int:
     """``mdpo sweep report``: tables, CIs and plots of a sweep folder."""
-    from mdpo.cli.sweep.report import write_report
 
     if not os.path.isdir(args.dir):
         raise ValueError(f"{args.dir!r} is not a sweep folder")
@@ -395,7 +363,6 @@ def command_sweep_report(args: argparse.Namespace) -> int:
 
 def command_import_sb3(args: argparse.Namespace) -> int:
     """``mdpo import-sb3``: a Stable-Baselines3 zip into an mdpo model file (no unpickling)."""
-    from mdpo.interop import sb3
 
     agent = sb3.load(args.model, algo=args.algo, device="cpu")
     path = agent.save(args.out)
@@ -466,10 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(func=command_eval)
 
-    from mdpo.cli.hydro import add_parser as add_hydro_parser
-
     add_hydro_parser(sub)
-    from mdpo.cli.offline import add_parsers as add_offline_parsers
 
     add_offline_parsers(sub)
     sweep = sub.add_parser("sweep", help="benchmark sweeps: run a spec, report a folder")

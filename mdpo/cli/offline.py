@@ -13,7 +13,10 @@ import time
 import traceback
 
 import numpy as np
+import torch
 
+from mdpo.cli.datasets import KINDS, Teacher, make_dataset
+from mdpo.cli.overrides import parse_overrides
 from mdpo.cli.run_folder import (
     clean_interrupted_saves,
     read_run_json,
@@ -22,8 +25,14 @@ from mdpo.cli.run_folder import (
     write_json_atomic,
 )
 from mdpo.core.limits import BadFileError, field_int
+from mdpo.core.registry import ALGORITHMS
 from mdpo.core.utils import code_version
+from mdpo.offline.dataset import OfflineDataset, dataset_path, minari_root
+from mdpo.offline.learner import OfflineAgent
+from mdpo.offline.preferences import SegmentSampler, parse_labels, scripted_pairs, write_labels
+from mdpo.rl.base import Agent
 from mdpo.rl.callbacks import BaseCallback, IterationCheckpointCallback, latest_checkpoint
+from mdpo.rl.runners import check_env_id
 
 # ``mdpo oppo train --algo``: the agent and the hyperparameters that make it
 OFFLINE_ALGOS = {
@@ -47,8 +56,6 @@ def default_dataset_id(env_id: str, kind: str) -> str:
 # ----------------------------------------------------------------------------------- data
 def command_data_make(args: argparse.Namespace) -> int:
     """``mdpo data make``: train (or reuse) the teacher and write one dataset."""
-    from mdpo.cli.datasets import Teacher, make_dataset
-    from mdpo.rl.runners import check_env_id
 
     check_env_id(args.env)
     sized = args.episodes is not None or args.steps is not None
@@ -62,7 +69,6 @@ def command_data_make(args: argparse.Namespace) -> int:
             f"{args.kind}: give exactly one of episodes and steps (--episodes N or --steps N)"
         )
     dataset_id = args.id or default_dataset_id(args.env, args.kind)
-    from mdpo.offline.dataset import dataset_path, minari_root
 
     with minari_root(args.root):
         target = dataset_path(dataset_id)
@@ -101,7 +107,6 @@ def command_data_make(args: argparse.Namespace) -> int:
 
 def command_data_info(args: argparse.Namespace) -> int:
     """``mdpo data info``: what a dataset holds."""
-    from mdpo.offline.dataset import OfflineDataset
 
     dataset = OfflineDataset.load(args.dataset, args.root)
     print(f"{dataset.dataset_id} ({dataset.env_id}): {dataset.summary()}")
@@ -114,10 +119,6 @@ def command_data_info(args: argparse.Namespace) -> int:
 
 def command_data_labels(args: argparse.Namespace) -> int:
     """``mdpo data labels``: write scripted labels to a CSV (to inspect, edit or replace)."""
-    import torch
-
-    from mdpo.offline.dataset import OfflineDataset
-    from mdpo.offline.preferences import SegmentSampler, parse_labels, scripted_pairs, write_labels
 
     spec = parse_labels(args.labels)
     if spec["source"] != "scripted" or spec["queries"] is None:
@@ -176,7 +177,6 @@ class OfflineEvalCallback(BaseCallback):
 
 def command_oppo_train(args: argparse.Namespace) -> int:
     """``mdpo oppo train``: a new offline run (OPPO, BC or FilteredBC), or ``--resume``."""
-    from mdpo.cli.main import parse_overrides
 
     if args.resume:
         run_dir = args.resume
@@ -264,7 +264,6 @@ def train_offline_in_folder(
     args: argparse.Namespace, config: dict, run_dir: str, resume: bool
 ) -> int:
     """Train (or continue) the offline run of ``config`` in ``run_dir`` (locked)."""
-    from mdpo.core.registry import ALGORITHMS
 
     cls = ALGORITHMS[config["class"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -352,8 +351,6 @@ def _learn_offline(
 
 def command_oppo_eval(args: argparse.Namespace) -> int:
     """``mdpo oppo eval``: evaluate a saved offline agent in its env."""
-    from mdpo.offline.learner import OfflineAgent
-    from mdpo.rl.base import Agent
 
     agent = Agent.load(args.model, device=args.device)
     if not isinstance(agent, OfflineAgent):
@@ -361,8 +358,6 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
             f"{args.model!r} holds a {agent.algo_name} agent, not an offline one (use mdpo eval)"
         )
     if args.dataset:
-        from mdpo.offline.dataset import OfflineDataset
-
         dataset = OfflineDataset.load(args.dataset, args.root)
         agent.ref_min_score, agent.ref_max_score = dataset.ref_min_score, dataset.ref_max_score
     result = agent.evaluate(args.episodes, args.seed)
@@ -383,7 +378,6 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """The ``data`` and ``oppo`` command groups of ``mdpo``."""
-    from mdpo.cli.datasets import KINDS
 
     data = sub.add_parser("data", help="offline datasets (Minari format) and preference labels")
     group = data.add_subparsers(dest="data_command", required=True)

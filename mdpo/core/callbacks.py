@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tqdm.auto import tqdm
+
 from mdpo.core.utils import check_int
 
 if TYPE_CHECKING:
@@ -306,7 +308,6 @@ class ProgressBarCallback(BaseCallback):
         self.bar = None
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
 
         total = self.model.total_timesteps
         self.bar = tqdm(

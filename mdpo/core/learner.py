@@ -132,7 +132,6 @@ def check_config_from_file(
     Raises:
         ModelFileError: naming the file and the field.
     """
-    from mdpo.core.serialization import ModelFileError
 
     try:
         for key, high in SIZE_HYPERPARAMETERS.items():

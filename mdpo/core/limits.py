@@ -29,6 +29,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import gymnasium as gym
+
 # ----------------------------------------------------------------------------------- limits
 #: the most bytes of one JSON document read from any file
 MAX_JSON_BYTES = 16 << 20
@@ -98,7 +100,6 @@ def check_env_id_from_file(env_id: Any, where: str) -> str:
         )
     if env_id.startswith("torch:"):
         return env_id  # checked against mdpo's own table by the runner, imports nothing
-    import gymnasium as gym
 
     if env_id not in gym.registry:
         raise BadFileError(

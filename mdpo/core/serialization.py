@@ -31,6 +31,7 @@ from mdpo.core.limits import (
     json_object,
     loads_json,
 )
+from mdpo.core.version import __version__
 
 FORMAT_NAME = "mdpo-agent"
 FORMAT_VERSION = 1
@@ -133,7 +134,6 @@ def space_from_json(data: Any, where: str = "the model file's space") -> spaces.
 
 def versions() -> dict[str, str]:
     """Versions recorded in saved files."""
-    from mdpo.core.version import __version__
 
     return {
         "mdpo": __version__,

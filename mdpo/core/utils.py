@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mdpo.core.limits import MAX_LAYER_WIDTH, MAX_LAYERS
+from mdpo.core.version import __version__
 
 Schedule = Callable[[float], float]
 
@@ -136,7 +137,6 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
 
 def code_version() -> str:
     """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
-    from mdpo.core.version import __version__
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,11 +22,17 @@ actor becomes the squashed Gaussian's mean; continued training is SAC's), and sb
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import json
 import math
+import os
+import pickle
+import platform
 import re
 import sys
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -49,6 +55,7 @@ from mdpo.core.limits import (
 )
 from mdpo.core.registry import ALGORITHMS, CONVERTERS
 from mdpo.core.serialization import Archive, ModelFileError
+from mdpo.interop.safe_pickle import Call, Global, UnsupportedPickle, as_array, read_symbolic
 from mdpo.rl import MDPO, PPO, SAC, TRPO, Agent, OffPolicyMDPO
 from mdpo.rl.runners import EnvSpec
 
@@ -566,9 +573,6 @@ def read_vecnormalize(path: str) -> dict[str, Any]:
     Raises:
         ModelFileError: missing, oversized, not a VecNormalize pickle, or unreadable values.
     """
-    import os
-
-    from mdpo.interop.safe_pickle import Call, Global, UnsupportedPickle, as_array, read_symbolic
 
     if not os.path.isfile(path):
         raise ModelFileError(f"VecNormalize file {path!r} does not exist")
@@ -915,13 +919,11 @@ def _global_pickle(module: str, name: str) -> bytes:
 
 def _serialized(kind: str, payload: bytes, **readable: Any) -> dict[str, Any]:
     """An SB3 ``data`` record: cloudpickle-compatible bytes plus readable fields."""
-    import base64
 
     return {":type:": kind, ":serialized:": base64.b64encode(payload).decode(), **readable}
 
 
 def _space_record(space: spaces.Space) -> dict[str, Any]:
-    import pickle
 
     readable: dict[str, Any] = {"dtype": str(space.dtype), "_shape": list(space.shape)}
     if isinstance(space, spaces.Box):
@@ -1103,10 +1105,6 @@ def save(agent: Agent, path: str) -> str:
     Returns:
         The path written.
     """
-    import io
-    import pickle
-    import platform
-    import zipfile
 
     if not path.endswith(".zip"):
         path += ".zip"
@@ -1182,7 +1180,6 @@ def save(agent: Agent, path: str) -> str:
 
 
 def _torch_bytes(obj: Any) -> bytes:
-    import io
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

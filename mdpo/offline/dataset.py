@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -148,7 +149,6 @@ class OfflineDataset:
     @property
     def max_episode_steps(self) -> int:
         """The env's time limit (from its spec), else the longest episode."""
-        import gymnasium as gym
 
         with contextlib.suppress(gym.error.Error, ModuleNotFoundError):
             limit = gym.spec(self.env_id).max_episode_steps
@@ -223,6 +223,7 @@ class OfflineDataset:
             root: the datasets folder (default ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
             overwrite: replace an existing dataset of that id.
         """
+        # minari is slow to import (it loads its hub clients): only when writing a dataset
         import minari
         from minari.data_collector import EpisodeBuffer
 
@@ -255,7 +256,6 @@ class OfflineDataset:
                     "ref_min_score": float(self.ref_min_score),
                     "ref_max_score": float(self.ref_max_score),
                 }
-            import gymnasium as gym
 
             spec = gym.spec(self.env_id)
             if self.env_kwargs:
@@ -365,7 +365,7 @@ def _space_field(meta: dict[str, Any], key: str, where: str) -> spaces.Space:
 def _hard_link(group: Any, name: str, where: str) -> Any:
     """``group[name]`` if it is a hard link inside the file (external and soft links, which
     can point at other files, are refused) and not a virtual dataset (made of other files)."""
-    import h5py
+    import h5py  # slow to import: only when a dataset is read
 
     link = group.get(name, getlink=True)
     if not isinstance(link, h5py.HardLink):
@@ -378,7 +378,7 @@ def _hard_link(group: Any, name: str, where: str) -> Any:
 
 def _episode_groups(handle: Any, where: str) -> list[tuple[int, Any]]:
     """The ``episode_N`` groups of an open HDF5 file, in the order of ``N``."""
-    import h5py
+    import h5py  # slow to import: only when a dataset is read
 
     groups = []
     for name in handle:
@@ -407,7 +407,7 @@ def check_stored_size(data: str) -> None:
     than :data:`MAX_STEPS` steps (rows of the episodes' ``rewards``) or :data:`MAX_BYTES` of
     arrays, whatever the metadata says: only the arrays' shapes are read, and an array that is
     linked from several episodes counts once per link (it would be read once per link)."""
-    import h5py
+    import h5py  # slow to import: only when a dataset is read
 
     steps = stored = 0
     for path in _data_files(data):
@@ -444,7 +444,7 @@ def read_episodes(
 ) -> list[Episode]:
     """The episodes of a Minari dataset's ``data`` folder, read with h5py after
     :func:`check_stored_size`; every array's dtype and shape is checked against the spaces."""
-    import h5py
+    import h5py  # slow to import: only when a dataset is read
 
     check_stored_size(data)
     obs_shape = tuple(observation_space.shape or ())

@@ -13,6 +13,7 @@ import time
 from abc import abstractmethod
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -295,7 +296,6 @@ class OfflineAgent(Learner):
             ``returns``, ``lengths``, their mean, and ``normalized`` scores when the
             references are known.
         """
-        import gymnasium as gym
 
         check_int(n_episodes, "n_episodes")
         if self.env_id is None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from mdpo.rules.lp import LinearProgram
 
@@ -30,8 +34,6 @@ class Solution:
 def _quiet_highs(highspy):
     """A ``Highs`` instance, without the banner HiGHS prints on the process's standard output
     when it creates its first one (before any option can turn output off)."""
-    import os
-    import sys
 
     sys.stdout.flush()
     saved = os.dup(1)
@@ -56,7 +58,7 @@ class HighsModel:
     """
 
     def __init__(self, lp: LinearProgram, threads: int = 1, time_limit: float = 60.0):
-        import highspy
+        import highspy  # imported where a model is built: worker processes import it there
 
         self.lp = lp
         self._highspy = highspy
@@ -270,8 +272,6 @@ class SolverPool:
         self._model = HighsModel(lp) if self.workers == 1 else None
         self._pool = None
         if self.workers > 1:
-            import multiprocessing
-
             context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker
             self._pool = context.Pool(self.workers, _worker_init, (lp, self.selection))
 
@@ -282,7 +282,6 @@ class SolverPool:
         Raises:
             SolveError: naming the problem and the first scenario that did not solve.
         """
-        from tqdm import tqdm
 
         bar = tqdm(total=len(updates), desc=self.lp.name, unit="solve", disable=not progress)
         answers: dict[int, Solution | str] = {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdpo.rules.highs import BoundUpdate, HighsModel, Selection
 from mdpo.rules.lp import LinearProgram
 
 
@@ -119,7 +120,6 @@ def solve_with_targets(
         noise: ``[B, T, U]``.
         targets: ``[B, T, S]``.
     """
-    from mdpo.rules.highs import BoundUpdate
 
     cols = np.concatenate([target_lp.state_in, target_lp.noise.ravel()])
     rows = target_lp.target_rows.ravel()
@@ -140,7 +140,6 @@ def solve_with_targets(
 def target_selection(target_lp: TargetLP):
     """What a pool must return for :func:`solve_with_targets`: the slack columns' values and
     the target rows' duals."""
-    from mdpo.rules.highs import Selection
 
     return Selection(
         columns=target_lp.target_slack.ravel(), rows=target_lp.target_rows.ravel(), col_duals=False
@@ -166,7 +165,6 @@ def simulate_stagewise(problem: MultiStageProblem, decide, noise: np.ndarray) ->
             whatever memory it needs between calls; ``t`` runs 0, 1, ... once per stage).
         noise: ``[N, T, U]`` uncertainty paths.
     """
-    from mdpo.rules.highs import HighsModel
 
     n, horizon = noise.shape[:2]
     result = StagewiseResult(

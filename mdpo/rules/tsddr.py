@@ -34,11 +34,13 @@ from mdpo.core.learner import Learner
 from mdpo.core.limits import (
     MAX_BUFFER_SIZE,
     MAX_NETWORK_PARAMETERS,
+    dumps_json,
     field_int,
     inside,
 )
 from mdpo.core.registry import register_algorithm
 from mdpo.core.utils import Schedule, check_int, check_number
+from mdpo.rules.highs import SolverPool
 from mdpo.rules.multistage import (
     MultiStageProblem,
     TargetSolve,
@@ -521,8 +523,6 @@ class TSDDR(Learner):
     # ----------------------------------------------------------------------------- training
     def _solver(self):
         if self._pool is None:
-            from mdpo.rules.highs import SolverPool
-
             target_lp = self.problem.target_equivalent()
             self._target_lp = target_lp
             self._pool = SolverPool(target_lp.lp, self.workers, target_selection(target_lp))
@@ -627,8 +627,6 @@ class TSDDR(Learner):
             self.best_eval_cost = mean
             self.best_policy_state = copy.deepcopy(self.policy.state_dict())
             if self.best_model_path is not None:
-                from mdpo.core.limits import dumps_json
-
                 path = self.save(self.best_model_path)
                 with open(f"{path}.json", "w") as handle:  # read back by a resumed run
                     handle.write(dumps_json({"eval_mean_cost": mean, "step": self.num_timesteps}))

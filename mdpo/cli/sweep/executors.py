@@ -309,7 +309,7 @@ def run_ray(
     and send the run folder back, so no shared filesystem is needed.
     """
     try:
-        import ray
+        import ray  # optional dependency (the ray extra)
     except ImportError:
         raise SweepSpecError('the ray backend needs Ray: pip install -e ".[ray]"') from None
     started_here = not ray.is_initialized()

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import yaml
 
 from mdpo.cli.sweep.spec import SweepSpecError, parse_spec
 from mdpo.cli.sweep.stats import bootstrap_ci, summarize
@@ -244,10 +245,10 @@ def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarra
 
 def plot_curves(data: dict[str, dict[str, tuple[np.ndarray, ...]]], path: str) -> None:
     """One panel per env; per algorithm the mean over seeds and its 95% CI band."""
-    import matplotlib
+    import matplotlib  # matplotlib is slow to import: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib is slow to import: only when plotting
 
     envs = sorted(data)
     fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
@@ -325,7 +326,6 @@ def write_report(sweep_dir: str, out: str, command: str) -> str:
     plot_curves(curves(results), os.path.join(out, "curves.png"))
 
     sweep: dict[str, Any] = read_sweep_json(sweep_dir) or {}
-    import yaml
 
     config = results[0]["config"]
     missing = sum(len(names) for names in others.values())

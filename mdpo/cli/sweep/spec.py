@@ -33,6 +33,7 @@ variants, at most :data:`~mdpo.core.limits.MAX_SWEEP_RUNS`), and so are the byte
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import inspect
@@ -43,6 +44,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import yaml
 
 from mdpo.core.limits import (
     MAX_DEPTH,
@@ -56,6 +59,8 @@ from mdpo.core.limits import (
     field_int,
     json_object,
 )
+from mdpo.core.registry import RL_ALGORITHMS
+from mdpo.rl.runners import check_env_id
 
 SPEC_KEYS = {
     "name",
@@ -100,7 +105,6 @@ def algorithm_class(name: str) -> type:
     Raises:
         SweepSpecError: unknown name, or a baseline library that is not installed.
     """
-    from mdpo.core.registry import RL_ALGORITHMS
 
     if not isinstance(name, str):
         raise SweepSpecError(f"an algorithm name must be a string, not {_show(name)}")
@@ -389,7 +393,6 @@ def check_spec_env(env: Any, where: str) -> str:
     Raises:
         SweepSpecError: an id that is not registered or not plain.
     """
-    from mdpo.rl.runners import check_env_id
 
     if isinstance(env, str) and len(env) <= 200 and ":" not in env.removeprefix(TORCH_PREFIX):
         try:
@@ -404,7 +407,6 @@ def check_spec_env(env: Any, where: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _spec_loader() -> type:
-    import yaml
 
     class SpecLoader(yaml.SafeLoader):
         """``yaml.safe_load`` that bounds the nesting as it composes the document (the
@@ -441,7 +443,6 @@ def load_spec_yaml(data: bytes | str, where: str) -> Any:
     Raises:
         SweepSpecError: not YAML, or over a bound; the message is one line naming ``where``.
     """
-    import yaml
 
     if len(data) > MAX_SWEEP_SPEC_BYTES:
         raise SweepSpecError(
@@ -487,8 +488,6 @@ def _check_names(
     for name, names in allowed:
         unknown = sorted(set(overrides) - names)
         if unknown:
-            import difflib
-
             close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SweepSpecError(

@@ -18,10 +18,14 @@ import traceback
 from typing import Any
 
 import numpy as np
+import torch
 
 from mdpo.cli.sweep.spec import RunConfig, SweepSpecError, algorithm_class
 from mdpo.core.limits import BadFileError, dumps_json, field_float, json_object, load_json_file
 from mdpo.core.utils import code_version
+from mdpo.rl.callbacks import BaseCallback
+from mdpo.rl.evaluation import evaluate_policy
+from mdpo.rl.runners import make_vec_env
 
 EVAL_SEED_OFFSET = 10_000  # eval envs use seeds far from the training env's
 #: what a run's ``status.json`` may say
@@ -110,7 +114,6 @@ class EvalSchedule:
     """
 
     def __init__(self, run: RunConfig, path: str):
-        from mdpo.rl.runners import make_vec_env
 
         self.run = run
         self.path = path
@@ -124,7 +127,6 @@ class EvalSchedule:
             return
         if self.rows and self.rows[-1]["timesteps"] == num_timesteps:
             return
-        from mdpo.rl.evaluation import evaluate_policy
 
         tic = time.perf_counter()
         returns, lengths = evaluate_policy(
@@ -177,11 +179,11 @@ class EvalSchedule:
 def make_callback(run: RunConfig, schedule: EvalSchedule, ours: bool):
     """A callback of the right library that drives the evaluation schedule."""
     if ours:
-        from mdpo.rl.callbacks import BaseCallback
+        base = BaseCallback
     else:
-        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.callbacks import BaseCallback as base
 
-    class SweepEval(BaseCallback):
+    class SweepEval(base):
         # evaluations happen as a rollout starts: the data collected so far has been trained
         # on (on-policy agents update between rollouts; off-policy ones every few steps)
         def _on_training_start(self) -> None:
@@ -201,7 +203,6 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
 
     Any exception is recorded in ``status.json`` as a failure and re-raised.
     """
-    import torch
 
     torch.set_num_threads(1)
     os.makedirs(run_dir, exist_ok=True)
@@ -221,6 +222,7 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
             kwargs["n_envs"] = run.n_envs
             env: Any = run.env
         else:
+            # optional dependency (the dev extra): only for SB3 baselines
             from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
             env = sb3_make_vec_env(run.env, n_envs=run.n_envs, seed=run.seed)

@@ -24,6 +24,8 @@ from gymnasium import spaces
 from mdpo.envs.hydro.case import Case, load_case
 from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
 from mdpo.envs.hydro.simulate import stage_record
+from mdpo.envs.hydro.problem import HydroProblem
+from mdpo.rules.highs import HighsModel
 
 
 class HydroDispatchEnv(gym.Env):
@@ -50,7 +52,6 @@ class HydroDispatchEnv(gym.Env):
         reward_scale: float = 1.0,
         slack_penalty: float | None = None,
     ):
-        from mdpo.rules.highs import HighsModel
 
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -149,7 +150,6 @@ class HydroDispatchEnv(gym.Env):
 
     def target_problem(self):
         """This env's problem for TS-DDR (:class:`mdpo.envs.hydro.problem.HydroProblem`)."""
-        from mdpo.envs.hydro.problem import HydroProblem
 
         return HydroProblem(
             self.case, self.horizon, self.stage_k, self.load_scale, self.problem.slack_penalty

@@ -31,6 +31,7 @@ from mdpo.core.limits import (
     json_object,
     loads_json,
 )
+from mdpo.rules.highs import HighsModel
 
 #: bytes of cut-file text per number: ``json.dump`` writes a float in at most 24 characters
 #: (``-1.2345678901234567e-300``), then ``", "``
@@ -192,7 +193,6 @@ class SDDP:
         load_scale: float = LOAD_SCALE,
         seed: int = 0,
     ):
-        from mdpo.rules.highs import HighsModel
 
         self.case, self.horizon = case, int(horizon)
         self.stage_k, self.load_scale = stage_k, load_scale

@@ -17,6 +17,7 @@ import numpy as np
 from mdpo.envs.hydro.case import DATA_DIR, Case
 from mdpo.core.limits import BadFileError, dumps_json
 from mdpo.rules.lp import LinearProgram
+from tqdm import tqdm
 
 
 @dataclass
@@ -141,10 +142,10 @@ def reference_series(case: Case, model: str = "DCPPowerModel") -> dict[str, dict
 def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -> None:
     """Mean total volume and mean thermal generation per stage of each run (``{label:
     stage_means}``), with the reference study's series (dashed) where the case has them."""
-    import matplotlib
+    import matplotlib  # matplotlib is slow to import: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib is slow to import: only when plotting
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     reference = reference_series(case) or {}
@@ -225,7 +226,6 @@ def simulate_env_policy(
         progress: show a progress bar over the scenarios.
         desc: the progress bar's label.
     """
-    from tqdm import tqdm
 
     paths = np.asarray(paths)
     records = StageRecords.empty(len(paths), env.horizon, len(env.case.plants))
