@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import os
 import shlex
 import time
@@ -19,11 +18,10 @@ import numpy as np
 
 import mdpo
 from mdpo import TSDDR
-from mdpo.cli.run_folder import run_folder_lock
+from mdpo.cli.run_folder import RunFolder, write_json_atomic
 from mdpo.core.limits import (
     MAX_CUTS,
     BadFileError,
-    dumps_json,
     field_float,
     field_int,
     json_object,
@@ -127,8 +125,26 @@ def command_sddp(args: argparse.Namespace) -> int:
 
     if args.report > args.horizon:
         raise ValueError(f"--report {args.report} exceeds --horizon {args.horizon}")
-    with run_folder_lock(args.out, "mdpo hydro sddp"):
-        return _sddp_in_folder(args)
+    folder = RunFolder(args.out, "mdpo hydro sddp")
+    with folder.writing(resume=not args.restart):
+        return run_in_folder(folder, args, _sddp_in_folder)
+
+
+def run_in_folder(folder: RunFolder, args: argparse.Namespace, body) -> int:
+    """Run ``body(args)`` in ``folder``: the command and its arguments in ``config.json``, the
+    status in ``status.json`` (running, failed with the error, completed)."""
+    plain = (str, int, float, bool, type(None))
+    config = {
+        key: value if isinstance(value, plain) else str(value)
+        for key, value in vars(args).items()
+        if key not in ("func", "argv")
+    }
+    folder.write_config({"command": command_line(args), "arguments": config})
+    folder.write_status("running")
+    with folder.failure_recorded():
+        code = body(args)
+    folder.write_status("completed")
+    return code
 
 
 def _sddp_in_folder(args: argparse.Namespace) -> int:
@@ -334,8 +350,9 @@ def command_tsddr(args: argparse.Namespace) -> int:
     """Train TS-DDR / TS-LDR (resumable), then simulate its best model on the evaluation
     scenarios (holding the run folder's lock while it writes there)."""
 
-    with run_folder_lock(args.out, "mdpo hydro tsddr"):
-        return _tsddr_in_folder(args)
+    folder = RunFolder(args.out, "mdpo hydro tsddr")
+    with folder.writing(resume=not args.restart):
+        return run_in_folder(folder, args, _tsddr_in_folder)
 
 
 def _tsddr_in_folder(args: argparse.Namespace) -> int:
@@ -347,9 +364,8 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     problem = HydroProblem(case, args.stages, load_scale=args.load_scale, slack_penalty=penalty)
     state_path = os.path.join(args.out, "train_state.json")
     best_path = os.path.join(args.out, "best_model.zip")
-    checkpoints = sorted(
-        glob.glob(os.path.join(args.out, "checkpoint_*.zip")), key=os.path.getmtime
-    )
+    folder = RunFolder(args.out, "mdpo hydro tsddr")
+    checkpoints = folder.checkpoints("checkpoint_*.zip")  # zero-padded steps: step order
     previous_seconds = 0.0
     if checkpoints and not args.restart:
         # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
@@ -391,15 +407,12 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         def _on_step(self) -> bool:
             if self.model.num_timesteps % args.checkpoint_freq == 0:
                 name = f"checkpoint_{self.model.num_timesteps:07d}"
-                path = self.model.save(os.path.join(args.out, name))
+                self.model.save(folder.file(name))
                 seconds = previous_seconds + time.perf_counter() - start
-                with open(state_path, "w") as handle:
-                    handle.write(
-                        dumps_json({"steps": self.model.num_timesteps, "train_seconds": seconds})
-                    )
-                for old in sorted(glob.glob(os.path.join(args.out, "checkpoint_*.zip")))[:-1]:
-                    if old != path:
-                        os.remove(old)
+                write_json_atomic(
+                    state_path, {"steps": self.model.num_timesteps, "train_seconds": seconds}
+                )
+                folder.keep_last("checkpoint_*.zip", 1)
             return True
 
     remaining = args.steps - agent.num_timesteps

@@ -11,7 +11,6 @@ import re
 import shlex
 import sys
 import time
-import traceback
 from typing import Any
 
 import numpy as np
@@ -21,12 +20,8 @@ from mdpo.cli.hydro import add_parser as add_hydro_parser
 from mdpo.cli.offline import add_parsers as add_offline_parsers
 from mdpo.cli.overrides import NOT_SETTABLE, parse_overrides, parse_value  # noqa: F401
 from mdpo.cli.run_folder import (
+    RunFolder,
     RunFolderBusy,
-    clean_interrupted_saves,
-    read_run_json,
-    repair_csv,
-    run_folder_lock,
-    write_json_atomic,
 )
 from mdpo.cli.sweep.executors import (
     prepare,
@@ -71,16 +66,15 @@ def resolve_algo(name: str) -> str:
 class RunStatus(BaseCallback):
     """Keeps ``status.json`` of a run folder up to date (at most every few seconds)."""
 
-    def __init__(self, path: str, every_s: float = 2.0):
+    def __init__(self, folder: RunFolder, every_s: float = 2.0):
         super().__init__()
-        self.path = path
+        self.folder = folder
         self.every_s = every_s
         self._last = 0.0
 
     def write(self, status: str, **extra: Any) -> None:
-        data = {"status": status, "num_timesteps": self.model.num_timesteps, **extra}
-        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json_atomic(self.path, data)  # strict JSON: -inf (no evaluation yet) as null
+        # strict JSON: -inf (no evaluation yet) is written as null
+        self.folder.write_status(status, num_timesteps=self.model.num_timesteps, **extra)
 
     def _on_rollout_start(self) -> None:
         if time.monotonic() - self._last >= self.every_s:
@@ -129,25 +123,20 @@ def check_train_config(config: dict[str, Any], path: str) -> dict[str, Any]:
 def command_train(args: argparse.Namespace) -> int:
     """``mdpo train``: a new run, or the continuation of one with ``--resume``."""
     if args.resume:
-        run_dir = args.resume
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(config_path):
+        folder = RunFolder(args.resume, "mdpo train")
+        if not folder.holds_run():
             raise ValueError(f"--resume {args.resume!r}: no config.json there (not a run folder)")
         if args.set or args.steps is not None:
             raise ValueError("--resume continues a run as configured: drop --set and --steps")
-        with run_folder_lock(run_dir, "mdpo train"):
-            config = check_train_config(read_run_json(config_path), config_path)
+        with folder.writing(resume=True):
+            config = check_train_config(folder.read_config(), folder.file("config.json"))
             for given, key in ((args.algo, "algo"), (args.env, "env")):
                 if given is not None and given.lower() != str(config[key]).lower():
                     raise ValueError(f"--resume: the run was {key}={config[key]!r}, not {given!r}")
-            status_path = os.path.join(run_dir, "status.json")
-            if os.path.exists(status_path):
-                status = read_run_json(status_path)
-                if status.get("status") == "completed":
-                    print(f"{run_dir}: already complete")
-                    return 0
-            clean_interrupted_saves(run_dir)
-            return train_in_folder(args, config, run_dir, resume=True)
+            if folder.is_completed():
+                print(f"{folder.path}: already complete")
+                return 0
+            return train_in_folder(args, config, folder, resume=True)
 
     if args.algo is None or args.env is None:
         raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
@@ -175,17 +164,19 @@ def command_train(args: argparse.Namespace) -> int:
     run_dir = args.out or unique_run_dir(
         os.path.join("runs", f"{algo}-{args.env.replace('/', '_').replace(':', '_')}-s{args.seed}")
     )
-    if os.path.exists(os.path.join(run_dir, "config.json")):
+    folder = RunFolder(run_dir, "mdpo train")
+    if folder.holds_run():
         raise ValueError(
             f"{run_dir!r} already holds a run; use --resume {run_dir} or another --out"
         )
-    return train_in_folder(args, config, run_dir, resume=False)
+    return train_in_folder(args, config, folder, resume=False)
 
 
 def train_in_folder(
-    args: argparse.Namespace, config: dict[str, Any], run_dir: str, resume: bool
+    args: argparse.Namespace, config: dict[str, Any], folder: RunFolder, resume: bool
 ) -> int:
-    """Train (or continue) the run of ``config`` in ``run_dir``, holding the folder's lock."""
+    """Train (or continue) the run of ``config`` in ``folder``, holding the folder's lock."""
+    run_dir = folder.path
     algo_cls = ALGORITHMS[config["algo"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     final_path = os.path.join(run_dir, "final_model.zip")
@@ -194,7 +185,7 @@ def train_in_folder(
     env_kwargs = config["hyperparameters"].get("env_kwargs")
 
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
-    lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo train")
+    lock = contextlib.nullcontext() if resume else folder.writing()
     if checkpoint is not None:
         agent = algo_cls.load(
             checkpoint,
@@ -222,30 +213,30 @@ def train_in_folder(
         )
     with lock:
         if not resume:
-            if os.path.exists(os.path.join(run_dir, "config.json")):  # another run got there
+            if folder.holds_run():  # another run got there first
                 raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir}")
-            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+            folder.write_config(config)
         if agent.num_timesteps >= total:
             agent.save(final_path)
             print(f"{run_dir}: already at {agent.num_timesteps} >= {total} steps")
             return 0
-        return _learn_in_folder(args, config, run_dir, agent, checkpoint, env_kwargs)
+        return _learn_in_folder(args, config, folder, agent, checkpoint, env_kwargs)
 
 
 def _learn_in_folder(
     args: argparse.Namespace,
     config: dict[str, Any],
-    run_dir: str,
+    folder: RunFolder,
     agent: Agent,
     checkpoint: str | None,
     env_kwargs: dict[str, Any] | None,
 ) -> int:
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    eval_dir = os.path.join(run_dir, "eval")
-    final_path = os.path.join(run_dir, "final_model.zip")
+    ckpt_dir = folder.file("checkpoints")
+    eval_dir = folder.file("eval")
+    final_path = folder.file("final_model.zip")
     total = int(config["total_timesteps"])
     n_envs = agent.n_envs
-    status = RunStatus(os.path.join(run_dir, "status.json"))
+    status = RunStatus(folder)
     # the evaluation env is made as the training one (env_kwargs included)
     eval_env = make_vec_env(config["env"], env_kwargs=env_kwargs)
     evaluation = EvalCallback(
@@ -258,7 +249,7 @@ def _learn_in_folder(
     )
     # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
     done = agent.num_timesteps if checkpoint is not None else 0
-    rows = repair_csv(os.path.join(eval_dir, "evaluations.csv"), "timesteps", done)
+    rows = folder.repair_log(os.path.join("eval", "evaluations.csv"), "timesteps", done)
     if rows:
         evaluation.best_mean_reward = max(float(row["mean_reward"]) for row in rows)
     evaluation.n_calls = done // n_envs  # the evaluation schedule goes on where it was
@@ -268,7 +259,7 @@ def _learn_in_folder(
         evaluation,
     ]
     status.model = agent
-    try:
+    with folder.failure_recorded(lambda: {"num_timesteps": agent.num_timesteps}):
         agent.learn(
             total - agent.num_timesteps,
             callback=callbacks,
@@ -276,11 +267,6 @@ def _learn_in_folder(
             tb_log_name=config["algo"],
             progress_bar=not args.no_progress,
         )
-    except BaseException as err:
-        status.write(
-            "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
-        )
-        raise
     agent.save(final_path)
     mean, std = evaluation.last_mean_reward, None
     if evaluation.evaluations_results:

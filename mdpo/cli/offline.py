@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import time
-import traceback
 
 import numpy as np
 import torch
@@ -18,10 +17,7 @@ import torch
 from mdpo.cli.datasets import KINDS, Teacher, make_dataset
 from mdpo.cli.overrides import parse_overrides
 from mdpo.cli.run_folder import (
-    clean_interrupted_saves,
-    read_run_json,
-    repair_csv,
-    run_folder_lock,
+    RunFolder,
     write_json_atomic,
 )
 from mdpo.core.limits import BadFileError, field_int
@@ -179,17 +175,15 @@ def command_oppo_train(args: argparse.Namespace) -> int:
     """``mdpo oppo train``: a new offline run (OPPO, BC or FilteredBC), or ``--resume``."""
 
     if args.resume:
-        run_dir = args.resume
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(config_path):
-            raise ValueError(f"--resume {run_dir!r}: no config.json there (not a run folder)")
-        with run_folder_lock(run_dir, "mdpo oppo train"):
-            config = check_offline_config(read_run_json(config_path), config_path)
-            if os.path.exists(os.path.join(run_dir, "summary.json")):
-                print(f"{run_dir}: already complete")
+        folder = RunFolder(args.resume, "mdpo oppo train")
+        if not folder.holds_run():
+            raise ValueError(f"--resume {args.resume!r}: no config.json there (not a run folder)")
+        with folder.writing(resume=True):
+            config = check_offline_config(folder.read_config(), folder.file("config.json"))
+            if os.path.exists(folder.file("summary.json")):  # written last: the run is done
+                print(f"{folder.path}: already complete")
                 return 0
-            clean_interrupted_saves(run_dir)
-            return train_offline_in_folder(args, config, run_dir, resume=True)
+            return train_offline_in_folder(args, config, folder, resume=True)
     else:
         if args.dataset is None:
             raise ValueError("mdpo oppo train needs --dataset (or --resume RUN_DIR)")
@@ -233,7 +227,7 @@ def command_oppo_train(args: argparse.Namespace) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "code_version": code_version(),
         }
-    return train_offline_in_folder(args, config, run_dir, resume=False)
+    return train_offline_in_folder(args, config, RunFolder(run_dir, "mdpo oppo train"), False)
 
 
 def check_offline_config(config: dict, path: str) -> dict:
@@ -261,10 +255,10 @@ def check_offline_config(config: dict, path: str) -> dict:
 
 
 def train_offline_in_folder(
-    args: argparse.Namespace, config: dict, run_dir: str, resume: bool
+    args: argparse.Namespace, config: dict, folder: RunFolder, resume: bool
 ) -> int:
-    """Train (or continue) the offline run of ``config`` in ``run_dir`` (locked)."""
-
+    """Train (or continue) the offline run of ``config`` in ``folder`` (locked)."""
+    run_dir = folder.path
     cls = ALGORITHMS[config["class"]]
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
@@ -289,28 +283,34 @@ def train_offline_in_folder(
             verbose=args.verbose,
             **config["hyperparameters"],
         )
-    lock = contextlib.nullcontext() if resume else run_folder_lock(run_dir, "mdpo oppo train")
+    lock = contextlib.nullcontext() if resume else folder.writing()
     with lock:
         if not resume:
-            if os.path.exists(os.path.join(run_dir, "config.json")):  # another run got there
+            if folder.holds_run():  # another run got there first
                 raise ValueError(f"{run_dir!r} already holds a run; use --resume {run_dir}")
-            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+            folder.write_config(config)
             print(f"{config['algo']} on {config['dataset']}: {agent.data.summary()}")
-        return _learn_offline(args, config, run_dir, agent, checkpoint)
+        return _learn_offline(args, config, folder, agent, checkpoint)
 
 
 def _learn_offline(
-    args: argparse.Namespace, config: dict, run_dir: str, agent: object, checkpoint: str | None
+    args: argparse.Namespace,
+    config: dict,
+    folder: RunFolder,
+    agent: object,
+    checkpoint: str | None,
 ) -> int:
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    eval_path = os.path.join(run_dir, "evaluations.csv")
+    run_dir = folder.path
+    ckpt_dir = folder.file("checkpoints")
+    eval_path = folder.file("evaluations.csv")
     # rows past the checkpoint (or torn by a crash) are dropped: they will be evaluated again
-    repair_csv(eval_path, "step", agent.num_timesteps if checkpoint is not None else 0)
+    folder.repair_log("evaluations.csv", "step", agent.num_timesteps if checkpoint else 0)
     evaluation = OfflineEvalCallback(eval_path, config["eval_every"], config["eval_episodes"])
     checkpoints = IterationCheckpointCallback(config["checkpoint_every"], ckpt_dir, keep_last=2)
     remaining = config["steps"] - agent.num_timesteps
     tic = time.time()
-    try:
+    folder.write_status("running", steps=agent.num_timesteps)
+    with folder.failure_recorded(lambda: {"steps": agent.num_timesteps}):
         if remaining > 0:
             agent.learn(
                 remaining,
@@ -320,10 +320,6 @@ def _learn_offline(
                 progress_bar=not args.no_progress,
                 log_interval=args.log_interval,
             )
-    except BaseException:
-        with open(os.path.join(run_dir, "error.txt"), "w") as handle:
-            handle.write(traceback.format_exc())
-        raise
     final = agent.save(os.path.join(run_dir, "final_model.zip"))
     last = evaluation.last
     if last is None or last["step"] != agent.num_timesteps:
@@ -341,7 +337,8 @@ def _learn_offline(
         "started_on": config.get("code_version"),
         "code_version": code_version(),
     }
-    write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+    write_json_atomic(folder.file("summary.json"), summary)
+    folder.write_status("completed", steps=agent.num_timesteps)
     print(
         f"done: {agent.num_timesteps} steps; final return {last['mean_return']:.1f}, "
         f"normalized {last.get('mean_normalized', float('nan')):.1f}; model {final}"

@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import glob
 import io
 import os
-from collections.abc import Iterator
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mdpo.core.limits import (
@@ -156,3 +159,96 @@ def repair_csv(path: str, step_column: str, upto: int | None) -> list[dict[str, 
         if os.path.exists(tmp):
             os.remove(tmp)
     return kept
+
+
+class RunFolder:
+    """The folder of one long-running command (``mdpo train``, ``mdpo oppo train``,
+    ``mdpo hydro tsddr``, ``mdpo hydro sddp``), written by one process at a time.
+
+    It holds ``config.json`` (what the run is), ``status.json`` (``running``, ``failed`` with
+    the error, ``completed``), checkpoints, logs and results. Every command goes through this
+    one implementation: the lock, strict JSON written whole, the cleanup and repair a resume
+    needs, the status on failure.
+
+    Args:
+        path: the folder (made when the run starts writing).
+        command: the command, for messages (``"mdpo train"``).
+    """
+
+    def __init__(self, path: str, command: str):
+        self.path = path
+        self.command = command
+
+    def file(self, *parts: str) -> str:
+        """A path inside the folder."""
+        return os.path.join(self.path, *parts)
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (its ``config.json`` exists)."""
+        return os.path.exists(self.file("config.json"))
+
+    @contextlib.contextmanager
+    def writing(self, resume: bool = False) -> Iterator[RunFolder]:
+        """Hold the folder's lock for the ``with`` block; on a resume, first remove what saves
+        killed midway left behind.
+
+        Raises:
+            RunFolderBusy: another process writes here.
+        """
+        with run_folder_lock(self.path, self.command):
+            if resume:
+                clean_interrupted_saves(self.path)
+            yield self
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json``, within the limits (env ids checked; see :func:`read_run_json`)."""
+        return read_run_json(self.file("config.json"))
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` (strict JSON, whole)."""
+        write_json_atomic(self.file("config.json"), config)
+
+    def read_status(self) -> dict[str, Any] | None:
+        """``status.json``, or ``None`` before the first status."""
+        path = self.file("status.json")
+        return read_run_json(path) if os.path.exists(path) else None
+
+    def is_completed(self) -> bool:
+        """Whether ``status.json`` says the run completed."""
+        status = self.read_status()
+        return status is not None and status.get("status") == "completed"
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        """Write ``status.json``: ``status`` (``running``, ``failed``, ``completed``), the
+        fields of ``extra``, and the time."""
+        data = {"status": status, **extra, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json_atomic(self.file("status.json"), data)
+
+    @contextlib.contextmanager
+    def failure_recorded(self, extra: Callable[[], dict[str, Any]] | None = None) -> Iterator[None]:
+        """Record any exception of the ``with`` block in ``status.json`` as ``failed`` (with
+        its traceback and the fields ``extra()`` gives at that moment), then let it go on."""
+        try:
+            yield
+        except BaseException as err:
+            self.write_status(
+                "failed",
+                error=f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(),
+                **(extra() if extra is not None else {}),
+            )
+            raise
+
+    def checkpoints(self, pattern: str) -> list[str]:
+        """Files matching the glob ``pattern`` inside the folder, in name order (checkpoint
+        names carry zero-padded step counts, so this is step order)."""
+        return sorted(glob.glob(self.file(pattern)))
+
+    def keep_last(self, pattern: str, keep: int) -> None:
+        """Remove all but the newest ``keep`` files matching ``pattern``."""
+        for old in self.checkpoints(pattern)[:-keep] if keep > 0 else self.checkpoints(pattern):
+            os.remove(old)
+
+    def repair_log(self, name: str, step_column: str, upto: int | None) -> list[dict[str, str]]:
+        """Repair an appended CSV log of the folder (see :func:`repair_csv`)."""
+        return repair_csv(self.file(name), step_column, upto)
