@@ -394,6 +394,27 @@ class Learner(ABC):
             folder = next_run_dir(self.tensorboard_log, tb_log_name, not reset_num_timesteps)
         self.logger = Logger(folder, self.verbose)
 
+    def _update_learning_rate(
+        self, *optimizers: Any, lr: float | None = None, key: str = "train/learning_rate"
+    ) -> float:
+        """Set every parameter group of ``optimizers`` to ``lr`` (default: the schedule's rate
+        now) and log it under ``key``; returns the rate."""
+        lr = self.current_learning_rate if lr is None else float(lr)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.logger.record(key, lr)
+        return lr
+
+    def _record_time(self, rate_key: str | None = None) -> None:
+        """Log the time elapsed, the timesteps so far and (under ``rate_key``) their rate."""
+        elapsed = max((time.time_ns() - self._start_time) / 1e9, 1e-9)
+        self.logger.record("time/time_elapsed", int(elapsed))
+        self.logger.record("time/total_timesteps", self.num_timesteps)
+        if rate_key is not None:
+            rate = (self.num_timesteps - self._num_timesteps_at_start) / elapsed
+            self.logger.record(rate_key, int(rate))
+
     def _update_progress(self) -> None:
         self._current_progress_remaining = 1.0 - self.num_timesteps / max(self._total_timesteps, 1)
 

@@ -149,7 +149,7 @@ class BC(OfflineAgent):
     def train_step(self) -> dict[str, torch.Tensor]:
         """One gradient step on a uniform batch of transitions."""
         self.model.train()
-        self._update_lr()
+        self._update_learning_rate(self.optimizer)
         index = torch.randint(len(self._train_obs), (self.batch_size,), generator=self.rng)
         index = index.to(self.device)
         loss = self.bc_loss(self._train_obs[index], self._train_actions[index])
@@ -159,11 +159,6 @@ class BC(OfflineAgent):
             nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.optimizer.step()
         return {"loss": loss.detach()}
-
-    def _update_lr(self) -> None:
-        lr = self.lr_schedule(self._current_progress_remaining)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def _act(self, obs: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return self.model(obs), state

@@ -9,7 +9,6 @@ D4RL-style normalized scores with the dataset's reference returns.
 
 from __future__ import annotations
 
-import time
 from abc import abstractmethod
 from typing import Any
 
@@ -229,13 +228,7 @@ class OfflineAgent(Learner):
             self._check_finite(values)
             for name, value in values.items():
                 self.logger.record(f"train/{name}", float(value))
-            elapsed = max((time.time_ns() - self._start_time) / 1e9, 1e-9)
-            self.logger.record("time/time_elapsed", int(elapsed))
-            self.logger.record("time/total_timesteps", self.num_timesteps)
-            self.logger.record(
-                "time/steps_per_second",
-                int((self.num_timesteps - self._num_timesteps_at_start) / elapsed),
-            )
+            self._record_time("time/steps_per_second")
             self.logger.dump(self.num_timesteps)
         keep_going = callback.on_step()
         callback.on_rollout_end()

@@ -610,9 +610,7 @@ class OPPO(OfflineAgent):
     def train_step(self) -> dict[str, torch.Tensor]:
         """One step: encoder + policy on ``L_HIM + c_p L_PM + c_n L_norm``, then ``z*``."""
         self.model.train()
-        lr = self._policy_lr()
-        for group in self.policy_optimizer.param_groups:
-            group["lr"] = lr
+        lr = self._update_learning_rate(self.policy_optimizer, lr=self._policy_lr())
         pairs = self._preferences.batch(self.batch_size, self.rng)
         label = pairs.label.to(self.device)
         seg_a = self.sampler.gather(pairs.episode_a, pairs.start_a)

@@ -4,7 +4,6 @@ normalization, and Stable-Baselines3's acting and env API, on the learner base
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -147,17 +146,12 @@ class Agent(Learner):
         return on_step
 
     def _record_time_and_rollout(self) -> None:
-        elapsed = max((time.time_ns() - self._start_time) / 1e9, 1e-9)
         episodes = self.runner.ep_info_buffer
         if episodes:
             self.logger.record("rollout/ep_rew_mean", float(np.mean([r for r, _ in episodes])))
             self.logger.record("rollout/ep_len_mean", float(np.mean([n for _, n in episodes])))
         self.logger.record("time/iterations", self._iteration)
-        self.logger.record(
-            "time/fps", int((self.num_timesteps - self._num_timesteps_at_start) / elapsed)
-        )
-        self.logger.record("time/time_elapsed", int(elapsed))
-        self.logger.record("time/total_timesteps", self.num_timesteps)
+        self._record_time("time/fps")
 
     # ----------------------------------------------------------------------------- acting
     def _normalize_observation(self, obs: np.ndarray) -> np.ndarray:

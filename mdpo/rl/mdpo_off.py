@@ -245,7 +245,7 @@ class OffPolicyMDPO(OffPolicyAgent):
 
     def train(self, gradient_steps: int) -> None:
         """``gradient_steps`` updates of actor, critics (Q1, Q2, V) and the target V'."""
-        self._set_learning_rate(self.actor_optimizer, self.critic_optimizer)
+        self._update_learning_rate(self.actor_optimizer, self.critic_optimizer)
         policy, gamma, generator, q_prime = self.policy, self.gamma, self.train_rng, self.tsallis_q
         shape = (self.batch_size, policy.action_dim)
         for _ in range(gradient_steps):

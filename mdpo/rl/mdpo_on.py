@@ -216,9 +216,10 @@ class MDPO(OnPolicyAgent):
         """``m`` policy steps on the mirror-descent objective, then the value epochs."""
         policy = self.policy
         progress = self._current_progress_remaining
-        self._set_learning_rate(self.policy_optimizer)
-        vf_lr = self.vf_lr_schedule(progress)
-        self.value_optimizer.param_groups[0]["lr"] = vf_lr
+        self._update_learning_rate(self.policy_optimizer)
+        vf_lr = self._update_learning_rate(
+            self.value_optimizer, lr=self.vf_lr_schedule(progress), key="train/vf_learning_rate"
+        )
         t_k = self.current_t_k()
         old_log_std = policy.log_std.detach().clone() if policy.continuous else None
         advantages = batch.advantages

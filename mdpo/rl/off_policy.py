@@ -127,14 +127,6 @@ class OffPolicyAgent(Agent):
         action_dim = int(np.prod(self.action_space.shape))
         self.replay_buffer = ReplayBuffer(self.buffer_size, obs_dim, action_dim, self.device)
 
-    def _set_learning_rate(self, *optimizers: Any) -> float:
-        lr = self.lr_schedule(self._current_progress_remaining)
-        for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        self.logger.record("train/learning_rate", lr)
-        return lr
-
     @staticmethod
     @torch.no_grad()
     def _polyak_update(target: torch.Tensor, online: torch.Tensor, tau: float) -> None:

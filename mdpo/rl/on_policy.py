@@ -83,13 +83,6 @@ class OnPolicyAgent(Agent):
     def _state_modules(self) -> dict[str, Any]:
         return {"policy": self.policy, "policy.optimizer": self.optimizer}
 
-    def _set_learning_rate(self, optimizer: Any) -> float:
-        lr = self.lr_schedule(self._current_progress_remaining)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        self.logger.record("train/learning_rate", lr)
-        return lr
-
     # ----------------------------------------------------------------------------- collection
     def _rollout_policy(self):
         """``policy(obs, t) -> (env_action, stored_action)`` for one rollout.

@@ -117,7 +117,7 @@ class PPO(OnPolicyAgent):
 
     def train(self, batch: RolloutBatch) -> None:
         """Run ``n_epochs`` passes of minibatch updates over one rollout."""
-        self._set_learning_rate(self.optimizer)
+        self._update_learning_rate(self.optimizer)
         progress = self._current_progress_remaining
         clip_range = self.clip_range_schedule(progress)
         clip_range_vf = None

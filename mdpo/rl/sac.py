@@ -228,7 +228,7 @@ class SAC(OffPolicyAgent):
         optimizers = [self.actor_optimizer, self.critic_optimizer]
         if self._learn_ent_coef:
             optimizers.append(self.ent_coef_optimizer)
-        self._set_learning_rate(*optimizers)
+        self._update_learning_rate(*optimizers)
         policy, gamma, generator = self.policy, self.gamma, self.train_rng
         actor, critic = policy.actor, policy.critic
         shape = (self.batch_size, policy.action_dim)

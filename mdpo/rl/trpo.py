@@ -201,7 +201,7 @@ class TRPO(OnPolicyAgent):
 
     def train(self, batch: RolloutBatch) -> None:
         """One natural-gradient policy step with line search, then the critic epochs."""
-        self._set_learning_rate(self.critic_optimizer)
+        self._update_learning_rate(self.critic_optimizer)
         policy = self.policy
         old_log_std = policy.log_std.detach().clone() if policy.continuous else None
         data = batch[:: self.sub_sampling_factor] if self.sub_sampling_factor > 1 else batch

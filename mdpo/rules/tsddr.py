@@ -570,8 +570,7 @@ class TSDDR(Learner):
         problem = self.problem
         callback.on_rollout_start()  # a batch of scenarios plays the part of a rollout
         self._update_progress()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_schedule(self._current_progress_remaining)
+        self._update_learning_rate(self.optimizer)
         # a fresh stream per step: a resumed run draws what the uninterrupted one would have
         rng = np.random.default_rng([self.seed, self.num_timesteps])
         noise = problem.sample_noise(self.batch_size, rng)
@@ -610,11 +609,6 @@ class TSDDR(Learner):
         keep_going = callback.on_step()
         callback.on_rollout_end()
         return keep_going
-
-    def _record_time(self) -> None:
-        elapsed = max((time.time_ns() - self._start_time) / 1e9, 1e-9)
-        self.logger.record("time/time_elapsed", int(elapsed))
-        self.logger.record("time/total_timesteps", self.num_timesteps)
 
     def _evaluate_and_keep_best(self) -> None:
         if self._eval_noise is None:
