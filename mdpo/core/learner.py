@@ -290,6 +290,13 @@ class Learner(ABC):
         """The budget of the current (or last) :meth:`learn`, in timesteps."""
         return self._total_timesteps
 
+    def _finish_init(self, init_setup_model: bool) -> None:
+        """The end of every algorithm's ``__init__``, once its own attributes are set: the
+        checks that need them, then the model (unless a loader builds it). The base classes
+        read no subclass attribute before this point."""
+        if init_setup_model:
+            self._setup_model()
+
     def _on_spaces_set(self) -> None:  # noqa: B027 - optional hook
         """What depends on the spaces (an online agent's observation normalizer)."""
 

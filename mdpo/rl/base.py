@@ -75,6 +75,7 @@ class Agent(Learner):
         verbose: int = 0,
         seed: int | None = None,
         device: str | torch.device = "auto",
+        gamma: float = 0.99,
     ):
         super().__init__(
             policy,
@@ -85,6 +86,7 @@ class Agent(Learner):
             seed=seed,
             device=device,
         )
+        self.gamma = gamma  # the discount of reward normalization (the families check it)
         self.n_envs = check_int(n_envs, "n_envs")
         self.vec_env_cls = vec_env_cls
         self.env_kwargs = env_kwargs
@@ -104,7 +106,7 @@ class Agent(Learner):
             self.observation_space.shape,
             self.normalize_obs,
             self.normalize_reward,
-            gamma=getattr(self, "gamma", 0.99),
+            gamma=self.gamma,
         )
 
     def _attach(self, venv: Any) -> None:
@@ -114,7 +116,11 @@ class Agent(Learner):
         self.n_envs = venv.num_envs
         runner_class = TorchEnvRunner if isinstance(venv, TorchVectorEnv) else VecEnvRunner
         self.runner = runner_class(venv, self.device, self.normalizer, self.stats_window_size)
-        self._check_env_settings()
+
+    def _finish_init(self, init_setup_model: bool) -> None:
+        if self.runner is not None:
+            self._check_env_settings()
+        super()._finish_init(init_setup_model)
 
     def _check_env_settings(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """Checks of hyperparameters against the env (e.g. batch vs rollout size)."""
@@ -205,6 +211,7 @@ class Agent(Learner):
                     f"the new env's {name} space {theirs} differs from the agent's {mine}"
                 )
         self._attach(venv)
+        self._check_env_settings()
 
     # ----------------------------------------------------------------------------- interop
     def save_sb3(self, path: str) -> str:

@@ -192,8 +192,7 @@ class OffPolicyMDPO(OffPolicyAgent):
             seed=seed,
             device=device,
         )
-        if _init_setup_model:
-            self._setup_model()
+        self._finish_init(_init_setup_model)
 
     def _setup_model(self) -> None:
         self.policy = self.policy_class(

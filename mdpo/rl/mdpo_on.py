@@ -159,8 +159,7 @@ class MDPO(OnPolicyAgent):
             seed=seed,
             device=device,
         )
-        if _init_setup_model:
-            self._setup_model()
+        self._finish_init(_init_setup_model)
 
     def _setup_optimizers(self) -> None:
         self.actor_params = FlatParams(self.policy.actor_parameters())

@@ -78,10 +78,11 @@ class OffPolicyAgent(Agent):
         gradient_steps: int,
         **kwargs: Any,
     ):
+        super().__init__(policy, env, learning_rate, gamma=check_fraction(gamma, "gamma"), **kwargs)
         self.buffer_size = check_int(buffer_size, "buffer_size")
         self.learning_starts = check_int(learning_starts, "learning_starts", minimum=0)
         self.batch_size = check_int(batch_size, "batch_size")
-        self.tau, self.gamma = check_fraction(tau, "tau"), check_fraction(gamma, "gamma")
+        self.tau = check_fraction(tau, "tau")
         self.train_freq = train_freq
         self._train_freq_steps = parse_train_freq(train_freq)
         if isinstance(gradient_steps, bool) or not isinstance(gradient_steps, int):
@@ -93,7 +94,6 @@ class OffPolicyAgent(Agent):
         self._episode_num = 0
         self._train_stats: dict[str, torch.Tensor] = {}
         self._train_stats_count = 0
-        super().__init__(policy, env, learning_rate, **kwargs)
         # training noise and minibatches come from a generator on the agent's device, so that
         # a gradient step never waits for a host-to-device copy
         train_seed = int(np.random.SeedSequence([self.seed, 2]).generate_state(1)[0])

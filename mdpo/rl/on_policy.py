@@ -49,12 +49,11 @@ class OnPolicyAgent(Agent):
         adam_eps: float = 1e-5,
         **kwargs: Any,
     ):
+        super().__init__(policy, env, learning_rate, gamma=check_fraction(gamma, "gamma"), **kwargs)
         self.n_steps = check_int(n_steps, "n_steps")
-        self.gamma = check_fraction(gamma, "gamma")
         self.gae_lambda = check_fraction(gae_lambda, "gae_lambda")
         check_number(adam_eps, "adam_eps", positive=True)
         self.adam_eps = float(adam_eps)
-        super().__init__(policy, env, learning_rate, **kwargs)
 
     # minibatch-size attributes that must fit in a rollout (checked whenever an env is attached)
     minibatch_attributes: tuple[str, ...] = ()

@@ -112,8 +112,7 @@ class PPO(OnPolicyAgent):
             seed=seed,
             device=device,
         )
-        if _init_setup_model:
-            self._setup_model()
+        self._finish_init(_init_setup_model)
 
     def train(self, batch: RolloutBatch) -> None:
         """Run ``n_epochs`` passes of minibatch updates over one rollout."""

@@ -174,8 +174,7 @@ class SAC(OffPolicyAgent):
             seed=seed,
             device=device,
         )
-        if _init_setup_model:
-            self._setup_model()
+        self._finish_init(_init_setup_model)
 
     @property
     def learns_ent_coef(self) -> bool:

@@ -152,8 +152,7 @@ class TRPO(OnPolicyAgent):
             seed=seed,
             device=device,
         )
-        if _init_setup_model:
-            self._setup_model()
+        self._finish_init(_init_setup_model)
 
     def _check_env_settings(self) -> None:
         super()._check_env_settings()
