@@ -526,6 +526,7 @@ def parse_spec(data: Any, where: str | None = None) -> SweepSpec:
 
 
 def _parse_spec(data: Any) -> SweepSpec:
+    """Check a spec's fields, count its runs before building any, then build it."""
     if not isinstance(data, dict):
         raise SweepSpecError(f"a sweep spec must be a YAML mapping, not {_show(data)}")
     spec_size(data, "the spec")  # JSON values only, bounded, before anything reads them
@@ -538,7 +539,55 @@ def _parse_spec(data: Any) -> SweepSpec:
         if key not in data:
             raise SweepSpecError(f"the spec needs {key!r}")
     budget = _positive_int(data["budget"], "budget")
-    seeds = data["seeds"]
+    seeds, envs = _parse_seeds(data["seeds"]), _parse_envs(data["envs"])
+    shapes = _parse_algorithm_shapes(data["algorithms"], envs)
+    grid, listed = _parse_hyperparameters(data.get("hyperparameters"))
+    # count the runs, and the bytes of their configs, before building any
+    env_counts = [len(only or envs) for _, _, _, only in shapes]
+    if grid is not None:
+        variant_counts = [len(values) for values in grid.values()]
+    else:
+        variant_counts = [len(listed) if listed is not None else 1]
+    n_runs = count_runs(len(seeds), env_counts, variant_counts)
+    _check_config_bytes(n_runs, len(seeds), shapes, env_counts, grid, listed)
+
+    entries, allowed_names = _algorithm_entries(shapes, envs)
+    eval_every, eval_episodes = _parse_eval(data.get("eval", {}) or {}, budget)
+    variants = _variants(grid, listed, [(e.name, allowed_names[e.name]) for e in entries])
+    n_envs = _positive_int(data.get("n_envs", 1), "n_envs")
+    if n_envs > MAX_VEC_ENVS:
+        raise SweepSpecError(f"n_envs is {n_envs}, over the limit of {MAX_VEC_ENVS}")
+    device = data.get("device", "cpu")
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise SweepSpecError(f"device must be auto, cpu, cuda or cuda:N, got {_show(device)}")
+    name = data.get("name") or "sweep"
+    if not isinstance(name, str):
+        raise SweepSpecError(f"name must be a string, got {_show(name)}")
+    spec = SweepSpec(
+        name,
+        budget,
+        seeds,
+        envs,
+        entries,
+        eval_every,
+        eval_episodes,
+        variants,
+        n_envs,
+        device,
+        source=data,
+    )
+    counts = Counter(run.run_id for run in spec.runs())
+    dup = next((run_id for run_id, n in counts.items() if n > 1), None)
+    if dup is not None:
+        raise SweepSpecError(
+            f"two runs would share the folder {dup!r}: make the labels or variants differ by "
+            "more than punctuation"
+        )
+    return spec
+
+
+def _parse_seeds(seeds: Any) -> list[int]:
+    """``seeds``: a count or a list of distinct non-negative integers."""
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         count = _positive_int(seeds, "seeds")
         if count > MAX_SWEEP_RUNS:  # before range() builds them
@@ -554,7 +603,11 @@ def _parse_spec(data: Any) -> SweepSpec:
     if len(set(seeds)) != len(seeds):
         dup = next(seed for seed, n in Counter(seeds).items() if n > 1)
         raise SweepSpecError(f"seeds repeat: {dup} is there twice")
-    envs = data["envs"]
+    return seeds
+
+
+def _parse_envs(envs: Any) -> list[str]:
+    """``envs``: an env id or a non-empty list of them (checked later, once counted)."""
     if isinstance(envs, str):
         envs = [envs]
     if not isinstance(envs, list) or not envs:
@@ -562,9 +615,14 @@ def _parse_spec(data: Any) -> SweepSpec:
     for env in envs:
         if not isinstance(env, str):
             raise SweepSpecError(f"env ids must be strings, got {_show(env)}")
+    return envs
 
-    # the algorithms' shapes, without importing or checking anything yet
-    raw_algos = data["algorithms"]
+
+def _parse_algorithm_shapes(
+    raw_algos: Any, envs: list[str]
+) -> list[tuple[str, str, dict[str, Any], tuple[str, ...] | None]]:
+    """``algorithms``: (name, label, own hyperparameters, env subset) each, without importing
+    or checking anything yet."""
     if not isinstance(raw_algos, list) or not raw_algos:
         raise SweepSpecError("algorithms must be a non-empty list")
     shapes = []
@@ -601,8 +659,11 @@ def _parse_spec(data: Any) -> SweepSpec:
                 )
             only = tuple(only)
         shapes.append((name, label, own, only))
+    return shapes
 
-    hyper = data.get("hyperparameters")
+
+def _parse_hyperparameters(hyper: Any) -> tuple[dict[str, list[Any]] | None, list[Any] | None]:
+    """``hyperparameters``: ``{grid: {name: [values]}}`` or ``{list: [...]}`` (or neither)."""
     grid: dict[str, list[Any]] | None = None
     listed: list[Any] | None = None
     if hyper is not None:
@@ -623,16 +684,13 @@ def _parse_spec(data: Any) -> SweepSpec:
             listed = hyper["list"]
             if not isinstance(listed, list) or not listed:
                 raise SweepSpecError("hyperparameters.list is empty: give a list of mappings")
+    return grid, listed
 
-    # count the runs, and the bytes of their configs, before building any
-    env_counts = [len(only or envs) for _, _, _, only in shapes]
-    if grid is not None:
-        variant_counts = [len(values) for values in grid.values()]
-    else:
-        variant_counts = [len(listed) if listed is not None else 1]
-    n_runs = count_runs(len(seeds), env_counts, variant_counts)
-    _check_config_bytes(n_runs, len(seeds), shapes, env_counts, grid, listed)
 
+def _algorithm_entries(
+    shapes: list[tuple[str, str, dict[str, Any], tuple[str, ...] | None]], envs: list[str]
+) -> tuple[list[AlgorithmEntry], dict[str, set[str]]]:
+    """The envs checked, each algorithm resolved and its hyperparameter names checked."""
     for i, env in enumerate(envs):
         check_spec_env(env, f"envs[{i}]")
     entries = []
@@ -657,8 +715,11 @@ def _parse_spec(data: Any) -> SweepSpec:
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise SweepSpecError(f"algorithm labels repeat: {labels}; give each a distinct 'label'")
+    return entries, allowed_names
 
-    evaluation = data.get("eval", {}) or {}
+
+def _parse_eval(evaluation: Any, budget: int) -> tuple[int, int]:
+    """``eval``: ``every`` (default a twentieth of the budget) and ``episodes`` (10)."""
     if not isinstance(evaluation, dict) or set(evaluation) - {"every", "episodes"}:
         raise SweepSpecError(
             f"eval must be a mapping with 'every' and 'episodes', got {_show(evaluation)}"
@@ -667,8 +728,15 @@ def _parse_spec(data: Any) -> SweepSpec:
     eval_episodes = _positive_int(evaluation.get("episodes", 10), "eval.episodes")
     if eval_every > budget:
         raise SweepSpecError(f"eval.every ({eval_every}) is larger than the budget ({budget})")
+    return eval_every, eval_episodes
 
-    allowed = [(entry.name, allowed_names[entry.name]) for entry in entries]
+
+def _variants(
+    grid: dict[str, list[Any]] | None,
+    listed: list[Any] | None,
+    allowed: list[tuple[str, set[str]]],
+) -> list[dict[str, Any]]:
+    """The hyperparameter variants of the grid (its product) or the list, names checked."""
     variants: list[dict[str, Any]] = [{}]
     if grid is not None:
         _check_names(dict.fromkeys(grid), allowed, "hyperparameters")  # the keys, once
@@ -680,36 +748,7 @@ def _parse_spec(data: Any) -> SweepSpec:
         variants = [dict(v) if isinstance(v, dict) else v for v in listed]
         for variant in variants:
             _check_names(variant, allowed, "hyperparameters")
-    n_envs = _positive_int(data.get("n_envs", 1), "n_envs")
-    if n_envs > MAX_VEC_ENVS:
-        raise SweepSpecError(f"n_envs is {n_envs}, over the limit of {MAX_VEC_ENVS}")
-    device = data.get("device", "cpu")
-    if not isinstance(device, str) or not DEVICE.fullmatch(device):
-        raise SweepSpecError(f"device must be auto, cpu, cuda or cuda:N, got {_show(device)}")
-    name = data.get("name") or "sweep"
-    if not isinstance(name, str):
-        raise SweepSpecError(f"name must be a string, got {_show(name)}")
-    spec = SweepSpec(
-        name,
-        budget,
-        seeds,
-        envs,
-        entries,
-        eval_every,
-        eval_episodes,
-        variants,
-        n_envs,
-        device,
-        source=data,
-    )
-    counts = Counter(run.run_id for run in spec.runs())
-    dup = next((run_id for run_id, n in counts.items() if n > 1), None)
-    if dup is not None:
-        raise SweepSpecError(
-            f"two runs would share the folder {dup!r}: make the labels or variants differ by "
-            "more than punctuation"
-        )
-    return spec
+    return variants
 
 
 def _check_config_bytes(
