@@ -269,23 +269,60 @@ def load_case(name_or_path: str) -> Case:
     pm_file = os.path.join(folder, "PowerModels.json")
     hy_file = os.path.join(folder, "hydro.json")
     network, hydro = _read_json(pm_file), _read_json(hy_file)
+    buses = _read_buses(network, pm_file)
+    bus_ids = {b.index for b in buses}
+    loads = _read_loads(network, pm_file, bus_ids)
+    branches = _read_branches(network, pm_file, bus_ids)
+    plant_records = _records(hydro, "Hydrogenerators", hy_file)
+    hydro_gens = {_field(r, "index_grid", f"{hy_file} plant", int) for r in plant_records}
+    generators = _read_generators(network, pm_file, bus_ids, hydro_gens)
+    plants = _read_plants(plant_records, hy_file, {g.index for g in generators})
+    inflows = _read_inflows(os.path.join(folder, "inflows.csv"), len(plants))
+    prob_file = os.path.join(folder, "scenarioprobability.csv")
+    probabilities = None
+    if os.path.exists(prob_file):
+        probabilities = _read_probabilities(prob_file, inflows.shape[2])
+    if "cost_deficit" not in network:
+        raise CaseDataError(f"{pm_file}: missing 'cost_deficit'")
+    return Case(
+        name=name,
+        base_mva=_field(network, "baseMVA", pm_file),
+        cost_deficit=_non_negative(
+            _field(network, "cost_deficit", pm_file), pm_file, "cost_deficit"
+        ),
+        buses=tuple(buses),
+        loads=tuple(loads),
+        branches=tuple(branches),
+        generators=tuple(generators),
+        plants=tuple(plants),
+        inflows=inflows,
+        scenario_probabilities=probabilities,
+    )
 
+
+def _bus(bus_ids: set[int], bus: int, where: str) -> int:
+    """``bus`` if it is one of the case's buses."""
+    if bus not in bus_ids:
+        raise CaseDataError(f"{where}: refers to unknown bus {bus}")
+    return bus
+
+
+def _read_buses(network: dict, pm_file: str) -> list[Bus]:
+    """The in-service buses (MATPOWER type 4 is an isolated, out-of-service bus)."""
     buses = []
     for record in _records(network, "bus", pm_file):
-        if record.get("bus_type") == 4:  # isolated bus (MATPOWER): out of service
+        if record.get("bus_type") == 4:
             continue
         buses.append(
             Bus(_field(record, "bus_i", f"{pm_file} bus", int), record.get("bus_type") == 3)
         )
-    bus_ids = {b.index for b in buses}
-    if len(bus_ids) != len(buses):
+    if len({b.index for b in buses}) != len(buses):
         raise CaseDataError(f"{pm_file}: duplicate bus numbers")
+    return buses
 
-    def check_bus(bus: int, where: str) -> int:
-        if bus not in bus_ids:
-            raise CaseDataError(f"{where}: refers to unknown bus {bus}")
-        return bus
 
+def _read_loads(network: dict, pm_file: str, bus_ids: set[int]) -> list[Load]:
+    """The in-service loads."""
     loads = []
     for record in _records(network, "load", pm_file):
         where = f"{pm_file} load {_show(record.get('index', '?'))}"
@@ -294,11 +331,15 @@ def load_case(name_or_path: str) -> Case:
         loads.append(
             Load(
                 _field(record, "index", where, int),
-                check_bus(_field(record, "load_bus", where, int), where),
+                _bus(bus_ids, _field(record, "load_bus", where, int), where),
                 _field(record, "pd", where),
             )
         )
+    return loads
 
+
+def _read_branches(network: dict, pm_file: str, bus_ids: set[int]) -> list[Branch]:
+    """The in-service branches, each with a reactance and an angle range."""
     branches = []
     for record in _records(network, "branch", pm_file):
         where = f"{pm_file} branch {_show(record.get('index', '?'))}"
@@ -306,8 +347,8 @@ def load_case(name_or_path: str) -> Case:
             continue
         branch = Branch(
             _field(record, "index", where, int),
-            check_bus(_field(record, "f_bus", where, int), where),
-            check_bus(_field(record, "t_bus", where, int), where),
+            _bus(bus_ids, _field(record, "f_bus", where, int), where),
+            _bus(bus_ids, _field(record, "t_bus", where, int), where),
             _field(record, "br_r", where),
             _field(record, "br_x", where),
             _non_negative(_field(record, "rate_a", where), where, "rate_a"),
@@ -319,49 +360,52 @@ def load_case(name_or_path: str) -> Case:
         if branch.angmin > branch.angmax:
             raise CaseDataError(f"{where}: angmin {branch.angmin} > angmax {branch.angmax}")
         branches.append(branch)
+    return branches
 
-    plant_records = _records(hydro, "Hydrogenerators", hy_file)
-    hydro_gens = set()
-    for record in plant_records:
-        hydro_gens.add(_field(record, "index_grid", f"{hy_file} plant", int))
 
+def _read_generators(
+    network: dict, pm_file: str, bus_ids: set[int], hydro_gens: set[int]
+) -> list[Generator]:
+    """The in-service generators (``hydro_gens``: those a plant drives)."""
     generators = []
     for record in _records(network, "gen", pm_file):
         where = f"{pm_file} gen {_show(record.get('index', '?'))}"
         if record.get("gen_status", 1) == 0:
             continue
         index = _field(record, "index", where, int)
-        linear = _cost(record, where)
         gen = Generator(
             index,
-            check_bus(_field(record, "gen_bus", where, int), where),
+            _bus(bus_ids, _field(record, "gen_bus", where, int), where),
             _field(record, "pmin", where),
             _non_negative(_field(record, "pmax", where), where, "pmax"),
-            linear,
+            _cost(record, where),
             index in hydro_gens,
         )
         if gen.pmin > gen.pmax:
             raise CaseDataError(f"{where}: pmin {gen.pmin} > pmax {gen.pmax}")
         generators.append(gen)
-    gen_ids = {g.index for g in generators}
+    return generators
 
+
+def _read_plants(plant_records: list, hy_file: str, gen_ids: set[int]) -> list[HydroPlant]:
+    """The hydro plants: limits, their generator, and an acyclic cascade."""
     plants = []
     for record in plant_records:
         where = f"{hy_file} plant {_show(record.get('index', '?'))}"
+
+        def limit(key: str, record: dict = record, where: str = where) -> float:
+            return _non_negative(_field(record, key, where), where, key)
+
         plant = HydroPlant(
             index=_field(record, "index", where, int),
             generator=_field(record, "index_grid", where, int),
             name=_name(record, where),
-            min_volume=_non_negative(_field(record, "min_volume", where), where, "min_volume"),
-            max_volume=_non_negative(_field(record, "max_volume", where), where, "max_volume"),
-            min_turn=_non_negative(_field(record, "min_turn", where), where, "min_turn"),
-            max_turn=_non_negative(_field(record, "max_turn", where), where, "max_turn"),
-            production_factor=_non_negative(
-                _field(record, "production_factor", where), where, "production_factor"
-            ),
-            initial_volume=_non_negative(
-                _field(record, "initial_volume", where), where, "initial_volume"
-            ),
+            min_volume=limit("min_volume"),
+            max_volume=limit("max_volume"),
+            min_turn=limit("min_turn"),
+            max_turn=limit("max_turn"),
+            production_factor=limit("production_factor"),
+            initial_volume=limit("initial_volume"),
             downstream_turn=_int_list(record, "downstream_turn", where),
             downstream_spill=_int_list(record, "downstream_spill", where),
         )
@@ -387,10 +431,12 @@ def load_case(name_or_path: str) -> Case:
                         f"{hy_file} plant {plant.index}: {kind} refers to unknown plant {target}"
                     )
     _check_acyclic(plants, hy_file)
+    return plants
 
-    inflow_file = os.path.join(folder, "inflows.csv")
+
+def _read_inflows(inflow_file: str, n_plants: int) -> np.ndarray:
+    """``inflows.csv`` as ``[stage, plant, scenario]`` (columns are plant blocks × scenarios)."""
     table = _read_csv(inflow_file)
-    n_plants = len(plants)
     if n_plants == 0 or table.shape[1] % n_plants:
         raise CaseDataError(
             f"{inflow_file}: {table.shape[1]} columns are not a whole number of scenarios for "
@@ -399,35 +445,19 @@ def load_case(name_or_path: str) -> Case:
     if np.any(table < 0):
         raise CaseDataError(f"{inflow_file}: inflows must not be negative")
     n_scenarios = table.shape[1] // n_plants
-    inflows = table.reshape(table.shape[0], n_plants, n_scenarios)
+    return table.reshape(table.shape[0], n_plants, n_scenarios)
 
-    probabilities = None
-    prob_file = os.path.join(folder, "scenarioprobability.csv")
-    if os.path.exists(prob_file):
-        probabilities = _read_csv(prob_file)
-        if probabilities.shape[1] != n_scenarios:
-            raise CaseDataError(
-                f"{prob_file}: {probabilities.shape[1]} columns, expected {n_scenarios} scenarios"
-            )
-        if np.any(probabilities < 0) or not np.allclose(probabilities.sum(axis=1), 1.0):
-            raise CaseDataError(f"{prob_file}: each row must be probabilities summing to 1")
 
-    if "cost_deficit" not in network:
-        raise CaseDataError(f"{pm_file}: missing 'cost_deficit'")
-    return Case(
-        name=name,
-        base_mva=_field(network, "baseMVA", pm_file),
-        cost_deficit=_non_negative(
-            _field(network, "cost_deficit", pm_file), pm_file, "cost_deficit"
-        ),
-        buses=tuple(buses),
-        loads=tuple(loads),
-        branches=tuple(branches),
-        generators=tuple(generators),
-        plants=tuple(plants),
-        inflows=inflows,
-        scenario_probabilities=probabilities,
-    )
+def _read_probabilities(prob_file: str, n_scenarios: int) -> np.ndarray:
+    """``scenarioprobability.csv``: per stage, probabilities of the scenarios summing to 1."""
+    probabilities = _read_csv(prob_file)
+    if probabilities.shape[1] != n_scenarios:
+        raise CaseDataError(
+            f"{prob_file}: {probabilities.shape[1]} columns, expected {n_scenarios} scenarios"
+        )
+    if np.any(probabilities < 0) or not np.allclose(probabilities.sum(axis=1), 1.0):
+        raise CaseDataError(f"{prob_file}: each row must be probabilities summing to 1")
+    return probabilities
 
 
 def _name(record: dict, where: str) -> str:
