@@ -24,7 +24,7 @@ from fuzzing import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from test_oppo import hand_dataset
+from offline_data import hand_dataset
 
 from mdpo import PPO, SAC, Agent
 from mdpo.cli.main import main

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fuzzing import replace_member, rewrite_zip, run_case, tensor_bytes
-from test_oppo import hand_dataset
+from offline_data import hand_dataset
 
 from mdpo import BC, PPO, SAC, Agent, ModelFileError
 from mdpo.cli.main import main
