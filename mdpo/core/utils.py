@@ -202,3 +202,16 @@ def check_sizes(sizes: list[int]) -> list[int]:
             f"[1, {MAX_LAYER_WIDTH}], got {shown!r}"
         )
     return sizes
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place (a reader never
+    sees half a file, a crash leaves the old one)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -29,7 +29,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from mdpo.core.callbacks import BaseCallback
+from mdpo.core.callbacks import BaseCallback, as_callback
 from mdpo.core.learner import Learner
 from mdpo.core.limits import (
     MAX_BUFFER_SIZE,
@@ -39,7 +39,7 @@ from mdpo.core.limits import (
     inside,
 )
 from mdpo.core.registry import register_algorithm
-from mdpo.core.utils import Schedule, check_int, check_number
+from mdpo.core.utils import Schedule, check_int, check_number, write_text_atomic
 from mdpo.rules.highs import SolverPool
 from mdpo.rules.multistage import (
     MultiStageProblem,
@@ -407,7 +407,7 @@ class TSDDR(Learner):
             )
         self.best_eval_cost = float("inf")
         self._pool = None
-        self._eval_noise: np.ndarray | None = None
+        self._eval_noise: tuple[tuple[int, int], np.ndarray] | None = None
         if env is not None:
             self.set_problem(env)
         if _init_setup_model and self.observation_space is not None:
@@ -546,10 +546,17 @@ class TSDDR(Learner):
         """``total_timesteps`` gradient steps (see :meth:`Learner.learn` for the arguments)."""
         if self.problem is None:
             raise ValueError("TSDDR has no problem to train on: pass env= or call set_problem()")
+        callbacks = [c for c in [as_callback(callback)] if c is not None]
+        if self.eval_freq:
+            callbacks.append(
+                KeepBestRule(
+                    self.eval_freq, self.eval_scenarios, self.eval_seed, self.best_model_path
+                )
+            )
         try:
             super().learn(
                 total_timesteps,
-                callback,
+                callbacks,
                 log_interval,
                 tb_log_name,
                 reset_num_timesteps,
@@ -600,31 +607,20 @@ class TSDDR(Learner):
         logger.record("train/slack", float(result.slack.mean()))
         logger.record("train/grad_norm", float(grad_norm))
         logger.record("time/solve_seconds", solve_seconds)
-        logger.record("train/learning_rate", self.optimizer.param_groups[0]["lr"])
-        if self.eval_freq and self.num_timesteps % self.eval_freq == 0:
-            self._evaluate_and_keep_best()
+        keep_going = callback.on_step()  # KeepBestRule evaluates here, every eval_freq steps
         if log_interval and self._iteration % log_interval == 0:
             self._record_time()
             logger.dump(self.num_timesteps)
-        keep_going = callback.on_step()
         callback.on_rollout_end()
         return keep_going
 
-    def _evaluate_and_keep_best(self) -> None:
-        if self._eval_noise is None:
-            rng = np.random.default_rng(self.eval_seed)
-            self._eval_noise = self.problem.sample_noise(self.eval_scenarios, rng)
-        costs = self.evaluate(self._eval_noise).operating_cost.sum(axis=1)
-        mean = float(costs.mean())
-        self.logger.record("eval/mean_cost", mean)
-        if mean < self.best_eval_cost:
-            self.best_eval_cost = mean
-            self.best_policy_state = copy.deepcopy(self.policy.state_dict())
-            if self.best_model_path is not None:
-                path = self.save(self.best_model_path)
-                with open(f"{path}.json", "w") as handle:  # read back by a resumed run
-                    handle.write(dumps_json({"eval_mean_cost": mean, "step": self.num_timesteps}))
-        self.logger.record("eval/best_mean_cost", self.best_eval_cost)
+    def evaluation_noise(self, n_scenarios: int, seed: int) -> np.ndarray:
+        """The fixed validation scenarios ``[n, T, U]`` of seed ``seed`` (drawn once)."""
+        key = (n_scenarios, seed)
+        if self._eval_noise is None or self._eval_noise[0] != key:
+            rng = np.random.default_rng(seed)
+            self._eval_noise = (key, self.problem.sample_noise(n_scenarios, rng))
+        return self._eval_noise[1]
 
     # ----------------------------------------------------------------------------- acting
     def evaluate(self, noise: np.ndarray):
@@ -694,3 +690,44 @@ class TSDDR(Learner):
             return action
 
         return act
+
+
+class KeepBestRule(BaseCallback):
+    """Evaluate the rule stage by stage every ``eval_freq`` gradient steps on fixed validation
+    scenarios; keep the best mean cost (``model.best_eval_cost``) and its weights
+    (``model.best_policy_state``), and save the best agent to ``best_model_path`` with a side
+    file ``<path>.json`` that a resumed run reads back. :meth:`TSDDR.learn` adds it when
+    ``eval_freq`` is set.
+
+    Args:
+        eval_freq: gradient steps between evaluations.
+        n_scenarios: validation scenarios.
+        seed: their seed.
+        best_model_path: where to save the best agent (``None``: kept in memory only).
+    """
+
+    def __init__(
+        self, eval_freq: int, n_scenarios: int, seed: int, best_model_path: str | None = None
+    ):
+        super().__init__()
+        self.eval_freq = check_int(eval_freq, "eval_freq")
+        self.n_scenarios = check_int(n_scenarios, "n_scenarios")
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.best_model_path = best_model_path
+
+    def _on_step(self) -> bool:
+        agent = self.model
+        if agent.num_timesteps % self.eval_freq:
+            return True
+        noise = agent.evaluation_noise(self.n_scenarios, self.seed)
+        mean = float(agent.evaluate(noise).operating_cost.sum(axis=1).mean())
+        self.logger.record("eval/mean_cost", mean)
+        if mean < agent.best_eval_cost:
+            agent.best_eval_cost = mean
+            agent.best_policy_state = copy.deepcopy(agent.policy.state_dict())
+            if self.best_model_path is not None:
+                path = agent.save(self.best_model_path)
+                side = {"eval_mean_cost": mean, "step": agent.num_timesteps}
+                write_text_atomic(f"{path}.json", dumps_json(side))  # read back on resume
+        self.logger.record("eval/best_mean_cost", agent.best_eval_cost)
+        return True
