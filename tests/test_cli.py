@@ -38,7 +38,7 @@ def test_help():
         (["train", "PPO", "CartPole-v1", "--set", "n_steps"], "--set expects key=value"),
         (["train", "PPO", "CartPole-v1", "--steps", "0"], "--steps must be >= 1"),
         (["train", "PPO", "CartPole-v1", "--set", "learning_rate=-1"], "learning_rate must be > 0"),
-        (["eval", "missing.zip", "--env", "CartPole-v1"], "does not exist"),
+        (["eval", "missing.zip", "--env", "CartPole-v1"], "neither a model file nor a run folder"),
         (["train", "--resume", "not-a-run"], "not a run folder"),
         (["train", "PPO", "CartPole-v1", "--n-envs", "0"], "--n-envs must be >= 1"),
     ],

@@ -277,15 +277,36 @@ def _learn_in_folder(
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    """``mdpo eval``: mean and std of the return of a saved model."""
+    """``mdpo eval``: mean and std of the return of a saved model, given as a model file or a
+    run folder (its final model, else its latest checkpoint); the env is the run's unless
+    ``--env`` names another."""
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    check_env_id(args.env)
-    agent = Agent.load(args.model, device=args.device)
+    model_path, env_id, env_kwargs = resolve_model(args.model)
+    if args.env is not None:
+        env_id, env_kwargs = args.env, None
+    if env_id is None:
+        raise ValueError(f"{args.model!r} is a model file: name the env it acts in with --env ENV")
+    check_env_id(env_id)
+    args.env = env_id
+    agent = Agent.load(model_path, device=args.device)
+    env = make_vec_env(env_id, env_kwargs=env_kwargs)
+    for name, mine, theirs in (
+        ("observation", agent.observation_space, env.single_observation_space),
+        ("action", agent.action_space, env.single_action_space),
+    ):
+        if getattr(mine, "shape", None) != getattr(theirs, "shape", None) or type(mine) is not type(
+            theirs
+        ):
+            env.close()
+            raise ValueError(
+                f"the model acts in {name} space {mine}, but {env_id} has {theirs}: is "
+                f"{env_id} the env it was trained on? (--env names another)"
+            )
     returns, lengths = evaluate_policy(
         agent,
-        args.env,
+        env,
         n_eval_episodes=args.episodes,
         deterministic=not args.stochastic,
         return_episode_rewards=True,
@@ -293,8 +314,8 @@ def command_eval(args: argparse.Namespace) -> int:
     )
 
     result = {
-        "model": args.model,
-        "env": args.env,
+        "model": model_path,
+        "env": env_id,
         "episodes": args.episodes,
         "deterministic": not args.stochastic,
         "mean_reward": float(np.mean(returns)),
@@ -309,6 +330,27 @@ def command_eval(args: argparse.Namespace) -> int:
             f"over {args.episodes} episodes (mean length {result['mean_ep_length']:.1f})"
         )
     return 0
+
+
+def resolve_model(path: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(model file, env id, env kwargs)`` of a model file or a run folder of ``mdpo train``
+    (the env and its kwargs from the run's ``config.json``; the final model, else the latest
+    checkpoint)."""
+    if not os.path.isdir(path):
+        if not os.path.exists(path) and not os.path.exists(path + ".zip"):
+            raise ValueError(f"{path!r} is neither a model file nor a run folder")
+        return path, None, None
+    folder = RunFolder(path, "mdpo eval")
+    if not folder.holds_run():
+        raise ValueError(f"{path!r} is a folder without config.json: not a run folder")
+    config = folder.read_config()
+    hyper = config.get("hyperparameters") or {}
+    model = folder.file("final_model.zip")
+    if not os.path.exists(model):
+        model = latest_checkpoint(folder.file("checkpoints"))
+        if model is None:
+            raise ValueError(f"{path!r} holds no model yet (no final model, no checkpoint)")
+    return model, config.get("env"), hyper.get("env_kwargs")
 
 
 def command_sweep_run(args: argparse.Namespace) -> int:
@@ -410,8 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval", help="evaluate a saved model", description="Evaluate a saved model on ENV."
     )
-    evaluate.add_argument("model", help="model file (.zip)")
-    evaluate.add_argument("--env", required=True, help="gymnasium env id")
+    evaluate.add_argument("model", help="model file (.zip) or run folder of mdpo train")
+    evaluate.add_argument(
+        "--env", help="gymnasium env id (default: the run's env; needed for a bare model file)"
+    )
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first reset")

@@ -139,7 +139,10 @@ class SB3Model:
         with Archive(path, expected_format=None, member_limit=SB3_MEMBER_LIMIT) as archive:
             self.path = archive.path
             if archive.has("mdpo.json"):
-                raise ModelFileError(f"{self.path!r} is an mdpo model file: use mdpo.load")
+                raise ModelFileError(
+                    f"{self.path!r} is already an mdpo model file: use it as it is "
+                    "(mdpo eval, Agent.load); import-sb3 reads Stable-Baselines3 zips"
+                )
             for member in ("data", "policy.pth"):
                 if not archive.has(member):
                     raise ModelFileError(

@@ -13,9 +13,10 @@ whole rollout to the agent as torch tensors on the agent's device.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,16 +250,25 @@ def make_vec_env(
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
     if vec_env_cls not in VEC_ENV_CLASSES:
         raise ValueError(f"vec_env_cls must be one of {VEC_ENV_CLASSES}, got {vec_env_cls!r}")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a mapping of keyword arguments, got {env_kwargs!r}")
     if isinstance(env, str) and env.startswith(TORCH_PREFIX):
         check_env_id(env)
         name = env.removeprefix(TORCH_PREFIX)
-        if device is None:
-            return TorchToNumpy(make_torch_env(name, n_envs, "cpu", **(env_kwargs or {})))
-        return make_torch_env(name, n_envs, device, **(env_kwargs or {}))
+        with _env_kwargs_named(env, env_kwargs):
+            if device is None:
+                return TorchToNumpy(make_torch_env(name, n_envs, "cpu", **(env_kwargs or {})))
+            return make_torch_env(name, n_envs, device, **(env_kwargs or {}))
     if isinstance(env, str):
         check_env_id(env)
         kwargs = dict(env_kwargs or {})
+        with _env_kwargs_named(env, env_kwargs):
+            first = gym.make(env, **kwargs)  # made now: a wrong keyword is named at once
         env_fns = [lambda: gym.make(env, **kwargs) for _ in range(n_envs)]
+        if vec_env_cls == "async" and n_envs > 1:
+            first.close()  # the workers make their own
+        else:
+            env_fns[0] = lambda: first
     elif isinstance(env, gym.Env):
         if n_envs != 1:
             raise ValueError(
@@ -281,6 +291,17 @@ def make_vec_env(
         return LeanSyncVectorEnv(env_fns)
     except TypeError:  # not a Box observation space: the agent will name it
         return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+@contextlib.contextmanager
+def _env_kwargs_named(env_id: str, env_kwargs: dict[str, Any] | None) -> Iterator[None]:
+    """Turn an env constructor's refusal of a keyword into one line naming ``env_kwargs``."""
+    try:
+        yield
+    except TypeError as err:
+        raise ValueError(
+            f"env_kwargs {env_kwargs!r} do not fit {env_id}: {str(err).splitlines()[0]}"
+        ) from None
 
 
 class RunningMeanStd:

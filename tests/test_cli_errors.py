@@ -1,0 +1,69 @@
+"""The command line's errors point the right way, in one line, before anything trains; `mdpo
+eval` takes a run folder and finds the env there (issue 20, findings 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mdpo.cli import main
+
+TRAIN = ["train", "PPO", "Pendulum-v1", "--steps", "64", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (['policy_kwargs={"net_arch": [64, 64], "foo": 1}'], "'foo' is not a keyword of PPO's"),
+        (['policy_kwargs="big"'], "policy_kwargs must be a JSON mapping"),
+        (["net_arch=[64,64]"], "--set policy_kwargs='{\"net_arch\": [64,64]}'"),
+        (['env_kwargs={"foo": 1}'], "env_kwargs {'foo': 1} do not fit Pendulum-v1"),
+        (["n_steps=64", "n_steps=128"], "--set n_steps=... is given twice"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors_before_training(in_tmp, capsys, sets, message):
+    args = [*TRAIN, "--out", "run"]
+    for pair in sets:
+        args += ["--set", pair]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not (in_tmp / "run" / "config.json").exists()
+
+
+def test_eval_takes_a_run_folder_and_its_env(in_tmp, capsys):
+    assert (
+        main(
+            [
+                *TRAIN,
+                "--set",
+                "n_steps=64",
+                "--set",
+                "batch_size=64",
+                "--set",
+                'env_kwargs={"g": 2.0}',
+                "--out",
+                "run",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", "run", "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env"] == "Pendulum-v1" and result["model"].endswith("final_model.zip")
+    # a bare model file needs --env, and the wrong env is named as such
+    assert main(["eval", "run/final_model.zip", "--episodes", "1"]) == 2
+    assert "--env" in capsys.readouterr().err
+    assert main(["eval", "run/final_model.zip", "--env", "CartPole-v1"]) == 2
+    err = capsys.readouterr().err
+    assert "is CartPole-v1 the env it was trained on?" in err and "\n" not in err.strip()
+
+
+def test_import_sb3_of_an_mdpo_file_speaks_to_a_command_line_user(in_tmp, capsys):
+    assert main([*TRAIN, "--set", "n_steps=64", "--set", "batch_size=64", "--out", "run"]) == 0
+    capsys.readouterr()
+    assert main(["import-sb3", "run/final_model.zip", "--out", "x.zip"]) == 2
+    err = capsys.readouterr().err
+    assert "already an mdpo model file: use it as it is" in err and "mdpo.load" not in err
