@@ -67,3 +67,16 @@ def test_import_sb3_of_an_mdpo_file_speaks_to_a_command_line_user(in_tmp, capsys
     assert main(["import-sb3", "run/final_model.zip", "--out", "x.zip"]) == 2
     err = capsys.readouterr().err
     assert "already an mdpo model file: use it as it is" in err and "mdpo.load" not in err
+
+
+def test_train_ends_with_the_score_of_its_final_model(in_tmp, capsys):
+    """Under one evaluation interval no evaluation ran during training: one runs at the end."""
+    args = [*TRAIN, "--set", "n_steps=64", "--set", "batch_size=64", "--out", "run"]
+    assert main([*args, "--eval-episodes", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("done: PPO on Pendulum-v1, 64 steps (") and "final evaluation" in line
+    assert "over 2 episodes; files in run" in line
+    status = json.loads((in_tmp / "run" / "status.json").read_text())
+    assert status["status"] == "completed" and status["last_eval_mean_reward"] < 0
+    rows = (in_tmp / "run" / "eval" / "evaluations.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("64,")

@@ -259,6 +259,7 @@ def _learn_in_folder(
         evaluation,
     ]
     status.model = agent
+    started, tic = agent.num_timesteps, time.perf_counter()
     with folder.failure_recorded(lambda: {"num_timesteps": agent.num_timesteps}):
         agent.learn(
             total - agent.num_timesteps,
@@ -267,12 +268,20 @@ def _learn_in_folder(
             tb_log_name=config["algo"],
             progress_bar=not args.no_progress,
         )
-    agent.save(final_path)
-    mean, std = evaluation.last_mean_reward, None
-    if evaluation.evaluations_results:
-        std = float(__import__("numpy").std(evaluation.evaluations_results[-1]))
+        seconds = time.perf_counter() - tic
+        agent.save(final_path)
+        if evaluation.evaluations_timesteps[-1:] != [agent.num_timesteps]:
+            evaluation.evaluate()  # every run ends with the score of its final model
+    returns = evaluation.evaluations_results[-1]
+    mean, std = float(np.mean(returns)), float(np.std(returns))
     status.write("completed", last_eval_mean_reward=mean, last_eval_std_reward=std)
-    print(f"done: {agent.num_timesteps} steps; final model {final_path}")
+    rate = (agent.num_timesteps - started) / max(seconds, 1e-9)
+    print(
+        f"done: {config['algo']} on {config['env']}, {agent.num_timesteps} steps "
+        f"({rate:.0f} steps/s over {seconds:.1f} s); final evaluation {mean:.2f} +/- {std:.2f} "
+        f"over {len(returns)} episodes; files in {folder.path} (final_model.zip, "
+        "eval/evaluations.csv, tb/)"
+    )
     return 0
 
 
