@@ -80,3 +80,15 @@ def test_train_ends_with_the_score_of_its_final_model(in_tmp, capsys):
     assert status["status"] == "completed" and status["last_eval_mean_reward"] < 0
     rows = (in_tmp / "run" / "eval" / "evaluations.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("64,")
+
+
+def test_help_shows_defaults_and_a_rounded_budget_is_announced(in_tmp, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for default in ("(default: 10000)", "(default: 5)", "(default: auto)"):
+        assert default in text
+    args = [*TRAIN[:3], "--steps", "100", "--set", "n_steps=64", "--set", "batch_size=64"]
+    assert main([*args, "--out", "run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "this run ends at 128 steps, not 100" in out and "n_steps × n_envs = 64 × 1" in out

@@ -259,6 +259,14 @@ def _learn_in_folder(
         evaluation,
     ]
     status.model = agent
+    size = agent.timesteps_per_iteration
+    left = total - agent.num_timesteps
+    if left % size:
+        ends = agent.num_timesteps + -(-left // size) * size
+        print(
+            f"note: {config['algo']} trains in whole iterations of {size} steps "
+            f"({iteration_words(agent)}): this run ends at {ends} steps, not {total}"
+        )
     started, tic = agent.num_timesteps, time.perf_counter()
     with folder.failure_recorded(lambda: {"num_timesteps": agent.num_timesteps}):
         agent.learn(
@@ -283,6 +291,38 @@ def _learn_in_folder(
         "eval/evaluations.csv, tb/)"
     )
     return 0
+
+
+def iteration_words(agent: Agent) -> str:
+    """What one iteration of ``agent`` is, in its hyperparameters' names."""
+    if hasattr(agent, "n_steps"):
+        return f"n_steps × n_envs = {agent.n_steps} × {agent.n_envs}"
+    return f"train_freq × n_envs = {agent.train_freq_steps} × {agent.n_envs}"
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its text already says it or there is
+    none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is None
+            or action.default is False  # a flag (0 is a default to show)
+            or action.default == argparse.SUPPRESS
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class DefaultsParser(argparse.ArgumentParser):
+    """An argument parser whose ``--help`` shows every default (its subcommands' too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def command_eval(args: argparse.Namespace) -> int:
@@ -417,7 +457,7 @@ def command_export_sb3(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mdpo``."""
-    parser = argparse.ArgumentParser(
+    parser = DefaultsParser(
         prog="mdpo",
         description="Train, evaluate and benchmark policy-optimization agents.",
     )

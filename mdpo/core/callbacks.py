@@ -309,7 +309,7 @@ class ProgressBarCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
 
-        total = self.model.total_timesteps
+        total = self.model.planned_timesteps  # the budget rounded up to whole iterations
         self.bar = tqdm(
             total=total, initial=self.model.num_timesteps, unit="step", dynamic_ncols=True
         )

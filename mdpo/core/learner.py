@@ -297,6 +297,18 @@ class Learner(ABC):
         if init_setup_model:
             self._setup_model()
 
+    @property
+    def timesteps_per_iteration(self) -> int:
+        """Timesteps one iteration of :meth:`learn` takes (a budget is rounded up to whole
+        iterations)."""
+        return 1
+
+    @property
+    def planned_timesteps(self) -> int:
+        """Where the current :meth:`learn` ends: its budget rounded up to whole iterations."""
+        start, size = self._num_timesteps_at_start, self.timesteps_per_iteration
+        return start + -(-(self._total_timesteps - start) // size) * size
+
     def _on_spaces_set(self) -> None:  # noqa: B027 - optional hook
         """What depends on the spaces (an online agent's observation normalizer)."""
 

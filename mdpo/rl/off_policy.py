@@ -112,6 +112,11 @@ class OffPolicyAgent(Agent):
                 f"finite; the env has {action_space}"
             )
 
+    @property
+    def timesteps_per_iteration(self) -> int:
+        """One training phase: ``train_freq × n_envs`` transitions."""
+        return self._train_freq_steps * self.n_envs
+
     def _check_env_settings(self) -> None:
         if self.n_envs * self._train_freq_steps > self.buffer_size:
             raise ValueError(

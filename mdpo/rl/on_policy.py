@@ -58,6 +58,11 @@ class OnPolicyAgent(Agent):
     # minibatch-size attributes that must fit in a rollout (checked whenever an env is attached)
     minibatch_attributes: tuple[str, ...] = ()
 
+    @property
+    def timesteps_per_iteration(self) -> int:
+        """A whole rollout: ``n_steps × n_envs``."""
+        return self.n_steps * self.n_envs
+
     def _check_env_settings(self) -> None:
         rollout_size = self.n_steps * self.n_envs
         for name in self.minibatch_attributes:
