@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import gymnasium as gym
@@ -101,3 +102,25 @@ def test_top_episodes_and_normalized_score():
     assert dataset.top_episodes(0.5).returns.tolist() == [33.0]  # 10 + 11 + 12
     assert dataset.top_episodes(1.0).returns.tolist() == [10.0, 33.0]
     np.testing.assert_allclose(dataset.normalized_score([0.0, 10.0]), [50.0, 100.0])
+
+
+def test_references_that_barely_differ_are_warned_about_and_their_count_recorded(tmp_path, capsys):
+    from mdpo.cli import main
+
+    close = OfflineDataset(
+        [hand_episode(5, 0.0)],
+        "Pendulum-v1",
+        OBS2,
+        BOX1,
+        ref_min_score=-1175.0,
+        ref_max_score=-1157.0,
+        info={"reference_episodes": 5},
+    )
+    assert "barely beats" in close.scale_warning()
+    assert hand_dataset().scale_warning() is None  # -10 vs 10
+    path = close.save("mdpo/pendulum/close-v0", root=str(tmp_path))
+    meta = json.loads(open(os.path.join(path, "data", "metadata.json")).read())
+    assert meta["num_episodes_average_score"] == 5
+    assert main(["data", "info", path]) == 0
+    captured = capsys.readouterr()
+    assert "reference_episodes: 5" in captured.out and "barely beats" in captured.err

@@ -484,6 +484,7 @@ def make_dataset(
             )
             info[f"{part}_snapshot"] = snapshot
         info["algorithm"] = teacher.config["algo"]
+    info["reference_episodes"] = int(teacher.state["references"]["episodes"])
     info["build_seconds"] = round(time.time() - tic, 1)
     if command:
         info["command"] = command

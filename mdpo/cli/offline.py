@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import shlex
+import sys
 import time
 
 import numpy as np
@@ -94,6 +95,7 @@ def command_data_make(args: argparse.Namespace) -> int:
     )
     path = dataset.save(dataset_id, args.root, overwrite=args.force)
     print(f"{dataset_id}: {dataset.summary()}")
+    warn_scale(dataset)
     print(
         f"  references: random {dataset.ref_min_score:.1f}, expert {dataset.ref_max_score:.1f}"
         f" (teacher {teacher_dir}); written to {path}"
@@ -107,10 +109,18 @@ def command_data_info(args: argparse.Namespace) -> int:
     dataset = OfflineDataset.load(args.dataset, args.root)
     print(f"{dataset.dataset_id} ({dataset.env_id}): {dataset.summary()}")
     print(f"  references: random {dataset.ref_min_score}, expert {dataset.ref_max_score}")
-    for key in ("kind", "seed", "algorithm", "command", "build_seconds"):
+    for key in ("kind", "seed", "algorithm", "reference_episodes", "command", "build_seconds"):
         if key in dataset.info:
             print(f"  {key}: {dataset.info[key]}")
+    warn_scale(dataset)
     return 0
+
+
+def warn_scale(dataset: OfflineDataset) -> None:
+    """Print the dataset's scale warning, if it has one (see ``scale_warning``)."""
+    warning = dataset.scale_warning()
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def command_data_labels(args: argparse.Namespace) -> int:

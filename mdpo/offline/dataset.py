@@ -203,6 +203,22 @@ class OfflineDataset:
             self.dataset_id,
         )
 
+    def scale_warning(self) -> str | None:
+        """A warning when the references barely differ (the expert hardly beats random), so
+        that normalized scores are a large multiple of small return differences; else
+        ``None``."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        low, high = float(self.ref_min_score), float(self.ref_max_score)
+        span = high - low
+        if span > 0.05 * max(abs(low), abs(high), 1.0):
+            return None
+        return (
+            f"the expert reference ({high:.1f}) barely beats the random one ({low:.1f}): a "
+            f"normalized score is 100 × (R − {low:.1f}) / {span:.1f}, so small return "
+            "differences make large scores; compare returns, or train a better teacher"
+        )
+
     def summary(self) -> str:
         """One line: episodes, steps, return statistics and normalized scores."""
         r = self.returns
@@ -256,6 +272,10 @@ class OfflineDataset:
                     "ref_min_score": float(self.ref_min_score),
                     "ref_max_score": float(self.ref_max_score),
                 }
+                episodes = self.info.get("reference_episodes")
+                if isinstance(episodes, int) and not isinstance(episodes, bool) and episodes > 0:
+                    # the real count (Minari's default of 100 otherwise)
+                    references["num_episodes_average_score"] = episodes
 
             spec = gym.spec(self.env_id)
             if self.env_kwargs:
