@@ -92,3 +92,17 @@ def test_help_shows_defaults_and_a_rounded_budget_is_announced(in_tmp, capsys):
     assert main([*args, "--out", "run", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "this run ends at 128 steps, not 100" in out and "n_steps × n_envs = 64 × 1" in out
+
+
+def test_threads_option_sets_torchs_threads(in_tmp):
+    import torch
+
+    args = [*TRAIN, "--set", "n_steps=64", "--set", "batch_size=64"]
+    try:
+        assert main([*args, "--out", "a", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        assert main([*args, "--out", "b"]) == 0  # the default: one thread
+        assert torch.get_num_threads() == 1
+        assert main([*args, "--out", "c", "--threads", "-1"]) == 2
+    finally:
+        torch.set_num_threads(1)

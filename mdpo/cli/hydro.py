@@ -19,6 +19,7 @@ import numpy as np
 import mdpo
 from mdpo import TSDDR
 from mdpo.cli.run_folder import RunFolder, write_json_atomic
+from mdpo.cli.threads import add_threads_option
 from mdpo.core.limits import (
     MAX_CUTS,
     BadFileError,
@@ -632,6 +633,7 @@ def add_parser(sub) -> None:
     )
     simulate.set_defaults(func=command_simulate)
     tsddr = group.add_parser("tsddr", help="train TS-DDR / TS-LDR (resumable) and simulate it")
+    add_threads_option(tsddr)
     common(tsddr)
     tsddr.add_argument(
         "--policy",

@@ -33,6 +33,7 @@ from mdpo.cli.sweep.executors import (
 )
 from mdpo.cli.sweep.report import write_report
 from mdpo.cli.sweep.spec import load_spec, safe_name
+from mdpo.cli.threads import add_threads_option, apply_threads
 from mdpo.core.limits import (
     MAX_VEC_ENVS,
     BadFileError,
@@ -496,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
+    add_threads_option(train)
     train.set_defaults(func=command_train)
 
     evaluate = sub.add_parser(
@@ -567,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        apply_threads(args)
         return args.func(args)
     except (ValueError, FileNotFoundError, RunFolderBusy) as err:  # the user's input
         # (BadFileError and ModelFileError are ValueErrors): one line, never a traceback

@@ -21,6 +21,7 @@ from mdpo.cli.run_folder import (
     RunFolder,
     write_json_atomic,
 )
+from mdpo.cli.threads import add_threads_option
 from mdpo.core.limits import BadFileError, field_int
 from mdpo.core.registry import ALGORITHMS
 from mdpo.core.utils import code_version
@@ -389,6 +390,7 @@ def add_parsers(sub) -> None:
     data = sub.add_parser("data", help="offline datasets (Minari format) and preference labels")
     group = data.add_subparsers(dest="data_command", required=True)
     make = group.add_parser("make", help="make a dataset from the suite's own agents")
+    add_threads_option(make)
     make.add_argument("env", help="gymnasium env id, e.g. Hopper-v5")
     make.add_argument("--kind", required=True, choices=KINDS)
     size = make.add_mutually_exclusive_group()
@@ -434,6 +436,7 @@ def add_parsers(sub) -> None:
     oppo = sub.add_parser("oppo", help="offline preference-guided policy optimization")
     ogroup = oppo.add_subparsers(dest="oppo_command", required=True)
     train = ogroup.add_parser("train", help="train OPPO (or BC / FilteredBC) on a dataset")
+    add_threads_option(train)
     train.add_argument("--dataset", help="Minari id or dataset folder")
     train.add_argument("--root", help="Minari datasets folder")
     train.add_argument("--algo", default="OPPO", help="OPPO, BC or FilteredBC")
