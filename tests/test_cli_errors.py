@@ -94,15 +94,28 @@ def test_help_shows_defaults_and_a_rounded_budget_is_announced(in_tmp, capsys):
     assert "this run ends at 128 steps, not 100" in out and "n_steps × n_envs = 64 × 1" in out
 
 
-def test_threads_option_sets_torchs_threads(in_tmp):
+def test_threads_option_sets_torchs_threads(in_tmp, monkeypatch, capsys):
     import torch
+
+    from mdpo.cli import threads
 
     args = [*TRAIN, "--set", "n_steps=64", "--set", "batch_size=64"]
     try:
         assert main([*args, "--out", "a", "--threads", "2"]) == 0
         assert torch.get_num_threads() == 2
-        assert main([*args, "--out", "b"]) == 0  # the default: one thread
-        assert torch.get_num_threads() == 1
-        assert main([*args, "--out", "c", "--threads", "-1"]) == 2
+        # auto: the cores the load average leaves free, at least one
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.7, 0.0, 0.0))
+        assert threads.free_cores() == 1
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+        assert threads.free_cores() == 4
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+        assert threads.free_cores() == 1
+        monkeypatch.setattr(threads, "free_cores", lambda: 3)
+        assert main([*args, "--out", "b"]) == 0  # the default is auto
+        assert torch.get_num_threads() == 3
+        with pytest.raises(SystemExit):
+            main([*args, "--out", "c", "--threads", "-1"])
+        assert "--threads must be >= 0" in capsys.readouterr().err
     finally:
         torch.set_num_threads(1)
