@@ -119,3 +119,17 @@ def test_threads_option_sets_torchs_threads(in_tmp, monkeypatch, capsys):
         assert "--threads must be >= 0" in capsys.readouterr().err
     finally:
         torch.set_num_threads(1)
+
+
+def test_plot_draws_the_evaluation_curves_of_runs(in_tmp, capsys):
+    import matplotlib.image
+
+    args = [*TRAIN, "--set", "n_steps=64", "--set", "batch_size=64", "--eval-freq", "64"]
+    for seed in ("0", "1"):
+        assert main([*args, "--steps", "128", "--seed", seed, "--out", f"run{seed}"]) == 0
+    assert main(["plot", "run0", "run1", "--out", "figs/curves.png"]) == 0
+    assert "wrote figs/curves.png (2 runs)" in capsys.readouterr().out
+    assert matplotlib.image.imread("figs/curves.png").shape[2] in (3, 4)  # a real PNG
+    (in_tmp / "empty").mkdir()
+    assert main(["plot", "empty", "--out", "x.png"]) == 2
+    assert "holds no evaluation yet" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from mdpo import __version__
 from mdpo.cli.hydro import add_parser as add_hydro_parser
 from mdpo.cli.offline import add_parsers as add_offline_parsers
 from mdpo.cli.overrides import NOT_SETTABLE, parse_overrides, parse_value  # noqa: F401
+from mdpo.cli.plot import add_parser as add_plot_parser
 from mdpo.cli.run_folder import (
     RunFolder,
     RunFolderBusy,
@@ -543,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_report.add_argument("--out", help="report folder (default DIR/report)")
     sweep_report.set_defaults(func=command_sweep_report)
 
+    add_plot_parser(sub)
     import_sb3 = sub.add_parser(
         "import-sb3",
         help="convert a Stable-Baselines3 zip into an mdpo model file (never unpickles)",
