@@ -35,6 +35,7 @@ from mdpo.cli.sweep.executors import (
 from mdpo.cli.sweep.report import write_report
 from mdpo.cli.sweep.spec import load_spec, safe_name
 from mdpo.cli.threads import add_threads_option, apply_threads
+from mdpo.cli.tune import add_parser as add_tune_parser
 from mdpo.core.limits import (
     MAX_VEC_ENVS,
     BadFileError,
@@ -545,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_report.set_defaults(func=command_sweep_report)
 
     add_plot_parser(sub)
+    add_tune_parser(sub)
     import_sb3 = sub.add_parser(
         "import-sb3",
         help="convert a Stable-Baselines3 zip into an mdpo model file (never unpickles)",
