@@ -20,6 +20,7 @@ from mdpo.cli.hydro import add_parser as add_hydro_parser
 from mdpo.cli.offline import add_parsers as add_offline_parsers
 from mdpo.cli.overrides import NOT_SETTABLE, parse_overrides, parse_value  # noqa: F401
 from mdpo.cli.plot import add_parser as add_plot_parser
+from mdpo.cli.presets import load_preset, preset_entry, resolve_schedules
 from mdpo.cli.run_folder import (
     RunFolder,
     RunFolderBusy,
@@ -145,7 +146,14 @@ def command_train(args: argparse.Namespace) -> int:
         raise ValueError("mdpo train needs ALGO and ENV (or --resume RUN_DIR)")
     algo = resolve_algo(args.algo)
     check_env_id(args.env)
-    args.steps = 100_000 if args.steps is None else args.steps
+    preset: dict[str, Any] = {"hyperparameters": {}}
+    if args.preset or args.preset_file:
+        where = args.preset_file or f"the {args.preset} preset"
+        preset = preset_entry(load_preset(args.preset, args.preset_file), algo, args.env, where)
+        pairs = [f"{key}={json.dumps(value)}" for key, value in preset["hyperparameters"].items()]
+        parse_overrides(algo, pairs)  # the preset's names and values, checked as --set ones
+    args.steps = preset.get("steps", 100_000) if args.steps is None else args.steps
+    args.n_envs = preset.get("n_envs", 1) if args.n_envs is None else args.n_envs
     for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -156,7 +164,7 @@ def command_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "n_envs": args.n_envs,
         "device": args.device,
-        "hyperparameters": parse_overrides(algo, args.set or []),
+        "hyperparameters": {**preset["hyperparameters"], **parse_overrides(algo, args.set or [])},
         "checkpoint_freq": args.checkpoint_freq,
         "eval_freq": args.eval_freq,
         "eval_episodes": args.eval_episodes,
@@ -212,7 +220,7 @@ def train_in_folder(
             n_envs=config["n_envs"],
             tensorboard_log=os.path.join(run_dir, "tb"),
             verbose=args.verbose,
-            **config["hyperparameters"],
+            **resolve_schedules(config["hyperparameters"]),
         )
     with lock:
         if not resume:
@@ -476,9 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(RL_ALGORITHMS)}")
     train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
-    train.add_argument("--steps", type=int, help="env steps (default 100000)")
+    train.add_argument("--steps", type=int, help="env steps (default 100000, or the preset's)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--n-envs", type=int, default=1, help="parallel envs (default 1)")
+    train.add_argument("--n-envs", type=int, help="parallel envs (default 1, or the preset's)")
+    train.add_argument(
+        "--preset",
+        help="tuned hyperparameters and budget per env: zoo (RL Baselines3 Zoo's, PPO and SAC) "
+        "or paper (MDPO's budgets); --set and --steps override them",
+    )
+    train.add_argument("--preset-file", help="a preset file of one's own (the zoo's format)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     train.add_argument(
         "--set",
