@@ -133,3 +133,34 @@ def test_plot_draws_the_evaluation_curves_of_runs(in_tmp, capsys):
     (in_tmp / "empty").mkdir()
     assert main(["plot", "empty", "--out", "x.png"]) == 2
     assert "holds no evaluation yet" in capsys.readouterr().err
+
+
+def test_small_conventions_n_log_interval_and_parallel_evaluation(in_tmp, capsys):
+    args = [
+        "train",
+        "PPO",
+        "CartPole-v1",
+        "-n",
+        "128",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "batch_size=64",
+        "--eval-freq",
+        "64",
+        "--eval-episodes",
+        "4",
+        "--n-eval-envs",
+        "2",
+        "--log-interval",
+        "2",
+        "--out",
+        "run",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    config = json.loads((in_tmp / "run" / "config.json").read_text())
+    assert config["total_timesteps"] == 128 and config["n_eval_envs"] == 2
+    rows = (in_tmp / "run" / "eval" / "evaluations.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["64", "128"]
+    assert all(len(row.split(",")[-1].split()) == 4 for row in rows)  # 4 episodes each

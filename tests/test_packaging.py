@@ -52,6 +52,7 @@ def test_the_wheel_installs_nothing_as_envs(wheel):
     tops = {name.split("/")[0] for name in names if not name.startswith("mdpo-")}
     assert tops == {"mdpo"}
     assert "mdpo/envs/hydro/data/bolivia/hydro.json" in names  # the case data ships
+    assert "mdpo/cli/presets/zoo.yaml" in names  # and the presets
 
 
 def test_an_installed_mdpo_imports_beside_a_foreign_envs_package(wheel, tmp_path):

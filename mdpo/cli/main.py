@@ -110,6 +110,7 @@ def check_train_config(config: dict[str, Any], path: str) -> dict[str, Any]:
     field_int(config.get("total_timesteps"), f"{path}: total_timesteps", 1, 2**62)
     field_int(config.get("seed"), f"{path}: seed", 0, 2**32 - 1)
     field_int(config.get("n_envs"), f"{path}: n_envs", 1, MAX_VEC_ENVS)
+    field_int(config.get("n_eval_envs", 1), f"{path}: n_eval_envs", 1, MAX_VEC_ENVS)
     for key in ("checkpoint_freq", "eval_freq", "eval_episodes"):
         field_int(config.get(key), f"{path}: {key}", 1, 2**40)
     if not isinstance(config.get("device"), str) or not DEVICE.match(config["device"]):
@@ -154,7 +155,7 @@ def command_train(args: argparse.Namespace) -> int:
         parse_overrides(algo, pairs)  # the preset's names and values, checked as --set ones
     args.steps = preset.get("steps", 100_000) if args.steps is None else args.steps
     args.n_envs = preset.get("n_envs", 1) if args.n_envs is None else args.n_envs
-    for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):
+    for name in ("steps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes", "n_eval_envs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     config = {
@@ -168,6 +169,7 @@ def command_train(args: argparse.Namespace) -> int:
         "checkpoint_freq": args.checkpoint_freq,
         "eval_freq": args.eval_freq,
         "eval_episodes": args.eval_episodes,
+        "n_eval_envs": args.n_eval_envs,
         "command": "mdpo " + shlex.join(args.argv),
         "mdpo_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -249,7 +251,9 @@ def _learn_in_folder(
     n_envs = agent.n_envs
     status = RunStatus(folder)
     # the evaluation env is made as the training one (env_kwargs included)
-    eval_env = make_vec_env(config["env"], env_kwargs=env_kwargs)
+    eval_env = make_vec_env(
+        config["env"], n_envs=config.get("n_eval_envs", 1), env_kwargs=env_kwargs
+    )
     evaluation = EvalCallback(
         eval_env,
         n_eval_episodes=config["eval_episodes"],
@@ -286,6 +290,7 @@ def _learn_in_folder(
             reset_num_timesteps=checkpoint is None,
             tb_log_name=config["algo"],
             progress_bar=not args.no_progress,
+            log_interval=args.log_interval,
         )
         seconds = time.perf_counter() - tic
         agent.save(final_path)
@@ -484,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("algo", nargs="?", help=f"algorithm: {', '.join(RL_ALGORITHMS)}")
     train.add_argument("env", nargs="?", help="gymnasium env id, e.g. CartPole-v1")
-    train.add_argument("--steps", type=int, help="env steps (default 100000, or the preset's)")
+    train.add_argument(
+        "-n", "--steps", type=int, help="env steps (default 100000, or the preset's)"
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--n-envs", type=int, help="parallel envs (default 1, or the preset's)")
     train.add_argument(
@@ -511,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-freq", type=int, default=10_000, help="env steps between evaluations"
     )
     train.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    train.add_argument(
+        "--n-eval-envs", type=int, default=1, help="envs the evaluations run in parallel"
+    )
+    train.add_argument(
+        "--log-interval", type=int, default=1, help="iterations between training logs"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
     add_threads_option(train)
