@@ -24,6 +24,7 @@ from mdpo.cli.presets import load_preset, preset_entry, resolve_schedules
 from mdpo.cli.run_folder import (
     RunFolder,
     RunFolderBusy,
+    resolve_model,
 )
 from mdpo.cli.sweep.executors import (
     prepare,
@@ -37,6 +38,8 @@ from mdpo.cli.sweep.report import write_report
 from mdpo.cli.sweep.spec import load_spec, safe_name
 from mdpo.cli.threads import add_threads_option, apply_threads
 from mdpo.cli.tune import add_parser as add_tune_parser
+from mdpo.cli.watch import add_parsers as add_watch_parsers
+from mdpo.cli.watch import record_videos
 from mdpo.core.limits import (
     MAX_VEC_ENVS,
     BadFileError,
@@ -296,6 +299,15 @@ def _learn_in_folder(
         agent.save(final_path)
         if evaluation.evaluations_timesteps[-1:] != [agent.num_timesteps]:
             evaluation.evaluate()  # every run ends with the score of its final model
+    if args.capture_video:
+        videos, _ = record_videos(
+            agent,
+            config["env"],
+            env_kwargs,
+            folder.file("videos"),
+            prefix=f"step-{agent.num_timesteps}",
+        )
+        print(f"video of the final model: {videos[-1] if videos else 'none written'}")
     returns = evaluation.evaluations_results[-1]
     mean, std = float(np.mean(returns)), float(np.std(returns))
     status.write("completed", last_eval_mean_reward=mean, last_eval_std_reward=std)
@@ -395,27 +407,6 @@ def command_eval(args: argparse.Namespace) -> int:
             f"over {args.episodes} episodes (mean length {result['mean_ep_length']:.1f})"
         )
     return 0
-
-
-def resolve_model(path: str) -> tuple[str, str | None, dict[str, Any] | None]:
-    """``(model file, env id, env kwargs)`` of a model file or a run folder of ``mdpo train``
-    (the env and its kwargs from the run's ``config.json``; the final model, else the latest
-    checkpoint)."""
-    if not os.path.isdir(path):
-        if not os.path.exists(path) and not os.path.exists(path + ".zip"):
-            raise ValueError(f"{path!r} is neither a model file nor a run folder")
-        return path, None, None
-    folder = RunFolder(path, "mdpo eval")
-    if not folder.holds_run():
-        raise ValueError(f"{path!r} is a folder without config.json: not a run folder")
-    config = folder.read_config()
-    hyper = config.get("hyperparameters") or {}
-    model = folder.file("final_model.zip")
-    if not os.path.exists(model):
-        model = latest_checkpoint(folder.file("checkpoints"))
-        if model is None:
-            raise ValueError(f"{path!r} holds no model yet (no final model, no checkpoint)")
-    return model, config.get("env"), hyper.get("env_kwargs")
 
 
 def command_sweep_run(args: argparse.Namespace) -> int:
@@ -526,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
+    train.add_argument(
+        "--capture-video",
+        action="store_true",
+        help="record an episode of the final model into RUN/videos (the video extra)",
+    )
     add_threads_option(train)
     train.set_defaults(func=command_train)
 
@@ -573,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_report.set_defaults(func=command_sweep_report)
 
     add_plot_parser(sub)
+    add_watch_parsers(sub)
     add_tune_parser(sub)
     import_sb3 = sub.add_parser(
         "import-sb3",

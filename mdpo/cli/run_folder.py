@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mdpo.core.callbacks import latest_checkpoint
 from mdpo.core.limits import (
     MAX_JSON_BYTES,
     BadFileError,
@@ -252,3 +253,24 @@ class RunFolder:
     def repair_log(self, name: str, step_column: str, upto: int | None) -> list[dict[str, str]]:
         """Repair an appended CSV log of the folder (see :func:`repair_csv`)."""
         return repair_csv(self.file(name), step_column, upto)
+
+
+def resolve_model(path: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(model file, env id, env kwargs)`` of a model file or a run folder of ``mdpo train``
+    (the env and its kwargs from the run's ``config.json``; the final model, else the latest
+    checkpoint)."""
+    if not os.path.isdir(path):
+        if not os.path.exists(path) and not os.path.exists(path + ".zip"):
+            raise ValueError(f"{path!r} is neither a model file nor a run folder")
+        return path, None, None
+    folder = RunFolder(path, "mdpo eval")
+    if not folder.holds_run():
+        raise ValueError(f"{path!r} is a folder without config.json: not a run folder")
+    config = folder.read_config()
+    hyper = config.get("hyperparameters") or {}
+    model = folder.file("final_model.zip")
+    if not os.path.exists(model):
+        model = latest_checkpoint(folder.file("checkpoints"))
+        if model is None:
+            raise ValueError(f"{path!r} holds no model yet (no final model, no checkpoint)")
+    return model, config.get("env"), hyper.get("env_kwargs")
