@@ -221,7 +221,7 @@ def late_return(result: dict[str, Any]) -> float:
 
 
 def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarray, ...]]]:
-    """Per env, per algorithm: steps, mean over seeds, CI low, CI high."""
+    """Per env, per algorithm: steps, mean over seeds, CI low, CI high, number of seeds."""
     grouped: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
         grouped[result["config"]["env"]][group_name(result)].append(
@@ -239,30 +239,40 @@ def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarra
                 low, high = bootstrap_ci(values, np.mean, n_resamples=1000)
                 lows.append(low)
                 highs.append(high)
-            out[env][algo] = tuple(np.array(a) for a in (steps, means, lows, highs))
+            arrays = tuple(np.array(a) for a in (steps, means, lows, highs))
+            out[env][algo] = (*arrays, len(runs))
     return out
 
 
-def plot_curves(data: dict[str, dict[str, tuple[np.ndarray, ...]]], path: str) -> None:
-    """One panel per env; per algorithm the mean over seeds and its 95% CI band."""
+def plot_curves(data: dict[str, dict[str, tuple[Any, ...]]], path: str) -> None:
+    """One panel per env; per algorithm the mean over seeds and its 95% CI band (the legend
+    says how many seeds; it sits below the panels, off the data)."""
     import matplotlib  # matplotlib is slow to import: only when plotting
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # matplotlib is slow to import: only when plotting
 
     envs = sorted(data)
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    algos = sorted({algo for by_algo in data.values() for algo in by_algo})
+    colors = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}  # one color a method
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4.8), squeeze=False)
+    legend: dict[str, Any] = {}
     for ax, env in zip(axes[0], envs):
         for algo in sorted(data[env]):
-            steps, mean, low, high = data[env][algo]
-            (line,) = ax.plot(steps, mean, label=algo)
-            ax.fill_between(steps, low, high, alpha=0.2, color=line.get_color())
+            steps, mean, low, high, n_seeds = data[env][algo]
+            label = f"{algo} (mean of {n_seeds} seeds)"
+            (line,) = ax.plot(steps, mean, color=colors[algo], label=label)
+            ax.fill_between(steps, low, high, alpha=0.2, color=colors[algo])
+            legend.setdefault(label, line)
         ax.set_title(env)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("mean evaluation return")
+        ax.set_ylabel("evaluation return (deterministic)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = list(legend.values()), list(legend)
+    handles.append(plt.matplotlib.patches.Patch(color="0.6", alpha=0.3))
+    labels.append("band: 95% bootstrap CI of the mean over the seeds")
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))  # the legend below the panels, off the data
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

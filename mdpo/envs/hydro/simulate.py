@@ -147,16 +147,20 @@ def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # matplotlib is slow to import: only when plotting
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     reference = reference_series(case) or {}
     capacity = sum(p.max_volume for p in case.plants)
     for key, axis in (("total_volume", axes[0]), ("thermal_mw", axes[1])):
-        for label, means in runs.items():
-            axis.plot(np.arange(1, len(means[key]) + 1), means[key], label=label)
+        for i, (label, means) in enumerate(runs.items()):
+            # the same color for a run in both panels; gray (C7) is the reference study's
+            color = [f"C{k}" for k in (0, 1, 2, 3, 4, 5, 6, 8, 9)][i % 9]
+            axis.plot(np.arange(1, len(means[key]) + 1), means[key], color=color, label=label)
         axis.set_xlabel("stage")
         axis.grid(alpha=0.3)
-    axes[0].set_title(f"stored volume, all reservoirs (hm³; capacity {capacity:.4g})")
-    axes[1].set_title("thermal generation (MW)")
+    axes[0].set_title(f"stored volume, all reservoirs (capacity {capacity:.4g} hm³)")
+    axes[0].set_ylabel("hm³")
+    axes[1].set_title("thermal generation")
+    axes[1].set_ylabel("MW")
     # the reference volume series exceed the data's total capacity (their unit is not stated):
     # drawn on their own axis, for their shape only; the generation series are in MW
     volume_axis = axes[0].twinx() if reference else None
@@ -174,11 +178,11 @@ def plot_stages(path: str, case: Case, runs: dict[str, dict[str, np.ndarray]]) -
             )
     if volume_axis is not None:
         volume_axis.set_ylabel("reference MeanVolume.csv (unit not stated)", fontsize=8)
-        volume_axis.legend(fontsize=7, loc="upper right")
-    axes[0].legend(fontsize=8, loc="upper left")
-    axes[1].legend(fontsize=7)
+    # one legend below the panels, off the data: our runs, then the reference study's series
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4, frameon=False)
     fig.suptitle(f"{case.name}: mean over the evaluation scenarios")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
