@@ -136,22 +136,33 @@ def report(args: argparse.Namespace) -> None:
         )
     datasets = sorted({d for d, _ in groups})
     fig, axes = plt.subplots(
-        1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False
+        1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4.8), squeeze=False
     )
+    algos = sorted({algo for _, algo in groups})
+    colors = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}  # one color a method
+    legend = {}
     for ax, dataset in zip(axes[0], datasets, strict=False):
         for (d, algo), members in sorted(groups.items()):
             if d != dataset:
                 continue
             steps = [s for s, _ in members[0]["curve"]]
             scores = np.array([[v for _, v in m["curve"]][: len(steps)] for m in members])
-            ax.plot(steps, scores.mean(axis=0), label=f"{algo} ({len(members)} seeds)")
+            label = f"{algo} (mean of {len(members)} seeds)"
+            (line,) = ax.plot(steps, scores.mean(axis=0), color=colors[algo], label=label)
+            legend.setdefault(label, line)
             if len(members) > 1:
-                ax.fill_between(steps, scores.min(axis=0), scores.max(axis=0), alpha=0.2)
+                ax.fill_between(
+                    steps, scores.min(axis=0), scores.max(axis=0), alpha=0.2, color=colors[algo]
+                )
         ax.set_title(dataset)
         ax.set_xlabel("gradient steps")
-        ax.set_ylabel("normalized score")
-        ax.legend()
-    fig.tight_layout()
+        ax.set_ylabel("normalized score (0 random, 100 expert)")
+        ax.grid(alpha=0.3)
+    handles, labels = list(legend.values()), list(legend)
+    handles.append(plt.matplotlib.patches.Patch(color="0.6", alpha=0.3))
+    labels.append("band: the seeds' range (min to max)")
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # the legend below the panels, off the data
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=100)
     # the code a run started and finished on (a resumed run may span commits)
     versions = sorted(
