@@ -50,3 +50,15 @@ def test_tune_refuses_what_it_cannot_tune(in_tmp, capsys):
         "n_steps": 64,
         "batch_size": 128,
     }
+
+
+def test_tune_report_plots_the_history_and_the_importances(in_tmp, capsys):
+    import matplotlib.image
+
+    assert main([*TUNE, "--trials", "3"]) == 0
+    capsys.readouterr()
+    assert main(["tune-report", "--out", "study"]) == 0
+    assert "PPO-CartPole-v1: 3 trials" in capsys.readouterr().out
+    for name in ("history", "importances"):
+        assert matplotlib.image.imread(f"study/{name}.png").ndim == 3
+    assert main(["tune-report", "--out", "empty"]) == 2

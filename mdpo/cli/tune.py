@@ -170,6 +170,50 @@ def command_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_tune_report(args: argparse.Namespace) -> int:
+    """``mdpo tune-report``: the study's optimization history and parameter importances."""
+    import warnings
+
+    import matplotlib  # matplotlib is slow to import: only when plotting
+    import optuna  # optional dependency (the tune extra): only for tuning
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    database = os.path.join(args.out, "study.db")
+    if args.storage is None and not os.path.exists(database):
+        raise ValueError(f"no study in {args.out!r} (no study.db): run mdpo tune there first")
+    storage = args.storage or f"sqlite:///{os.path.abspath(database)}"
+    names = optuna.get_all_study_names(storage)
+    if not names:
+        raise ValueError(f"no study in {storage}")
+    name = args.study_name or names[0]
+    if name not in names:
+        raise ValueError(f"no study {name!r} in {storage}; it holds {', '.join(names)}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2:
+        raise ValueError(f"study {name!r} has {len(complete)} completed trials; plots need 2")
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        for title, plot in (
+            ("history", plots.plot_optimization_history),
+            ("importances", plots.plot_param_importances),
+        ):
+            axis = plot(study)
+            axis.set_title(f"{name}: {axis.get_title()}")
+            path = os.path.join(args.out, f"{title}.png")
+            axis.figure.tight_layout()
+            axis.figure.savefig(path, dpi=110)
+            written.append(path)
+    print(
+        f"{name}: {len(study.trials)} trials, best {study.best_value:.2f}; wrote "
+        f"{', '.join(written)}"
+    )
+    return 0
+
+
 def add_parser(sub) -> None:
     """Mount ``mdpo tune``."""
     tune = sub.add_parser(
@@ -197,3 +241,10 @@ def add_parser(sub) -> None:
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads_option(tune)
     tune.set_defaults(func=command_tune)
+    report = sub.add_parser(
+        "tune-report", help="plot a study's optimization history and parameter importances"
+    )
+    report.add_argument("--out", default="tune", help="the study's folder (figures go there)")
+    report.add_argument("--study-name", help="default: the storage's first study")
+    report.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    report.set_defaults(func=command_tune_report)
