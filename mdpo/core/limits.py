@@ -42,6 +42,21 @@ MAX_INT_DIGITS = 100
 MAX_MEMBER_BYTES = 1 << 30
 #: the most elements of an observation or action space (its flattened size)
 MAX_SPACE_ELEMENTS = 1 << 20
+#: the dtypes a ``Box`` read from a file may have (model files, datasets)
+BOX_DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 #: the most actions of a ``Discrete`` space
 MAX_DISCRETE_ACTIONS = 1 << 16
 #: the widest hidden layer, and the most hidden layers, of a network described in a file

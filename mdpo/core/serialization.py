@@ -22,6 +22,7 @@ import torch
 from gymnasium import spaces
 
 from mdpo.core.limits import (
+    BOX_DTYPES,
     MAX_DISCRETE_ACTIONS,
     MAX_JSON_BYTES,
     MAX_MEMBER_BYTES,
@@ -54,23 +55,6 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     raise ValueError(f"cannot save a space of type {type(space).__name__}: {space}")
-
-
-#: the dtypes a ``Box`` read from a file may have
-BOX_DTYPES = (
-    "float16",
-    "float32",
-    "float64",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "bool",
-)
 
 
 def space_from_json(data: Any, where: str = "the model file's space") -> spaces.Space:

@@ -40,6 +40,7 @@ import torch
 from gymnasium import spaces
 
 from mdpo.core.learner import SIZE_HYPERPARAMETERS
+from mdpo.core.limits import BOX_DTYPES as LIMIT_BOX_DTYPES
 from mdpo.core.limits import (
     MAX_DISCRETE_ACTIONS,
     MAX_LAYER_WIDTH,
@@ -64,19 +65,7 @@ SB3_DATA_LIMIT = 64 << 20  # the JSON ``data`` member
 MAX_SPACE_SIZE = MAX_SPACE_ELEMENTS  # elements of an observation or action space
 MAX_SPACE_DIMS = 32  # dimensions of a Box's shape
 MAX_TENSORS = 10_000  # tensors in one .pth member (an MLP policy has a few dozen)
-BOX_DTYPES = (
-    "float16",
-    "float32",
-    "float64",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-)
+BOX_DTYPES = tuple(d for d in LIMIT_BOX_DTYPES if d != "bool")  # SB3 Boxes are numeric
 
 # SB3 algorithm -> the classes of ours that can take its weights (the first is the default)
 TARGETS: dict[str, tuple[type[Agent], ...]] = {
