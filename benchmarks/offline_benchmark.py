@@ -30,6 +30,7 @@ import sys
 
 import numpy as np
 
+from mdpo.cli.sweep.report import legend_below
 from mdpo.core.utils import code_version
 
 ALGOS = ("OPPO", "BC", "FilteredBC")
@@ -158,11 +159,7 @@ def report(args: argparse.Namespace) -> None:
         ax.set_xlabel("gradient steps")
         ax.set_ylabel("normalized score (0 random, 100 expert)")
         ax.grid(alpha=0.3)
-    handles, labels = list(legend.values()), list(legend)
-    handles.append(plt.matplotlib.patches.Patch(color="0.6", alpha=0.3))
-    labels.append("band: the seeds' range (min to max)")
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))  # the legend below the panels, off the data
+    legend_below(fig, legend, "band: the seeds' range (min to max)", ncol=4, room=0.12)
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=100)
     # the code a run started and finished on (a resumed run may span commits)
     versions = sorted(

@@ -26,13 +26,13 @@ from mdpo.core.limits import (
     MAX_JSON_BYTES,
     BadFileError,
     check_env_id_from_file,
-    dumps_json,
     field_float,
     field_int,
     json_object,
     load_json_file,
     loads_json,
 )
+from mdpo.core.utils import write_json_atomic, write_text_atomic
 
 LOCK_NAME = ".lock"
 
@@ -86,19 +86,6 @@ def read_run_json(path: str) -> dict[str, Any]:
     return data
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write strict JSON (non-finite numbers as ``null``) through a temporary file renamed
-    into place, so that a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(dumps_json(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def clean_interrupted_saves(run_dir: str) -> list[str]:
     """Remove the temporary files that saves killed midway left in ``run_dir`` (``.tmp-*.zip``
     of model files, ``*.tmp`` of JSON files); call it only while holding the folder's lock.
@@ -149,16 +136,11 @@ def repair_csv(path: str, step_column: str, upto: int | None) -> list[dict[str, 
             continue
         if upto is None or step <= upto:
             kept.append(record)
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows([record[key] for key in header] for record in kept)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows([record[key] for key in header] for record in kept)
+    write_text_atomic(path, out.getvalue())
     return kept
 
 

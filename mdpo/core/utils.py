@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdpo.core.limits import MAX_LAYER_WIDTH, MAX_LAYERS
+from mdpo.core.limits import MAX_LAYER_WIDTH, MAX_LAYERS, dumps_json
 from mdpo.core.version import __version__
 
 Schedule = Callable[[float], float]
@@ -205,13 +206,24 @@ def check_sizes(sizes: list[int]) -> list[int]:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place (a reader never
-    sees half a file, a crash leaves the old one)."""
-    tmp = f"{path}.tmp"
+    """Write ``text`` to ``path`` through a temporary file (``<path>.<pid>.tmp``, flushed to
+    disk) renamed into place: a reader never sees half a file, a crash leaves the old one, and
+    the temporary file is removed whatever fails (a full disk, an interrupt)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as handle:
+        with open(tmp, "w", newline="") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
+    except BaseException:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as strict JSON (non-finite floats as ``null``, which the strict readers
+    of :mod:`mdpo.core.limits` read back) with :func:`write_text_atomic`; a value JSON cannot
+    hold fails before any file exists."""
+    write_text_atomic(path, dumps_json(data, indent=1))

@@ -25,9 +25,9 @@ from typing import Any, TextIO
 
 from mdpo.cli.sweep.report import read_sweep_json
 from mdpo.cli.sweep.spec import RunConfig, SweepSpec, SweepSpecError
-from mdpo.cli.sweep.worker import read_status, run_one, write_json_atomic
+from mdpo.cli.sweep.worker import read_status, run_one
 from mdpo.core.limits import BadFileError, json_object, load_json_file
-from mdpo.core.utils import code_version
+from mdpo.core.utils import code_version, write_json_atomic
 
 
 @dataclass

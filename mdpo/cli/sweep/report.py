@@ -244,6 +244,16 @@ def curves(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[np.ndarra
     return out
 
 
+def legend_below(fig: Any, lines: dict[str, Any], band: str, ncol: int, room: float = 0.14):
+    """One legend below the panels of ``fig``, off the data: ``lines`` (label → line), then a
+    gray patch that says what the bands are."""
+    from matplotlib.patches import Patch
+
+    handles = [*lines.values(), Patch(color="0.6", alpha=0.3)]
+    fig.legend(handles, [*lines, band], fontsize=8, loc="lower center", ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, room, 1, 1))
+
+
 def plot_curves(data: dict[str, dict[str, tuple[Any, ...]]], path: str) -> None:
     """One panel per env; per algorithm the mean over seeds and its 95% CI band (the legend
     says how many seeds; it sits below the panels, off the data)."""
@@ -268,11 +278,7 @@ def plot_curves(data: dict[str, dict[str, tuple[Any, ...]]], path: str) -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel("evaluation return (deterministic)")
         ax.grid(alpha=0.3)
-    handles, labels = list(legend.values()), list(legend)
-    handles.append(plt.matplotlib.patches.Patch(color="0.6", alpha=0.3))
-    labels.append("band: 95% bootstrap CI of the mean over the seeds")
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))  # the legend below the panels, off the data
+    legend_below(fig, legend, "band: 95% bootstrap CI of the mean over the seeds", ncol=3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from mdpo.cli.sweep.spec import RunConfig, SweepSpecError, algorithm_class
-from mdpo.core.limits import BadFileError, dumps_json, field_float, json_object, load_json_file
-from mdpo.core.utils import code_version
+from mdpo.core.limits import BadFileError, field_float, json_object, load_json_file
+from mdpo.core.utils import code_version, write_json_atomic
 from mdpo.rl.callbacks import BaseCallback
 from mdpo.rl.evaluation import evaluate_policy
 from mdpo.rl.runners import make_vec_env
@@ -30,29 +30,6 @@ from mdpo.rl.runners import make_vec_env
 EVAL_SEED_OFFSET = 10_000  # eval envs use seeds far from the training env's
 #: what a run's ``status.json`` may say
 STATUSES = ("pending", "running", "completed", "failed")
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write ``data`` as strict JSON to ``path`` through a temporary file and a rename.
-
-    Non-finite floats (a diverged run's return) are written as ``null``, so that the strict
-    readers of :mod:`mdpo.core.limits` read the file back. The temporary file is removed when
-    anything fails (a value JSON cannot hold, a full disk, an interrupt): none is left behind.
-    """
-    text = dumps_json(data, indent=1)  # before any file exists: a bad value leaves nothing
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_run_config(run_dir: str) -> RunConfig:
