@@ -62,3 +62,27 @@ def test_tune_report_plots_the_history_and_the_importances(in_tmp, capsys):
     for name in ("history", "importances"):
         assert matplotlib.image.imread(f"study/{name}.png").ndim == 3
     assert main(["tune-report", "--out", "empty"]) == 2
+
+
+def test_two_processes_share_one_study(in_tmp):
+    """Parallel workers on one machine: two `mdpo tune` processes on one SQLite storage run
+    the study's trials between them and stop at --trials in all (at most one over each)."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    command = [sys.executable, "-m", "mdpo", *TUNE, "--trials", "4", "--seed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    os.makedirs("study")
+    workers = [
+        subprocess.Popen([*command, str(seed)], env=env, stdout=subprocess.PIPE, text=True)
+        for seed in (0, 1)
+    ]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="PPO-CartPole-v1", storage="sqlite:///study/study.db")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 4 <= len(finished) <= 5 and len(finished) == len(study.trials)
+    assert all("best: trial" in out for out in outputs)

@@ -111,3 +111,54 @@ def test_old_module_paths_still_import_with_a_warning():
     from mdpo.agents import PPO  # the old package of the agents
 
     assert PPO is importlib.import_module("mdpo").PPO
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_mdpo_help_and_import_mdpo_import_no_torch():
+    """``mdpo --help`` and ``import mdpo`` stay light (issue 20, finding 6): only the module
+    of the command being run is imported, and ``mdpo.PPO`` imports its family on first use."""
+    heavy = ("torch", "numpy", "gymnasium", "h5py", "yaml", "scipy")
+    code = (
+        "import sys, contextlib, io\n"
+        "import mdpo\n"
+        "from mdpo.cli.main import main\n"
+        "for argv in (['--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))\n"
+        "print(mdpo.PPO.__module__, 'torch' in sys.modules)\n"
+    )
+    light, lazy = _run_python(code).splitlines()
+    assert light == "[]"
+    assert lazy == "mdpo.rl.ppo True"
+
+
+def test_the_registry_imports_every_algorithm_on_first_read():
+    """Loading a file names its algorithm: the registry finds it whichever modules were
+    imported before (here only the core), in the declared order."""
+    out = _run_python(
+        "from mdpo.core.registry import ALGORITHMS, RL_ALGORITHMS\n"
+        "print(list(ALGORITHMS)); print(list(RL_ALGORITHMS))\n"
+        "print(ALGORITHMS['SAC'].__module__)"
+    )
+    assert out.splitlines() == [
+        "['PPO', 'TRPO', 'MDPO', 'SAC', 'OffPolicyMDPO', 'BC', 'OPPO', 'TSDDR']",
+        "['PPO', 'TRPO', 'MDPO', 'SAC', 'OffPolicyMDPO']",
+        "mdpo.rl.sac",
+    ]
+
+
+def test_an_undeclared_algorithm_is_refused():
+    from mdpo.core.registry import register_algorithm
+
+    class Stray:
+        algo_name = "Stray"
+
+    with pytest.raises(ValueError, match="not declared in HOMES"):
+        register_algorithm(Stray)

@@ -566,23 +566,40 @@ def command_plot(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """The ``hydro`` command group of ``mdpo``."""
-    hydro = sub.add_parser("hydro", help="the hydrothermal dispatch case study (SDDP, bound)")
+    hydro = sub.add_parser("hydro")
     group = hydro.add_subparsers(dest="hydro_command", required=True)
 
     def common(parser):
         parser.add_argument("--case", default="bolivia", help="bolivia, case3 or a folder")
-        parser.add_argument("--load-scale", type=float, default=0.6)
+        parser.add_argument(
+            "--load-scale", type=float, default=0.6, help="factor on every load (demand)"
+        )
         parser.add_argument("--scenarios", type=int, default=100, help="evaluation scenarios")
-        parser.add_argument("--scenario-seed", type=int, default=EVALUATION_SEED)
+        parser.add_argument(
+            "--scenario-seed",
+            type=int,
+            default=EVALUATION_SEED,
+            help="seed of the evaluation scenarios",
+        )
         parser.add_argument("--out", required=True, help="output folder")
-        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sddp = group.add_parser("sddp", help="train SDDP and simulate it on the evaluation scenarios")
     common(sddp)
     sddp.add_argument("--horizon", type=int, default=126, help="stages trained on")
     sddp.add_argument("--report", type=int, default=96, help="stages simulated and reported")
-    sddp.add_argument("--iterations", type=int, default=200)
-    sddp.add_argument("--time-limit", type=float, default=None, help="seconds")
+    sddp.add_argument(
+        "--iterations",
+        type=int,
+        default=200,
+        help="SDDP iterations in all, a resumed run's included",
+    )
+    sddp.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds of SDDP training in this call (default: no limit)",
+    )
     sddp.add_argument(
         "--stall-iterations",
         type=int,
@@ -590,7 +607,12 @@ def add_parser(sub) -> None:
         help="stop when the lower bound moved less than --stall-tolerance "
         "(relative) over this many iterations",
     )
-    sddp.add_argument("--stall-tolerance", type=float, default=1e-4)
+    sddp.add_argument(
+        "--stall-tolerance",
+        type=float,
+        default=1e-4,
+        help="relative move of the lower bound below which training stops, see --stall-iterations",
+    )
     sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
     sddp.add_argument(
         "--save-every",
@@ -614,7 +636,7 @@ def add_parser(sub) -> None:
         help="stages solved after the reported ones (against end effects; "
         "their cost is not reported)",
     )
-    bound.add_argument("--workers", type=int, default=1)
+    bound.add_argument("--workers", type=int, default=1, help="solver processes")
     bound.set_defaults(func=command_bound)
     simulate = group.add_parser("simulate", help="simulate a policy on the evaluation scenarios")
     simulate.add_argument(
@@ -622,8 +644,12 @@ def add_parser(sub) -> None:
         help="'myopic', an SDDP cuts.json.gz, or an mdpo model file trained on HydroDispatch-v0",
     )
     common(simulate)
-    simulate.add_argument("--stages", type=int, default=96)
-    simulate.add_argument("--label", default=None, help="name in summaries and plots")
+    simulate.add_argument("--stages", type=int, default=96, help="stages simulated and reported")
+    simulate.add_argument(
+        "--label",
+        default=None,
+        help="name in summaries and plots (default: myopic, SDDP or the agent's class)",
+    )
     simulate.add_argument(
         "--slack-penalty",
         type=float,
@@ -641,11 +667,13 @@ def add_parser(sub) -> None:
         default="lstm",
         help="lstm: the paper's rule; state: state-conditioned; linear: TS-LDR",
     )
-    tsddr.add_argument("--stages", type=int, default=96)
+    tsddr.add_argument(
+        "--stages", type=int, default=96, help="stages trained on, simulated and reported"
+    )
     tsddr.add_argument("--steps", type=int, default=1000, help="gradient steps")
     tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
     tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
-    tsddr.add_argument("--learning-rate", type=float, default=1e-3)
+    tsddr.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     tsddr.add_argument(
         "--slack-penalty",
         type=float,
@@ -666,8 +694,15 @@ def add_parser(sub) -> None:
         default=100,
         help="validation scenarios (seed 1, not the reported ones)",
     )
-    tsddr.add_argument("--checkpoint-freq", type=int, default=50)
-    tsddr.add_argument("--seed", type=int, default=0)
+    tsddr.add_argument(
+        "--checkpoint-freq",
+        type=int,
+        default=50,
+        help="gradient steps between checkpoints, from which a rerun resumes",
+    )
+    tsddr.add_argument(
+        "--seed", type=int, default=0, help="seed of the network and the training scenarios"
+    )
     tsddr.add_argument(
         "--restart",
         action="store_true",
@@ -680,6 +715,8 @@ def add_parser(sub) -> None:
     compare.set_defaults(func=command_compare)
     plot = group.add_parser("plot", help="per-stage means of several result folders")
     plot.add_argument("folders", nargs="+", help="folders holding stages.csv")
-    plot.add_argument("--case", default="bolivia")
+    plot.add_argument(
+        "--case", default="bolivia", help="the runs' case: bolivia, case3 or a folder"
+    )
     plot.add_argument("--out", required=True, help="image file")
     plot.set_defaults(func=command_plot)

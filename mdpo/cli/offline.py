@@ -51,6 +51,9 @@ def default_dataset_id(env_id: str, kind: str) -> str:
     return f"mdpo/{name}/{kind}-v0"
 
 
+ROOT_HELP = "Minari datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)"
+
+
 # ----------------------------------------------------------------------------------- data
 def command_data_make(args: argparse.Namespace) -> int:
     """``mdpo data make``: train (or reuse) the teacher and write one dataset."""
@@ -387,24 +390,39 @@ def command_oppo_eval(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """The ``data`` and ``oppo`` command groups of ``mdpo``."""
 
-    data = sub.add_parser("data", help="offline datasets (Minari format) and preference labels")
+    data = sub.add_parser("data")
     group = data.add_subparsers(dest="data_command", required=True)
     make = group.add_parser("make", help="make a dataset from the suite's own agents")
     add_threads_option(make)
     make.add_argument("env", help="gymnasium env id, e.g. Hopper-v5")
-    make.add_argument("--kind", required=True, choices=KINDS)
+    make.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="random actions, the teacher's medium or expert snapshot, half of each "
+        "(medium-expert), or its training rollouts up to medium (medium-replay)",
+    )
     size = make.add_mutually_exclusive_group()
-    size.add_argument("--episodes", type=int, help="whole episodes to collect")
-    size.add_argument("--steps", type=int, help="transitions to collect")
+    size.add_argument(
+        "--episodes",
+        type=int,
+        help="whole episodes to collect (default: none; give it or --steps, "
+        "neither for medium-replay)",
+    )
+    size.add_argument(
+        "--steps",
+        type=int,
+        help="transitions to collect (default: none; give it or --episodes, "
+        "neither for medium-replay)",
+    )
     make.add_argument("--seed", type=int, default=0, help="seed of the rollouts")
     make.add_argument("--id", help="Minari dataset id (default mdpo/<env>/<kind>-v0)")
-    make.add_argument(
-        "--root",
-        help="Minari datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)",
-    )
+    make.add_argument("--root", help=ROOT_HELP)
     make.add_argument("--teacher-algo", default="PPO", help="RL agent trained as the teacher")
-    make.add_argument("--teacher-steps", type=int, default=1_000_000)
-    make.add_argument("--teacher-seed", type=int, default=0)
+    make.add_argument(
+        "--teacher-steps", type=int, default=1_000_000, help="env steps of the teacher's training"
+    )
+    make.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher's training")
     make.add_argument(
         "--teacher-eval-every", type=int, default=50_000, help="env steps between teacher snapshots"
     )
@@ -418,59 +436,87 @@ def add_parsers(sub) -> None:
         help="episodes of the random and expert reference returns",
     )
     make.add_argument("--force", action="store_true", help="replace an existing dataset")
-    make.add_argument("--no-progress", action="store_true")
+    make.add_argument("--no-progress", action="store_true", help="no progress bars")
     make.set_defaults(func=command_data_make)
 
     info = group.add_parser("info", help="what a dataset holds")
     info.add_argument("dataset", help="Minari id or dataset folder")
-    info.add_argument("--root")
+    info.add_argument("--root", help=ROOT_HELP)
     info.set_defaults(func=command_data_info)
 
     labels = group.add_parser("labels", help="write scripted preference labels to a CSV")
     labels.add_argument("dataset", help="Minari id or dataset folder")
     labels.add_argument("--labels", required=True, help="scripted:K=20,queries=N[,ties=..]")
     labels.add_argument("--out", required=True, help="CSV to write")
-    labels.add_argument("--root")
+    labels.add_argument("--root", help=ROOT_HELP)
     labels.set_defaults(func=command_data_labels)
 
-    oppo = sub.add_parser("oppo", help="offline preference-guided policy optimization")
+    oppo = sub.add_parser("oppo")
     ogroup = oppo.add_subparsers(dest="oppo_command", required=True)
     train = ogroup.add_parser("train", help="train OPPO (or BC / FilteredBC) on a dataset")
     add_threads_option(train)
-    train.add_argument("--dataset", help="Minari id or dataset folder")
-    train.add_argument("--root", help="Minari datasets folder")
+    train.add_argument(
+        "--dataset", help="Minari id or dataset folder (default: none; needed unless --resume)"
+    )
+    train.add_argument("--root", help=ROOT_HELP)
     train.add_argument("--algo", default="OPPO", help="OPPO, BC or FilteredBC")
     train.add_argument(
         "--labels",
         default="scripted",
         help="scripted[:K=20,queries=N,ties=drop|half,seed=S] or file:labels.csv[,K=20]",
     )
-    train.add_argument("--policy", default="mlp", choices=("mlp", "transformer"))
+    train.add_argument(
+        "--policy",
+        default="mlp",
+        choices=("mlp", "transformer"),
+        help="policy network (transformer: OPPO only)",
+    )
     train.add_argument("--steps", type=int, default=100_000, help="gradient steps")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="a hyperparameter (repeatable), e.g. --set batch_size=32",
+        help="a hyperparameter (repeatable), e.g. --set batch_size=32 (default: the "
+        "algorithm's values)",
     )
-    train.add_argument("--eval-every", type=int, default=5_000)
-    train.add_argument("--eval-episodes", type=int, default=10)
-    train.add_argument("--checkpoint-every", type=int, default=5_000)
-    train.add_argument("--log-interval", type=int, default=1_000)
-    train.add_argument("--device", default="auto")
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        default=5_000,
+        help="gradient steps between evaluations in the env",
+    )
+    train.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    train.add_argument(
+        "--checkpoint-every", type=int, default=5_000, help="gradient steps between checkpoints"
+    )
+    train.add_argument(
+        "--log-interval", type=int, default=1_000, help="gradient steps between training logs"
+    )
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     train.add_argument("--out", help="run folder (default runs/oppo/...)")
-    train.add_argument("--resume", help="continue the run in this folder")
-    train.add_argument("--verbose", type=int, default=0)
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument(
+        "--resume", help="continue the run in this folder (default: start a new run)"
+    )
+    train.add_argument("--verbose", type=int, default=0, help="0 quiet, 1 training tables")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=command_oppo_train)
 
     evaluate = ogroup.add_parser("eval", help="evaluate a saved OPPO / BC model in its env")
-    evaluate.add_argument("model")
-    evaluate.add_argument("--episodes", type=int, default=10)
-    evaluate.add_argument("--seed", type=int, default=100_000)
-    evaluate.add_argument("--dataset", help="take the normalization references from this one")
-    evaluate.add_argument("--root")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--out", help="JSON file of the returns")
+    evaluate.add_argument("model", help="model file (.zip) of mdpo oppo train")
+    evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=100_000,
+        help="reset seed of the first episode, +1 for each next one",
+    )
+    evaluate.add_argument(
+        "--dataset",
+        help="take the normalization references from this one (default: those saved with "
+        "the model)",
+    )
+    evaluate.add_argument("--root", help=ROOT_HELP)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    evaluate.add_argument("--out", help="JSON file of the returns (default: none, print only)")
     evaluate.set_defaults(func=command_oppo_eval)

@@ -73,10 +73,10 @@ def command_plot(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Mount ``mdpo plot``."""
-    plot = sub.add_parser(
-        "plot", help="plot the evaluation curves of run folders (train or oppo train)"
-    )
+    plot = sub.add_parser("plot")
     plot.add_argument("runs", nargs="+", help="run folders")
     plot.add_argument("--out", default="curves.png", help="the figure to write")
-    plot.add_argument("--title", help="the figure's title")
+    plot.add_argument(
+        "--title", help="the figure's title (default: evaluation during training, band: ± std)"
+    )
     plot.set_defaults(func=command_plot)

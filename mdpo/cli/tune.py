@@ -13,6 +13,7 @@ trial's hyperparameters are written to ``OUT/best.yaml`` (``--set`` values for `
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 from typing import Any
 
@@ -102,14 +103,18 @@ def command_tune(args: argparse.Namespace) -> int:
     storage = args.storage or f"sqlite:///{os.path.abspath(os.path.join(args.out, 'study.db'))}"
     study_name = args.study_name or f"{algo}-{args.env}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=args.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        load_if_exists=True,
-    )
+    # workers started together would each create the storage's tables (SQLite then fails
+    # with "table studies already exists"): one creates them at a time
+    with open(os.path.join(args.out, ".create.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=args.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            load_if_exists=True,
+        )
     cls = RL_ALGORITHMS[algo]
 
     def objective(trial: Any) -> float:
@@ -141,7 +146,12 @@ def command_tune(args: argparse.Namespace) -> int:
     todo = max(0, args.trials - done)
     print(f"study {study_name!r} in {storage}: {done} trials done, {todo} to run")
     if todo:
-        study.optimize(objective, n_trials=todo, show_progress_bar=not args.no_progress)
+        # other processes may share the study: stop when it holds --trials in all (each
+        # process checks after its trial, so workers can overshoot by at most one each)
+        enough = optuna.study.MaxTrialsCallback(args.trials, states=None)
+        study.optimize(
+            objective, n_trials=todo, callbacks=[enough], show_progress_bar=not args.no_progress
+        )
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
         raise ValueError("no trial completed (all pruned or failed): give more --steps")
@@ -218,7 +228,6 @@ def add_parser(sub) -> None:
     """Mount ``mdpo tune``."""
     tune = sub.add_parser(
         "tune",
-        help="tune hyperparameters with Optuna (resumable; several processes may share it)",
         description=__doc__.split("\n\n")[0],
     )
     tune.add_argument("algo", help=f"algorithm: {', '.join(SEARCH_SPACES)}")
@@ -228,12 +237,18 @@ def add_parser(sub) -> None:
     tune.add_argument("--eval-every", type=int, default=10_000, help="env steps between evals")
     tune.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     tune.add_argument("--n-envs", type=int, default=1, help="parallel envs per trial")
-    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and the trials")
+    tune.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sampler and the trials (give each parallel worker its own)",
+    )
     tune.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="a hyperparameter fixed for every trial, repeatable",
+        help="a hyperparameter fixed for every trial, repeatable (default: none, every "
+        "tuned one is sampled)",
     )
     tune.add_argument("--out", default="tune", help="folder of the study and best.yaml")
     tune.add_argument("--study-name", help="default ALGO-ENV")
@@ -241,9 +256,7 @@ def add_parser(sub) -> None:
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads_option(tune)
     tune.set_defaults(func=command_tune)
-    report = sub.add_parser(
-        "tune-report", help="plot a study's optimization history and parameter importances"
-    )
+    report = sub.add_parser("tune-report")
     report.add_argument("--out", default="tune", help="the study's folder (figures go there)")
     report.add_argument("--study-name", help="default: the storage's first study")
     report.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")

@@ -110,11 +110,8 @@ def command_enjoy(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Mount ``mdpo enjoy`` and ``mdpo record``."""
-    for name, func, text in (
-        ("enjoy", command_enjoy, "watch an agent act, in a window"),
-        ("record", command_record, "record episodes of an agent as MP4 videos"),
-    ):
-        parser = sub.add_parser(name, help=text)
+    for name, func in (("enjoy", command_enjoy), ("record", command_record)):
+        parser = sub.add_parser(name)
         parser.add_argument("model", help="run folder of mdpo train, or a model file")
         parser.add_argument("--env", help="env id (default: the run's)")
         parser.add_argument("--episodes", type=int, default=1, help="episodes to play")
