@@ -20,7 +20,8 @@ from fuzzing import run_case
 from mdpo.core.limits import MAX_CUTS, BadFileError
 from mdpo.envs.hydro import CaseDataError, load_case
 from mdpo.envs.hydro.sddp import SDDP, CutFileError, cut_file_max_bytes, read_cuts_file
-from mdpo.rules.lp import LPFormatError, read_mof
+from mdpo.rules.lp import LPFormatError
+from mdpo.rules.mof import read_mof
 
 CASE3 = "envs/hydro/data/case3"
 COMMON = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "4", "--no-progress"]
@@ -235,6 +236,27 @@ def test_deeply_nested_case_json_is_refused(case_dir, name):
             "PowerModels.json",
             lambda d: d["gen"]["1"].update(index=list(range(10000))),
             "gen a list: field 'index' = a list is not a valid int",
+        ),
+        # the fields of the AC and SOC power flows
+        (
+            "PowerModels.json",
+            lambda d: d["bus"]["1"].update(vmin=1.2),
+            "bus 1: vmin 1.2 > vmax 1.1",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d["gen"]["1"].update(qmin=5.0, qmax=-5.0),
+            "gen 1: qmin 5.0 > qmax -5.0",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d["branch"]["1"].update(b_fr="x"),
+            "field 'b_fr' = 'x' is not a valid float",
+        ),
+        (
+            "PowerModels.json",
+            lambda d: d.update(shunt={"1": {"index": 1, "shunt_bus": 99, "gs": 0, "bs": 1}}),
+            "shunt 1: refers to unknown bus 99",
         ),
     ],
 )

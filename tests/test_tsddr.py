@@ -11,7 +11,7 @@ from mdpo import TSDDR
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.problem import HydroProblem
 from mdpo.envs.hydro.sddp import SDDP
-from mdpo.rules.highs import SolveError
+from mdpo.rules.backend import SolveError
 from mdpo.rules.lp import LinearProgram
 from mdpo.rules.multistage import MultiStageProblem, TargetLP, simulate_stagewise
 

@@ -42,7 +42,7 @@ from mdpo.envs.hydro.simulate import (
     write_summary,
 )
 from mdpo.rl.callbacks import BaseCallback
-from mdpo.rules.highs import BoundUpdate, solve_batch
+from mdpo.rules.backend import BoundUpdate, solve_batch
 
 EVALUATION_SEED = 2024  # the fixed out-of-sample scenarios every method is judged on
 

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
+from mdpo.rules.backend import Solution, SolveError
 from mdpo.rules.lp import LinearProgram
-
-
-class SolveError(RuntimeError):
-    """A solve that did not end at an optimum (infeasible, unbounded, failed)."""
-
-
-@dataclass
-class Solution:
-    """Objective value, primal values, row duals, reduced costs and the solver's status.
-
-    Duals are derivatives of the optimal value: a row's with respect to its bound, a column's
-    reduced cost with respect to its (fixed) value, e.g. an incoming reservoir volume."""
-
-    objective: float
-    primal: np.ndarray
-    row_duals: np.ndarray
-    col_duals: np.ndarray
-    status: str
 
 
 def _quiet_highs(highspy):
@@ -60,7 +40,7 @@ class HighsModel:
     def __init__(self, lp: LinearProgram, threads: int = 1, time_limit: float = 60.0):
         import highspy  # imported where a model is built: worker processes import it there
 
-        self.lp = lp
+        self.lp = self.problem = lp
         self._highspy = highspy
         self.highs = _quiet_highs(highspy)
         self.highs.setOptionValue("output_flag", False)
@@ -175,163 +155,3 @@ class HighsModel:
             col_duals=np.asarray(solution.col_dual, dtype=np.float64),
             status=name,
         )
-
-
-@dataclass
-class BoundUpdate:
-    """New bounds for some columns and rows of a problem (one scenario of a batch)."""
-
-    columns: np.ndarray | None = None
-    col_lower: np.ndarray | None = None
-    col_upper: np.ndarray | None = None
-    rows: np.ndarray | None = None
-    row_lower: np.ndarray | None = None
-    row_upper: np.ndarray | None = None
-
-
-def _apply(model: HighsModel, update: BoundUpdate) -> None:
-    """Restore what the previous update changed to the problem's own bounds, then apply this
-    one: every scenario of a batch starts from the same problem."""
-    lp = model.lp
-    previous_cols, previous_rows = getattr(model, "_changed", (None, None))
-    if previous_cols is not None:
-        model.set_col_bounds(
-            previous_cols, lp.col_lower[previous_cols], lp.col_upper[previous_cols]
-        )
-    if previous_rows is not None:
-        model.set_row_bounds(
-            previous_rows, lp.row_lower[previous_rows], lp.row_upper[previous_rows]
-        )
-    cols = None if update.columns is None else np.asarray(update.columns, dtype=np.int64)
-    rows = None if update.rows is None else np.asarray(update.rows, dtype=np.int64)
-    if cols is not None:
-        model.set_col_bounds(cols, update.col_lower, update.col_upper)
-    if rows is not None:
-        model.set_row_bounds(rows, update.row_lower, update.row_upper)
-    model._changed = (cols, rows)
-
-
-@dataclass
-class Selection:
-    """Which parts of each solution a pool sends back (``None``: all of it). Batches of large
-    problems need a few values each (e.g. TS-DDR's target duals), not every column."""
-
-    columns: np.ndarray | None = None  # primal values returned
-    rows: np.ndarray | None = None  # row duals returned
-    col_duals: bool = True  # reduced costs returned (of ``columns``)
-
-    def apply(self, solution: Solution) -> Solution:
-        """The solution restricted to the selection."""
-        cols = slice(None) if self.columns is None else self.columns
-        rows = slice(None) if self.rows is None else self.rows
-        col_duals = solution.col_duals[cols] if self.col_duals else np.empty(0)
-        return Solution(
-            solution.objective,
-            solution.primal[cols],
-            solution.row_duals[rows],
-            col_duals,
-            solution.status,
-        )
-
-
-_WORKER: tuple[HighsModel, Selection] | None = None
-
-
-def _worker_init(lp: LinearProgram, selection: Selection) -> None:
-    global _WORKER
-    _WORKER = (HighsModel(lp), selection)
-
-
-def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
-    index, update = job
-    model, selection = _WORKER
-    try:
-        _apply(model, update)
-        return index, selection.apply(model.solve(f"scenario {index}"))
-    except SolveError as err:
-        return index, str(err)
-
-
-class SolverPool:
-    """``workers`` processes, each holding ``lp`` in HiGHS for as long as the pool lives, so
-    that every batch warm-starts from the bases of the previous one (one process: solved here).
-
-    Args:
-        lp: the problem.
-        workers: processes (1: no process, the batch is solved in this one).
-        selection: the parts of each solution to send back (default all).
-
-    Use as a context manager, or call :meth:`close`.
-    """
-
-    def __init__(self, lp: LinearProgram, workers: int = 1, selection: Selection | None = None):
-        if int(workers) < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        self.lp, self.workers = lp, int(workers)
-        self.selection = selection or Selection()
-        self._model = HighsModel(lp) if self.workers == 1 else None
-        self._pool = None
-        if self.workers > 1:
-            context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker
-            self._pool = context.Pool(self.workers, _worker_init, (lp, self.selection))
-
-    def solve(self, updates: list[BoundUpdate], progress: bool = False) -> list[Solution]:
-        """Solve the problem under each bound update (each applied to the problem's own
-        bounds); progress: a progress bar over the scenarios.
-
-        Raises:
-            SolveError: naming the problem and the first scenario that did not solve.
-        """
-
-        bar = tqdm(total=len(updates), desc=self.lp.name, unit="solve", disable=not progress)
-        answers: dict[int, Solution | str] = {}
-        if self._pool is None:
-            for index, update in enumerate(updates):
-                try:
-                    _apply(self._model, update)
-                    answers[index] = self.selection.apply(self._model.solve(f"scenario {index}"))
-                except SolveError as err:
-                    answers[index] = str(err)
-                bar.update(1)
-        else:
-            for index, answer in self._pool.imap_unordered(_worker_solve, enumerate(updates)):
-                answers[index] = answer
-                bar.update(1)
-        bar.close()
-        failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
-        if failures:
-            raise SolveError(failures[0])
-        return [answers[i] for i in range(len(updates))]
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def __enter__(self) -> SolverPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def solve_batch(
-    lp: LinearProgram, updates: list[BoundUpdate], workers: int = 1, progress: bool = False
-) -> list[Solution]:
-    """Solve ``lp`` under each bound update (scenario), spread over ``workers`` processes.
-
-    Each worker builds the model once and warm-starts every solve from its previous basis.
-
-    Args:
-        lp: the problem.
-        updates: one bound update per scenario, each applied to the problem's own bounds.
-        workers: processes (1 solves here, in order).
-        progress: show a progress bar over the scenarios.
-
-    Raises:
-        SolveError: naming the problem and the first scenario that did not solve.
-    """
-    with SolverPool(lp, min(workers, max(len(updates), 1))) as pool:
-        return pool.solve(updates, progress)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdpo.rules.highs import BoundUpdate, HighsModel, Selection
+from mdpo.rules.backend import BoundUpdate, Selection
+from mdpo.rules.highs import HighsModel
 from mdpo.rules.lp import LinearProgram
 
 

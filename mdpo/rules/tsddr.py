@@ -40,7 +40,7 @@ from mdpo.core.limits import (
 )
 from mdpo.core.registry import register_algorithm
 from mdpo.core.utils import Schedule, check_int, check_number, write_text_atomic
-from mdpo.rules.highs import SolverPool
+from mdpo.rules.backend import SolverPool
 from mdpo.rules.multistage import (
     MultiStageProblem,
     TargetSolve,

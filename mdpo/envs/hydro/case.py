@@ -43,6 +43,8 @@ def _show(value: Any) -> str:
 class Bus:
     index: int
     reference: bool  # MATPOWER bus type 3: the angle reference
+    vmin: float = 0.9  # voltage magnitude limits, p.u. (AC and SOC power flows)
+    vmax: float = 1.1
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Load:
     index: int
     bus: int
     pd: float  # active demand, p.u.
+    qd: float = 0.0  # reactive demand, p.u. (AC and SOC)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,13 @@ class Branch:
     rate_a: float  # flow limit, p.u.
     angmin: float
     angmax: float
+    # line charging and conductance at each end, tap ratio and phase shift (AC and SOC)
+    g_fr: float = 0.0
+    b_fr: float = 0.0
+    g_to: float = 0.0
+    b_to: float = 0.0
+    tap: float = 1.0
+    shift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,15 @@ class Generator:
     pmax: float
     cost: float  # linear cost per p.u.-hour
     hydro: bool  # a turbine of a reservoir in hydro.json (its cost comes from the water)
+    qmin: float = -np.inf  # reactive limits, p.u. (AC and SOC)
+    qmax: float = np.inf
+
+
+@dataclass(frozen=True)
+class Shunt:
+    bus: int
+    gs: float  # conductance, p.u. at 1 p.u. voltage (AC and SOC power flows)
+    bs: float  # susceptance
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,7 @@ class Case:
     plants: tuple[HydroPlant, ...]
     inflows: np.ndarray
     scenario_probabilities: np.ndarray | None  # [rows, scenarios], or None (uniform)
+    shunts: tuple[Shunt, ...] = ()
 
     @property
     def n_scenarios(self) -> int:
@@ -217,6 +237,12 @@ def _field(record: dict, key: str, where: str, kind: type = float):
         ) from None
 
 
+def _optional(record: dict, key: str, where: str, default: float) -> float:
+    """``record[key]`` as a float, or ``default`` when the field is missing (the fields only
+    the AC and SOC power flows use)."""
+    return _field(record, key, where) if key in record else default
+
+
 def _int_list(record: dict, key: str, where: str) -> tuple[int, ...]:
     """The list of integers ``record[key]`` (an empty tuple when missing)."""
     value = record.get(key, [])
@@ -273,6 +299,7 @@ def load_case(name_or_path: str) -> Case:
     bus_ids = {b.index for b in buses}
     loads = _read_loads(network, pm_file, bus_ids)
     branches = _read_branches(network, pm_file, bus_ids)
+    shunts = _read_shunts(network, pm_file, bus_ids)
     plant_records = _records(hydro, "Hydrogenerators", hy_file)
     hydro_gens = {_field(r, "index_grid", f"{hy_file} plant", int) for r in plant_records}
     generators = _read_generators(network, pm_file, bus_ids, hydro_gens)
@@ -297,6 +324,7 @@ def load_case(name_or_path: str) -> Case:
         plants=tuple(plants),
         inflows=inflows,
         scenario_probabilities=probabilities,
+        shunts=tuple(shunts),
     )
 
 
@@ -313,9 +341,17 @@ def _read_buses(network: dict, pm_file: str) -> list[Bus]:
     for record in _records(network, "bus", pm_file):
         if record.get("bus_type") == 4:
             continue
-        buses.append(
-            Bus(_field(record, "bus_i", f"{pm_file} bus", int), record.get("bus_type") == 3)
+        index = _field(record, "bus_i", f"{pm_file} bus", int)
+        where = f"{pm_file} bus {index}"
+        bus = Bus(
+            index,
+            record.get("bus_type") == 3,
+            _non_negative(_optional(record, "vmin", where, 0.9), where, "vmin"),
+            _optional(record, "vmax", where, 1.1),
         )
+        if bus.vmin > bus.vmax:
+            raise CaseDataError(f"{where}: vmin {bus.vmin} > vmax {bus.vmax}")
+        buses.append(bus)
     if len({b.index for b in buses}) != len(buses):
         raise CaseDataError(f"{pm_file}: duplicate bus numbers")
     return buses
@@ -333,9 +369,29 @@ def _read_loads(network: dict, pm_file: str, bus_ids: set[int]) -> list[Load]:
                 _field(record, "index", where, int),
                 _bus(bus_ids, _field(record, "load_bus", where, int), where),
                 _field(record, "pd", where),
+                _optional(record, "qd", where, 0.0),
             )
         )
     return loads
+
+
+def _read_shunts(network: dict, pm_file: str, bus_ids: set[int]) -> list[Shunt]:
+    """The in-service shunts (none is the same as a missing ``shunt`` table)."""
+    if not network.get("shunt"):
+        return []
+    shunts = []
+    for record in _records(network, "shunt", pm_file):
+        where = f"{pm_file} shunt {_show(record.get('index', '?'))}"
+        if record.get("status", 1) == 0:
+            continue
+        shunts.append(
+            Shunt(
+                _bus(bus_ids, _field(record, "shunt_bus", where, int), where),
+                _field(record, "gs", where),
+                _field(record, "bs", where),
+            )
+        )
+    return shunts
 
 
 def _read_branches(network: dict, pm_file: str, bus_ids: set[int]) -> list[Branch]:
@@ -354,6 +410,13 @@ def _read_branches(network: dict, pm_file: str, bus_ids: set[int]) -> list[Branc
             _non_negative(_field(record, "rate_a", where), where, "rate_a"),
             _field(record, "angmin", where),
             _field(record, "angmax", where),
+            _optional(record, "g_fr", where, 0.0),
+            _optional(record, "b_fr", where, 0.0),
+            _optional(record, "g_to", where, 0.0),
+            _optional(record, "b_to", where, 0.0),
+            # MATPOWER writes a tap ratio of 0 for a line (ratio 1)
+            _optional(record, "tap", where, 1.0) or 1.0,
+            _optional(record, "shift", where, 0.0),
         )
         if branch.br_x == 0:
             raise CaseDataError(f"{where}: br_x = 0 (a DC power flow needs a reactance)")
@@ -380,9 +443,13 @@ def _read_generators(
             _non_negative(_field(record, "pmax", where), where, "pmax"),
             _cost(record, where),
             index in hydro_gens,
+            _optional(record, "qmin", where, -np.inf),
+            _optional(record, "qmax", where, np.inf),
         )
         if gen.pmin > gen.pmax:
             raise CaseDataError(f"{where}: pmin {gen.pmin} > pmax {gen.pmax}")
+        if gen.qmin > gen.qmax:
+            raise CaseDataError(f"{where}: qmin {gen.qmin} > qmax {gen.qmax}")
         generators.append(gen)
     return generators
 

@@ -1,0 +1,214 @@
+"""The backend interface: a problem (:class:`~mdpo.rules.lp.LinearProgram` or
+:class:`~mdpo.rules.nlp.NonlinearProgram`) opened as a solver model, solved under bound updates
+one scenario after another (warm-started), in this process or spread over worker processes.
+
+A model has ``set_col_bounds``, ``set_row_bounds``, ``add_rows`` and ``solve(context) ->``
+:class:`Solution`; :func:`open_model` picks HiGHS for linear programs and Ipopt (through
+CasADi) for non-linear ones. The problem builders never import a solver, and the backends
+never know what the problem is about.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mdpo.rules.lp import LinearProgram
+
+
+class SolveError(RuntimeError):
+    """A solve that did not end at an optimum (infeasible, unbounded, failed)."""
+
+
+@dataclass
+class Solution:
+    """Objective value, primal values, row duals, reduced costs and the solver's status.
+
+    Duals are derivatives of the optimal value: a row's with respect to its bound, a column's
+    reduced cost with respect to its (fixed) value, e.g. an incoming reservoir volume."""
+
+    objective: float
+    primal: np.ndarray
+    row_duals: np.ndarray
+    col_duals: np.ndarray
+    status: str
+
+
+def open_model(problem: Any, **options: Any) -> Any:
+    """``problem`` loaded into its solver: HiGHS for a linear program, Ipopt for a non-linear
+    one (options go to the model: ``threads``, ``time_limit``; Ipopt: ``tolerance``...)."""
+    from mdpo.rules.nlp import NonlinearProgram
+
+    if isinstance(problem, NonlinearProgram):
+        from mdpo.rules.ipopt import IpoptModel
+
+        return IpoptModel(problem, **options)
+    if isinstance(problem, LinearProgram):
+        from mdpo.rules.highs import HighsModel
+
+        return HighsModel(problem, **options)
+    raise TypeError(f"no backend solves a {type(problem).__name__}")
+
+
+@dataclass
+class BoundUpdate:
+    """New bounds for some columns and rows of a problem (one scenario of a batch)."""
+
+    columns: np.ndarray | None = None
+    col_lower: np.ndarray | None = None
+    col_upper: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    row_lower: np.ndarray | None = None
+    row_upper: np.ndarray | None = None
+
+
+def _apply(model: Any, update: BoundUpdate) -> None:
+    """Restore what the previous update changed to the problem's own bounds, then apply this
+    one: every scenario of a batch starts from the same problem."""
+    lp = model.problem
+    previous_cols, previous_rows = getattr(model, "_changed", (None, None))
+    if previous_cols is not None:
+        model.set_col_bounds(
+            previous_cols, lp.col_lower[previous_cols], lp.col_upper[previous_cols]
+        )
+    if previous_rows is not None:
+        model.set_row_bounds(
+            previous_rows, lp.row_lower[previous_rows], lp.row_upper[previous_rows]
+        )
+    cols = None if update.columns is None else np.asarray(update.columns, dtype=np.int64)
+    rows = None if update.rows is None else np.asarray(update.rows, dtype=np.int64)
+    if cols is not None:
+        model.set_col_bounds(cols, update.col_lower, update.col_upper)
+    if rows is not None:
+        model.set_row_bounds(rows, update.row_lower, update.row_upper)
+    model._changed = (cols, rows)
+
+
+@dataclass
+class Selection:
+    """Which parts of each solution a pool sends back (``None``: all of it). Batches of large
+    problems need a few values each (e.g. TS-DDR's target duals), not every column."""
+
+    columns: np.ndarray | None = None  # primal values returned
+    rows: np.ndarray | None = None  # row duals returned
+    col_duals: bool = True  # reduced costs returned (of ``columns``)
+
+    def apply(self, solution: Solution) -> Solution:
+        """The solution restricted to the selection."""
+        cols = slice(None) if self.columns is None else self.columns
+        rows = slice(None) if self.rows is None else self.rows
+        col_duals = solution.col_duals[cols] if self.col_duals else np.empty(0)
+        return Solution(
+            solution.objective,
+            solution.primal[cols],
+            solution.row_duals[rows],
+            col_duals,
+            solution.status,
+        )
+
+
+_WORKER: tuple[Any, Selection] | None = None
+
+
+def _worker_init(problem: Any, selection: Selection) -> None:
+    global _WORKER
+    _WORKER = (open_model(problem), selection)
+
+
+def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
+    index, update = job
+    model, selection = _WORKER
+    try:
+        _apply(model, update)
+        return index, selection.apply(model.solve(f"scenario {index}"))
+    except SolveError as err:
+        return index, str(err)
+
+
+class SolverPool:
+    """``workers`` processes, each holding ``problem`` in its solver for as long as the pool
+    lives, so that every batch warm-starts from the previous one (one process: solved here).
+
+    Args:
+        problem: a linear or non-linear program.
+        workers: processes (1: no process, the batch is solved in this one).
+        selection: the parts of each solution to send back (default all).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, problem: Any, workers: int = 1, selection: Selection | None = None):
+        if int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.problem, self.workers = problem, int(workers)
+        self.selection = selection or Selection()
+        self._model = open_model(problem) if self.workers == 1 else None
+        self._pool = None
+        if self.workers > 1:
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker
+            self._pool = context.Pool(self.workers, _worker_init, (problem, self.selection))
+
+    def solve(self, updates: list[BoundUpdate], progress: bool = False) -> list[Solution]:
+        """Solve the problem under each bound update (each applied to the problem's own
+        bounds); progress: a progress bar over the scenarios.
+
+        Raises:
+            SolveError: naming the problem and the first scenario that did not solve.
+        """
+
+        bar = tqdm(total=len(updates), desc=self.problem.name, unit="solve", disable=not progress)
+        answers: dict[int, Solution | str] = {}
+        if self._pool is None:
+            for index, update in enumerate(updates):
+                try:
+                    _apply(self._model, update)
+                    answers[index] = self.selection.apply(self._model.solve(f"scenario {index}"))
+                except SolveError as err:
+                    answers[index] = str(err)
+                bar.update(1)
+        else:
+            for index, answer in self._pool.imap_unordered(_worker_solve, enumerate(updates)):
+                answers[index] = answer
+                bar.update(1)
+        bar.close()
+        failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
+        if failures:
+            raise SolveError(failures[0])
+        return [answers[i] for i in range(len(updates))]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> SolverPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def solve_batch(
+    problem: Any, updates: list[BoundUpdate], workers: int = 1, progress: bool = False
+) -> list[Solution]:
+    """Solve ``problem`` under each bound update (scenario), spread over ``workers`` processes.
+
+    Each worker builds the model once and warm-starts every solve from its previous basis.
+
+    Args:
+        problem: a linear or non-linear program.
+        updates: one bound update per scenario, each applied to the problem's own bounds.
+        workers: processes (1 solves here, in order).
+        progress: show a progress bar over the scenarios.
+
+    Raises:
+        SolveError: naming the problem and the first scenario that did not solve.
+    """
+    with SolverPool(problem, min(workers, max(len(updates), 1))) as pool:
+        return pool.solve(updates, progress)

@@ -1,0 +1,189 @@
+"""The Ipopt backend, through CasADi (the ``casadi`` wheel bundles Ipopt with MUMPS): a
+:class:`~mdpo.rules.nlp.NonlinearProgram` built once as a CasADi graph with exact sparse
+derivatives, solved again and again under new bounds, each solve warm-started from the last
+solution.
+
+Duals follow the HiGHS backend's convention, derivatives of the optimal value: a row's with
+respect to its bound, a fixed column's with respect to its value (CasADi's ``lam_g`` and
+``lam_x`` with the sign turned). For a non-convex problem (the AC power flow) they are the
+derivatives at the local optimum Ipopt found.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+import numpy as np
+
+from mdpo.rules.backend import Solution, SolveError
+from mdpo.rules.nlp import Expr, NonlinearProgram
+
+#: Ipopt's return statuses accepted as a solution
+SOLVED = ("Solve_Succeeded", "Solved_To_Acceptable_Level")
+
+
+def to_casadi(expr: Expr, x: Any, ca: Any) -> Any:
+    """``expr`` as a CasADi expression in the symbols ``x``."""
+    if isinstance(expr, (int, float)):
+        return float(expr)
+    op, *args = expr
+    if op == "x":
+        return x[args[0]]
+    values = [to_casadi(a, x, ca) for a in args]
+    if op == "+":
+        return functools.reduce(operator.add, values)
+    if op == "*":
+        return functools.reduce(operator.mul, values)
+    if op == "-":
+        return -values[0] if len(values) == 1 else values[0] - values[1]
+    if op == "/":
+        return values[0] / values[1]
+    if op == "^":
+        return values[0] ** values[1]
+    return getattr(ca, op)(values[0])  # sin, cos, exp, log, sqrt
+
+
+class IpoptModel:
+    """A :class:`NonlinearProgram` in Ipopt, with the interface of
+    :class:`~mdpo.rules.highs.HighsModel` (``set_col_bounds``, ``set_row_bounds``,
+    ``add_rows``, ``solve``).
+
+    Args:
+        problem: the problem (``problem.start`` is the first starting point).
+        tolerance: Ipopt's ``tol`` (relative KKT error).
+        max_iterations: Ipopt's ``max_iter`` for one attempt.
+        time_limit: seconds of one attempt (Ipopt's ``max_wall_time``).
+        warm_start: start each solve at the previous solution (else at ``problem.start``).
+        threads: accepted for the interface of the HiGHS model; MUMPS runs on one.
+    """
+
+    def __init__(
+        self,
+        problem: NonlinearProgram,
+        tolerance: float = 1e-9,
+        max_iterations: int = 3000,
+        time_limit: float = 600.0,
+        warm_start: bool = True,
+        threads: int = 1,
+    ):
+        import casadi  # imported where a model is built: worker processes import it there
+
+        self._ca = casadi
+        self.problem = problem
+        self.tolerance = float(tolerance)
+        self.max_iterations = int(max_iterations)
+        self.time_limit = float(time_limit)
+        self.warm_start = bool(warm_start)
+        self.col_lower = np.array(problem.col_lower, dtype=np.float64)
+        self.col_upper = np.array(problem.col_upper, dtype=np.float64)
+        self.row_lower = np.array(problem.row_lower, dtype=np.float64)
+        self.row_upper = np.array(problem.row_upper, dtype=np.float64)
+        self._cuts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._start = problem.starting_point()
+        self._x = self._start.copy()
+        self._solver = None
+        self.iterations = 0  # Ipopt iterations of the last solve
+
+    # -- bounds and rows -------------------------------------------------------------------
+    def set_col_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Change the bounds of some variables (indices into ``problem.variables``)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        self.col_lower[columns] = lower
+        self.col_upper[columns] = upper
+
+    def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Change the bounds of some rows (linear rows first, then the non-linear ones, then
+        rows added by :meth:`add_rows`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self.row_lower[rows] = lower
+        self.row_upper[rows] = upper
+
+    def add_rows(
+        self, lower: np.ndarray, upper: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """Append linear rows ``lower <= Σ values·x[columns] <= upper`` (e.g. SDDP cuts); the
+        solver is rebuilt at the next solve."""
+        for columns, values in rows:
+            self._cuts.append((np.asarray(columns, np.int64), np.asarray(values, np.float64)))
+        self.row_lower = np.concatenate([self.row_lower, np.asarray(lower, np.float64)])
+        self.row_upper = np.concatenate([self.row_upper, np.asarray(upper, np.float64)])
+        self._solver = None
+
+    # -- solving ---------------------------------------------------------------------------
+    def _build(self) -> Any:
+        ca = self._ca
+        p, lp = self.problem, self.problem.linear
+        n = p.n_variables
+        x = ca.SX.sym("x", n)
+
+        def product(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, m: int) -> Any:
+            matrix = ca.DM.triplet(rows.tolist(), cols.tolist(), vals.tolist(), m, n)
+            return ca.mtimes(matrix, x)
+
+        # rows: the linear ones (one sparse product), the non-linear ones, then the cuts
+        parts = []
+        if lp.n_rows:
+            rows = np.repeat(np.arange(lp.n_rows), np.diff(lp.row_start))
+            parts.append(product(rows, lp.columns, lp.values, lp.n_rows))
+        parts += [to_casadi(expr, x, ca) for expr in p.constraints]
+        if self._cuts:
+            rows = np.concatenate([np.full(len(c), k) for k, (c, _) in enumerate(self._cuts)])
+            cols = np.concatenate([c for c, _ in self._cuts])
+            vals = np.concatenate([v for _, v in self._cuts])
+            parts.append(product(rows, cols, vals, len(self._cuts)))
+        sign = -1.0 if lp.maximize else 1.0
+        objective = sign * (ca.dot(ca.DM(lp.objective), x) + lp.objective_constant)
+        options = {
+            "print_time": False,
+            "ipopt.print_level": 0,
+            "ipopt.sb": "yes",
+            "ipopt.tol": self.tolerance,
+            "ipopt.max_iter": self.max_iterations,
+            "ipopt.max_wall_time": self.time_limit,
+        }
+        problem = {"x": x, "f": objective, "g": ca.vertcat(*parts)}
+        return ca.nlpsol(f"ipopt_{id(self)}", "ipopt", problem, options)
+
+    def _attempt(self, x0: np.ndarray) -> tuple[dict, str]:
+        if self._solver is None:
+            self._solver = self._build()
+        result = self._solver(
+            x0=np.clip(x0, self.col_lower, self.col_upper),
+            lbx=self.col_lower,
+            ubx=self.col_upper,
+            lbg=self.row_lower,
+            ubg=self.row_upper,
+        )
+        stats = self._solver.stats()
+        self.iterations = int(stats.get("iter_count", 0))
+        return result, str(stats.get("return_status", "unknown"))
+
+    def solve(self, context: str = "") -> Solution:
+        """Solve from the last solution (or the problem's starting point); a solve that fails
+        from there is retried once from the starting point.
+
+        Raises:
+            SolveError: naming the problem, ``context`` and Ipopt's status (infeasible,
+                iteration or time limit, restoration failure...).
+        """
+        if np.any(self.col_lower > self.col_upper) or np.any(self.row_lower > self.row_upper):
+            where = f" ({context})" if context else ""
+            raise SolveError(f"{self.problem.name}{where}: a lower bound is above its upper bound")
+        result, status = self._attempt(self._x if self.warm_start else self._start)
+        if status not in SOLVED and self.warm_start:
+            result, status = self._attempt(self._start)
+        if status not in SOLVED:
+            where = f" ({context})" if context else ""
+            raise SolveError(f"{self.problem.name}{where}: Ipopt ended with status {status!r}")
+        primal = np.asarray(result["x"]).ravel()
+        self._x = primal
+        sign = -1.0 if self.problem.linear.maximize else 1.0
+        return Solution(
+            objective=sign * float(result["f"]),
+            primal=primal,
+            row_duals=-sign * np.asarray(result["lam_g"]).ravel(),
+            col_duals=-sign * np.asarray(result["lam_x"]).ravel(),
+            status=status,
+        )

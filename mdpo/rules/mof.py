@@ -1,0 +1,284 @@
+"""A reader of MathOptFormat (``.mof.json``) models: linear programs, and the non-linear ones of
+the hydro case's AC and SOC stage problems.
+
+Linear models (scalar affine objective and constraints, variable bounds) come back as a
+:class:`~mdpo.rules.lp.LinearProgram`. Models with quadratic functions, non-linear expression
+graphs (``ScalarNonlinearFunction``: ``+ - * / ^ sin cos exp log sqrt``) or second-order cones
+(``SecondOrderCone``, ``RotatedSecondOrderCone`` of vector affine functions) come back as a
+:class:`~mdpo.rules.nlp.NonlinearProgram`, each cone written as smooth rows
+(``t >= 0``, ``Σ x² − t² <= 0``; rotated: ``u, v >= 0``, ``Σ x² − 2uv <= 0``).
+
+A file is data: sizes are bounded by the JSON limits, an expression graph deeper than
+:data:`MAX_EXPRESSION_DEPTH` (or with a cycle) is refused, and every error names the file and
+the constraint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from mdpo.core.limits import MAX_JSON_BYTES, BadFileError, load_json_file
+from mdpo.rules.lp import LinearProgram, LPFormatError, _brief, _number
+from mdpo.rules.nlp import OPERATORS, Expr, NonlinearProgram, quadratic, var
+
+#: the most bytes of a MathOptFormat file: the bound of every JSON file mdpo reads
+MAX_MOF_BYTES = MAX_JSON_BYTES
+#: the deepest expression graph read (a cycle of node references is refused by this bound)
+MAX_EXPRESSION_DEPTH = 64
+
+
+class _Model:
+    """What is read so far: bounds, linear rows, non-linear rows."""
+
+    def __init__(self, path: str, names: list[str]):
+        self.path = path
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        n = len(names)
+        self.lower, self.upper = np.full(n, -np.inf), np.full(n, np.inf)
+        self.rows: list[str] = []
+        self.row_lower: list[float] = []
+        self.row_upper: list[float] = []
+        self.starts = [0]
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.nl: list[Expr] = []
+        self.nl_names: list[str] = []
+        self.nl_lower: list[float] = []
+        self.nl_upper: list[float] = []
+
+    def column(self, name: Any, where: str) -> int:
+        if not isinstance(name, str) or name not in self.index:
+            raise LPFormatError(f"{self.path}: {where} names an unknown variable {_brief(name)!r}")
+        return self.index[name]
+
+    def linear_row(self, name: str, terms: dict[int, float], lo: float, hi: float) -> None:
+        self.rows.append(name)
+        self.row_lower.append(lo)
+        self.row_upper.append(hi)
+        for col in sorted(terms):
+            self.cols.append(col)
+            self.vals.append(terms[col])
+        self.starts.append(len(self.cols))
+
+    def nonlinear_row(self, name: str, expr: Expr, lo: float, hi: float) -> None:
+        self.nl.append(expr)
+        self.nl_names.append(name)
+        self.nl_lower.append(lo)
+        self.nl_upper.append(hi)
+
+    def affine(self, function: dict, where: str) -> tuple[dict[int, float], float]:
+        kind = function.get("type")
+        if kind == "Variable":
+            return {self.column(function.get("name"), where): 1.0}, 0.0
+        if kind != "ScalarAffineFunction":
+            raise LPFormatError(f"{self.path}: {where} has a {_brief(kind)} function here")
+        terms: dict[int, float] = {}
+        for term in function["terms"]:
+            col = self.column(term["variable"], where)
+            terms[col] = terms.get(col, 0.0) + _number(term["coefficient"], f"{self.path}: {where}")
+        return terms, _number(function.get("constant", 0.0), f"{self.path}: {where} constant")
+
+    def quadratic(self, function: dict, where: str) -> tuple[Expr, float]:
+        """MOI's convention: a diagonal term ``(c, x, x)`` is ``½·c·x²``, an off-diagonal one
+        ``(c, x, y)`` is ``c·x·y``."""
+        at = f"{self.path}: {where}"
+        terms = []
+        for term in function["quadratic_terms"]:
+            i = self.column(term["variable_1"], where)
+            j = self.column(term["variable_2"], where)
+            c = _number(term["coefficient"], at)
+            terms.append((c / 2 if i == j else c, i, j))
+        linear: dict[int, float] = {}
+        for term in function.get("affine_terms", []):
+            col = self.column(term["variable"], where)
+            linear[col] = linear.get(col, 0.0) + _number(term["coefficient"], at)
+        return quadratic(terms, linear), _number(function.get("constant", 0.0), at)
+
+    def expression(self, function: dict, where: str) -> Expr:
+        """A ``ScalarNonlinearFunction``'s graph as an expression tree."""
+        nodes = function["node_list"]
+        if not isinstance(nodes, list):
+            raise LPFormatError(f"{self.path}: {where}: node_list must be a list")
+
+        def convert(node: Any, depth: int) -> Expr:
+            if depth > MAX_EXPRESSION_DEPTH:
+                raise LPFormatError(
+                    f"{self.path}: {where}: the expression is deeper than "
+                    f"{MAX_EXPRESSION_DEPTH} (or its nodes refer to each other in a cycle)"
+                )
+            if isinstance(node, str):
+                return var(self.column(node, where))
+            if isinstance(node, (int, float)) and not isinstance(node, bool):
+                return _number(node, f"{self.path}: {where}")
+            if not isinstance(node, dict):
+                raise LPFormatError(f"{self.path}: {where}: an expression node is a {_brief(node)}")
+            kind = node.get("type")
+            if kind == "node":
+                k = node.get("index")
+                if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(nodes):
+                    raise LPFormatError(
+                        f"{self.path}: {where}: node index {_brief(k)} is out of range"
+                    )
+                return convert(nodes[k - 1], depth + 1)
+            if kind == "variable":
+                return var(self.column(node.get("name"), where))
+            if kind == "real":
+                return _number(node.get("value"), f"{self.path}: {where}")
+            if kind not in OPERATORS:
+                raise LPFormatError(
+                    f"{self.path}: {where}: operator {_brief(kind)} is not one of "
+                    f"{', '.join(OPERATORS)}"
+                )
+            args = node.get("args")
+            arity = OPERATORS[kind]
+            if not isinstance(args, list) or not args or (arity and len(args) != arity):
+                raise LPFormatError(f"{self.path}: {where}: {kind} has the wrong arguments")
+            if kind == "-" and len(args) > 2:
+                raise LPFormatError(f"{self.path}: {where}: - takes one or two arguments")
+            return (kind, *(convert(a, depth + 1) for a in args))
+
+        return convert(function["root"], 0)
+
+    def cone(self, function: dict, set_: dict, where: str) -> None:
+        """A vector affine function in a (rotated) second-order cone, as smooth rows."""
+        at = f"{self.path}: {where}"
+        constants = function["constants"]
+        if not isinstance(constants, list) or len(constants) < 2:
+            raise LPFormatError(f"{at}: a cone needs at least two components")
+        parts: list[dict[int, float]] = [{} for _ in constants]
+        for term in function["terms"]:
+            k = term["output_index"]
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(parts):
+                raise LPFormatError(f"{at}: output_index {_brief(k)} is out of range")
+            scalar = term["scalar_term"]
+            col = self.column(scalar["variable"], where)
+            parts[k - 1][col] = parts[k - 1].get(col, 0.0) + _number(scalar["coefficient"], at)
+        offsets = [_number(c, at) for c in constants]
+
+        def component(k: int) -> Expr:
+            pieces: list[Expr] = [("*", c, var(j)) for j, c in parts[k].items()]
+            return ("+", *pieces, offsets[k]) if pieces else offsets[k]
+
+        def nonnegative(k: int, name: str) -> None:
+            if parts[k]:
+                self.linear_row(name, parts[k], -offsets[k], np.inf)
+            elif offsets[k] < 0:
+                raise LPFormatError(f"{at}: the cone's constant component is negative")
+
+        squares: list[Expr] = []
+        if set_["type"] == "SecondOrderCone":
+            nonnegative(0, f"{where}[t]")
+            squares = [("^", component(k), 2.0) for k in range(1, len(parts))]
+            bound = ("-", ("^", component(0), 2.0))
+        else:
+            if len(parts) < 3:
+                raise LPFormatError(f"{at}: a rotated cone needs at least three components")
+            nonnegative(0, f"{where}[u]")
+            nonnegative(1, f"{where}[v]")
+            squares = [("^", component(k), 2.0) for k in range(2, len(parts))]
+            bound = ("*", -2.0, component(0), component(1))
+        self.nonlinear_row(where, ("+", *squares, bound), -np.inf, 0.0)
+
+
+def _interval(set_: dict, at: str) -> tuple[float, float]:
+    kind = set_.get("type")
+    if kind == "EqualTo":
+        return _number(set_["value"], at), _number(set_["value"], at)
+    if kind == "GreaterThan":
+        return _number(set_["lower"], at, True), np.inf
+    if kind == "LessThan":
+        return -np.inf, _number(set_["upper"], at, True)
+    if kind == "Interval":
+        return _number(set_["lower"], at, True), _number(set_["upper"], at, True)
+    raise LPFormatError(f"{at} has a {_brief(kind)} set, which this reader does not know")
+
+
+def read_mof(path: str) -> LinearProgram | NonlinearProgram:
+    """Read a MathOptFormat model: a :class:`LinearProgram` when every function is affine,
+    else a :class:`NonlinearProgram` (quadratic, non-linear and second-order-cone constraints).
+
+    Raises:
+        LPFormatError: naming the file and the constraint it cannot read (integer variables,
+            other cones, non-linear objectives...).
+    """
+    try:
+        model = load_json_file(path, max_bytes=MAX_MOF_BYTES)
+    except BadFileError as err:
+        raise LPFormatError(f"{err} (not a MathOptFormat model)") from None
+    try:
+        names = [v["name"] for v in model["variables"]]
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError("variable names must be strings")
+    except (KeyError, TypeError) as err:
+        raise LPFormatError(f"{path} is not a MathOptFormat model: {err}") from None
+    m = _Model(path, names)
+    n = len(names)
+    try:
+        objective = model["objective"]
+        c = np.zeros(n)
+        constant = 0.0
+        maximize = objective.get("sense") == "max"
+        if objective.get("sense") in ("min", "max"):
+            terms, constant = m.affine(objective["function"], "the objective")
+            for col, coef in terms.items():
+                c[col] = coef
+        for k, constraint in enumerate(model["constraints"]):
+            name = constraint.get("name")
+            name = name if isinstance(name, str) and name else f"c{k}"
+            where = f"constraint {_brief(name)}"
+            at = f"{path}: {where}"
+            function, set_ = constraint["function"], constraint["set"]
+            kind = function.get("type")
+            if kind == "VectorAffineFunction":
+                if set_.get("type") not in ("SecondOrderCone", "RotatedSecondOrderCone"):
+                    raise LPFormatError(f"{at} has a {_brief(set_.get('type'))} set (cones only)")
+                m.cone(function, set_, name)
+                continue
+            lo, hi = _interval(set_, at)
+            if kind == "Variable":  # a bound
+                col = m.column(function.get("name"), where)
+                m.lower[col], m.upper[col] = max(m.lower[col], lo), min(m.upper[col], hi)
+            elif kind == "ScalarAffineFunction":
+                terms, const = m.affine(function, where)
+                m.linear_row(name, terms, lo - const, hi - const)
+            elif kind == "ScalarQuadraticFunction":
+                expr, const = m.quadratic(function, where)
+                m.nonlinear_row(name, expr, lo - const, hi - const)
+            elif kind == "ScalarNonlinearFunction":
+                m.nonlinear_row(name, m.expression(function, where), lo, hi)
+            else:
+                raise LPFormatError(f"{at} has a {_brief(kind)} function this reader does not know")
+    except KeyError as err:
+        missing = _brief(err.args[0]) if err.args else "?"
+        raise LPFormatError(f"{path}: missing field {missing!r}") from None
+    except (TypeError, AttributeError, IndexError) as err:  # a list where an object belongs
+        reason = str(err).splitlines()[0][:120]
+        raise LPFormatError(f"{path} is not a MathOptFormat model: {reason}") from None
+    lp = LinearProgram(
+        name=os.path.basename(path),
+        variables=names,
+        col_lower=m.lower,
+        col_upper=m.upper,
+        objective=c,
+        objective_constant=constant,
+        maximize=maximize,
+        rows=m.rows,
+        row_lower=np.asarray(m.row_lower, dtype=np.float64),
+        row_upper=np.asarray(m.row_upper, dtype=np.float64),
+        row_start=np.asarray(m.starts, dtype=np.int64),
+        columns=np.asarray(m.cols, dtype=np.int64),
+        values=np.asarray(m.vals, dtype=np.float64),
+    )
+    if not m.nl:
+        return lp
+    return NonlinearProgram(
+        linear=lp,
+        constraints=m.nl,
+        names=m.nl_names,
+        lower=np.asarray(m.nl_lower, dtype=np.float64),
+        upper=np.asarray(m.nl_upper, dtype=np.float64),
+    )
