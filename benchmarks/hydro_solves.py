@@ -35,7 +35,7 @@ def rate(model, columns, scenarios, cold: bool) -> float:
 def main() -> None:
     import mdpo.envs.hydro  # noqa: F401
     from mdpo.envs.hydro import load_case
-    from mdpo.envs.hydro.model import build_deterministic_equivalent, build_stage_lp
+    from mdpo.envs.hydro.model import build_deterministic_equivalent, build_stage_problem
     from mdpo.rules.highs import HighsModel
 
     parser = argparse.ArgumentParser(
@@ -50,7 +50,7 @@ def main() -> None:
     case = load_case(args.case)
     rng = np.random.default_rng(0)
     rows = case.inflows.shape[0]
-    stage = build_stage_lp(case)
+    stage = build_stage_problem(case)
     stage_inflows = [
         case.inflows[rng.integers(rows), :, rng.integers(case.n_scenarios)]
         for _ in range(args.stage_solves)
@@ -65,8 +65,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for name, model, cols, data in (
-            ("stage", HighsModel(stage.lp), stage.inflow, stage_inflows),
-            ("96-stage", HighsModel(de.lp), de.inflow.ravel(), paths),
+            ("stage", HighsModel(stage.program), stage.inflow, stage_inflows),
+            ("96-stage", HighsModel(de.program), de.inflow.ravel(), paths),
         ):
             for cold in (False, True):
                 key = f"{name} {'cold' if cold else 'warm'}"
@@ -81,8 +81,8 @@ def main() -> None:
         "case": args.case,
         "solves_per_s": medians,
         "all": results,
-        "stage_lp": [stage.lp.n_variables, stage.lp.n_rows],
-        "deterministic_equivalent": [de.lp.n_variables, de.lp.n_rows],
+        "stage_lp": [stage.program.n_variables, stage.program.n_rows],
+        "deterministic_equivalent": [de.program.n_variables, de.program.n_rows],
     }
     with open(os.path.join(args.out, "summary.json"), "w") as handle:
         json.dump(meta, handle, indent=1)

@@ -40,7 +40,7 @@ def test_step_equals_the_target_lp():
     problem = build_deterministic_equivalent(
         env.case, inflow[None], volume_in=volumes, targets=target[None]
     )
-    assert -reward == pytest.approx(HighsModel(problem.lp).solve().objective, rel=1e-9)
+    assert -reward == pytest.approx(HighsModel(problem.program).solve().objective, rel=1e-9)
     np.testing.assert_allclose(info["target"], target)
 
 

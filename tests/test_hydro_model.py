@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mdpo.envs.hydro import load_case
-from mdpo.envs.hydro.model import build_stage_lp
+from mdpo.envs.hydro.model import build_stage_problem
 from mdpo.rules import read_mof
 from mdpo.rules.backend import open_model
 from mdpo.rules.highs import HighsModel
@@ -19,12 +19,12 @@ def test_stage_lp_equals_reference_subproblem(name, load_scale):
     """Same optimal value (relative 1e-6) as DCPPowerModel.mof.json for 20 random states and
     inflows; the reference file was written with these load scales (case3 unscaled)."""
     case = load_case(name)
-    stage = build_stage_lp(case, load_scale=load_scale)
+    stage = build_stage_problem(case, load_scale=load_scale)
     reference = read_mof(f"envs/hydro/data/{name}/DCPPowerModel.mof.json")
     n = len(case.plants)
     ref_in = [reference.column(f"reservoir[{k + 1}]_in") for k in range(n)]
     ref_w = [reference.column(f"inflow[{k + 1}]") for k in range(n)]
-    ours, theirs = HighsModel(stage.lp), HighsModel(reference)
+    ours, theirs = HighsModel(stage.program), HighsModel(reference)
     rng = np.random.default_rng(0)
     max_volume = np.array([p.max_volume for p in case.plants])
     values = []
@@ -51,7 +51,7 @@ def test_stage_problem_equals_reference_subproblem(name, load_scale, formulation
     shedding at 100,010 where its DC and SOC files (and the case data) say 10,010: the test
     prices the reference's deficits as the case does."""
     case = load_case(name)
-    stage = build_stage_lp(case, load_scale=load_scale, formulation=formulation)
+    stage = build_stage_problem(case, load_scale=load_scale, formulation=formulation)
     reference = read_mof(f"envs/hydro/data/{name}/{REFERENCE_FILES[formulation]}.mof.json")
     flat = np.zeros(reference.n_variables)
     for col, variable in enumerate(reference.variables):
@@ -63,7 +63,7 @@ def test_stage_problem_equals_reference_subproblem(name, load_scale, formulation
     n = len(case.plants)
     ref_in = [reference.column(f"reservoir[{k + 1}]_in") for k in range(n)]
     ref_w = [reference.column(f"inflow[{k + 1}]") for k in range(n)]
-    ours = open_model(stage.lp, warm_start=False)
+    ours = open_model(stage.program, warm_start=False)
     theirs = open_model(reference, warm_start=False)
     rng = np.random.default_rng(1)
     max_volume = np.array([p.max_volume for p in case.plants])
@@ -87,9 +87,9 @@ def test_the_formulations_order_as_relaxations():
     study): SOC <= AC at every state, and AC within 0.1% of SOC."""
     case = load_case("bolivia")
     models = {
-        f: (stage, open_model(stage.lp))
+        f: (stage, open_model(stage.program))
         for f in ("soc", "ac")
-        for stage in [build_stage_lp(case, formulation=f)]
+        for stage in [build_stage_problem(case, formulation=f)]
     }
     rng = np.random.default_rng(2)
     max_volume = np.array([p.max_volume for p in case.plants])
@@ -105,21 +105,21 @@ def test_the_formulations_order_as_relaxations():
 
 def test_unknown_formulation_is_named():
     with pytest.raises(ValueError, match="unknown power-flow formulation 'acp'"):
-        build_stage_lp(load_case("case3"), formulation="acp")
+        build_stage_problem(load_case("case3"), formulation="acp")
 
 
 def test_stage_lp_at_the_stored_inputs():
     """The reference optimum stated with the data: 1557.8166 (bolivia), 501.3903 (case3)."""
-    assert HighsModel(build_stage_lp(load_case("bolivia")).lp).solve().objective == (
+    assert HighsModel(build_stage_problem(load_case("bolivia")).program).solve().objective == (
         pytest.approx(1557.8166, abs=1e-4)
     )
-    case3 = build_stage_lp(load_case("case3"), load_scale=1.0)
-    assert HighsModel(case3.lp).solve().objective == pytest.approx(501.3903, abs=1e-4)
+    case3 = build_stage_problem(load_case("case3"), load_scale=1.0)
+    assert HighsModel(case3.program).solve().objective == pytest.approx(501.3903, abs=1e-4)
 
 
 def test_bad_state_shape():
     with pytest.raises(ValueError, match=r"shape \(11,\)"):
-        build_stage_lp(load_case("bolivia"), volume_in=np.zeros(3))
+        build_stage_problem(load_case("bolivia"), volume_in=np.zeros(3))
 
 
 def scenario(case, horizon, seed):
@@ -138,9 +138,9 @@ def test_one_stage_equivalent_is_the_stage_lp():
     volume = np.array([p.max_volume for p in case.plants]) * 0.3
     inflow = case.inflows[3, :, 4]
     one = build_deterministic_equivalent(case, inflow[None], volume_in=volume)
-    stage = build_stage_lp(case, volume_in=volume, inflow=inflow)
-    assert HighsModel(one.lp).solve().objective == pytest.approx(
-        HighsModel(stage.lp).solve().objective, rel=1e-9
+    stage = build_stage_problem(case, volume_in=volume, inflow=inflow)
+    assert HighsModel(one.program).solve().objective == pytest.approx(
+        HighsModel(stage.program).solve().objective, rel=1e-9
     )
 
 
@@ -150,16 +150,18 @@ def test_targets_at_the_optimum_cost_nothing_and_slack_is_penalized():
     case = load_case("case3")
     inflows = scenario(case, 6, seed=1)
     free = build_deterministic_equivalent(case, inflows, load_scale=1.0)
-    solution = HighsModel(free.lp).solve()
+    solution = HighsModel(free.program).solve()
     volumes = solution.primal[free.volume_out]
     fixed = build_deterministic_equivalent(case, inflows, targets=volumes, load_scale=1.0)
     assert fixed.slack_penalty == largest_cost(case) == 10010.0
-    assert HighsModel(fixed.lp).solve().objective == pytest.approx(solution.objective, rel=1e-7)
+    assert HighsModel(fixed.program).solve().objective == pytest.approx(
+        solution.objective, rel=1e-7
+    )
     # an unreachable target (above the reservoir) is met by slack at the penalty's price
     too_high = volumes.copy()
     too_high[2, 0] = case.plants[0].max_volume + 0.1
     model = HighsModel(
-        build_deterministic_equivalent(case, inflows, targets=too_high, load_scale=1.0).lp
+        build_deterministic_equivalent(case, inflows, targets=too_high, load_scale=1.0).program
     )
     assert model.solve().objective >= solution.objective + 0.1 * 10010.0 - 1e-6
 
@@ -176,7 +178,7 @@ def test_target_duals_are_cost_derivatives(name, horizon, load_scale):
     max_volume = np.array([p.max_volume for p in case.plants])
     targets = rng.uniform(0.05, 0.6, inflows.shape) * max_volume
     problem = build_deterministic_equivalent(case, inflows, targets=targets, load_scale=load_scale)
-    model = HighsModel(problem.lp)
+    model = HighsModel(problem.program)
     base = model.solve()
     duals = base.row_duals[problem.target_rows]
     checked = 0
@@ -226,9 +228,9 @@ def test_ac_flows_and_balances_follow_the_pi_model():
     shunt's |V|²·(gs − j·bs), and the SOC flow rows give the same flows at the lifted point
     (w = |V|², wr + j·wi = V_f·V_t*)."""
     case = _with_transformer_and_shunt(load_case("case3"))
-    stage = build_stage_lp(case, load_scale=1.0, formulation="ac")
-    solution = open_model(stage.lp).solve()
-    x = dict(zip(stage.lp.variables, solution.primal))
+    stage = build_stage_problem(case, load_scale=1.0, formulation="ac")
+    solution = open_model(stage.program).solve()
+    x = dict(zip(stage.program.variables, solution.primal))
     volt = {b.index: x[f"vm[{b.index}]"] * np.exp(1j * x[f"va[{b.index}]"]) for b in case.buses}
     injected = {b.index: 0j for b in case.buses}
     flows = {}
@@ -262,7 +264,7 @@ def test_ac_flows_and_balances_follow_the_pi_model():
         balance = generation - load + x[f"deficit[{bus.index}]"] - shunt - injected[bus.index]
         assert abs(balance) < 1e-7, bus.index
     # the SOC rows at the lifted AC point
-    soc = build_stage_lp(case, load_scale=1.0, formulation="soc").lp
+    soc = build_stage_problem(case, load_scale=1.0, formulation="soc").program
     lifted = np.zeros(soc.n_variables)
     for col, name in enumerate(soc.variables):
         if name.startswith("w["):

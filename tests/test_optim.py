@@ -109,8 +109,8 @@ def test_batch_solve_in_processes_equals_serial():
     problem = build_deterministic_equivalent(case, scenarios[0], load_scale=1.0)
     cols = problem.inflow.ravel()
     updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
-    serial = solve_batch(problem.lp, updates, workers=1)
-    parallel = solve_batch(problem.lp, updates, workers=2)
+    serial = solve_batch(problem.program, updates, workers=1)
+    parallel = solve_batch(problem.program, updates, workers=2)
     for a, b in zip(serial, parallel):
         assert a.objective == pytest.approx(b.objective, rel=1e-9)
     assert len({round(s.objective, 3) for s in serial}) > 1
@@ -118,10 +118,10 @@ def test_batch_solve_in_processes_equals_serial():
     bad = list(updates)
     bad[3] = BoundUpdate(problem.volume_in[:1], np.array([1.0]), np.array([0.0]))
     with pytest.raises(SolveError, match="scenario 3"):
-        solve_batch(problem.lp, bad, workers=2)
+        solve_batch(problem.program, bad, workers=2)
     # the bad bounds of scenario 3 do not leak into the next scenario a worker solves
     bad[3] = BoundUpdate(problem.volume_in[:1], np.array([0.1]), np.array([0.1]))
-    again = solve_batch(problem.lp, bad, workers=1)
+    again = solve_batch(problem.program, bad, workers=1)
     assert again[4].objective == pytest.approx(serial[4].objective, rel=1e-9)
 
 
@@ -130,7 +130,7 @@ def test_a_solve_out_of_time_is_retried_then_named():
     attempt runs out of time the error names the problem and the status."""
     from mdpo.envs.hydro.problem import HydroProblem
 
-    lp = HydroProblem("bolivia", 48).target_equivalent().lp
+    lp = HydroProblem("bolivia", 48).target_equivalent().program
     model = HighsModel(lp, time_limit=1e-4)
     with pytest.raises(
         SolveError, match="48-stage deterministic equivalent.*\\(here\\).*Time limit"
@@ -145,7 +145,7 @@ def test_the_time_limit_is_per_solve_not_per_model():
     solves whose total exceeds the limit all succeed."""
     from mdpo.envs.hydro.problem import HydroProblem
 
-    model = HighsModel(HydroProblem("bolivia", 24).target_equivalent().lp, time_limit=1.0)
+    model = HighsModel(HydroProblem("bolivia", 24).target_equivalent().program, time_limit=1.0)
     # solve until the instance's total time is past the limit (how many solves that takes
     # depends on the machine), then a few more: each must still succeed
     for extra in range(400):

@@ -13,7 +13,7 @@ from mdpo.envs.hydro.problem import HydroProblem
 from mdpo.envs.hydro.sddp import SDDP
 from mdpo.rules.backend import SolveError
 from mdpo.rules.lp import LinearProgram
-from mdpo.rules.multistage import MultiStageProblem, TargetLP, simulate_stagewise
+from mdpo.rules.multistage import MultiStageProblem, TargetProblem, simulate_stagewise
 
 CASE3 = {"case": "case3", "load_scale": 1.0}
 
@@ -201,7 +201,7 @@ class Inventory(MultiStageProblem):
             columns=np.array(cols),
             values=np.array(vals),
         )
-        return TargetLP(
+        return TargetProblem(
             lp,
             np.array([x_in]),
             np.array(noise),

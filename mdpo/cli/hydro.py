@@ -30,7 +30,7 @@ from mdpo.core.limits import (
 )
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.env import HydroDispatchEnv
-from mdpo.envs.hydro.model import build_deterministic_equivalent
+from mdpo.envs.hydro.model import FORMULATIONS, build_deterministic_equivalent
 from mdpo.envs.hydro.problem import HydroProblem
 from mdpo.envs.hydro.sddp import SDDP, is_cuts_file
 from mdpo.envs.hydro.simulate import (
@@ -71,6 +71,7 @@ def _finish(args, case, records, label: str, extra: dict) -> dict:
         "case": case.name,
         "load_scale": args.load_scale,
         "scenario_seed": args.scenario_seed,
+        "formulation": args.formulation,
         **extra,
         **records.write(args.out, case, label),
     }
@@ -148,10 +149,30 @@ def run_in_folder(folder: RunFolder, args: argparse.Namespace, body) -> int:
     return code
 
 
+def train_formulation(args: argparse.Namespace) -> str:
+    """The stage problems SDDP builds its cuts on: ``--train-formulation``, else the evaluated
+    formulation where it is convex (dc, soc) and its relaxation (soc) for ac."""
+    chosen = args.train_formulation or ("soc" if args.formulation == "ac" else args.formulation)
+    if chosen == "ac":
+        raise ValueError(
+            "--train-formulation ac: SDDP's cuts need convex stage problems (dc, or soc, the "
+            "relaxation of ac); simulate on ac with --formulation ac"
+        )
+    return chosen
+
+
+def sddp_label(trained_on: str, evaluated_on: str) -> str:
+    """``SDDP``, or ``SDDP (SOC cuts)`` when simulated on another formulation than its cuts'."""
+    return "SDDP" if trained_on == evaluated_on else f"SDDP ({trained_on.upper()} cuts)"
+
+
 def _sddp_in_folder(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
-    sddp = SDDP(case, args.horizon, load_scale=args.load_scale, seed=args.seed)
+    trained_on = train_formulation(args)
+    sddp = SDDP(
+        case, args.horizon, load_scale=args.load_scale, seed=args.seed, formulation=trained_on
+    )
     cuts_path = os.path.join(args.out, "cuts.json.gz")
     log_path = os.path.join(args.out, "training.csv")
     if os.path.exists(cuts_path) and os.path.exists(log_path) and not args.restart:
@@ -195,9 +216,11 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
     # simulated by fresh models holding the saved cuts: where a stage problem has several
     # optimal solutions, the one returned depends on the solver's previous bases, so this is
     # what `mdpo hydro simulate cuts.json.gz` reproduces exactly
-    policy = SDDP(case, args.horizon, load_scale=args.load_scale)
+    policy = SDDP(case, args.horizon, load_scale=args.load_scale, formulation=trained_on)
     policy.load_cuts(cuts_path)
-    records = policy.simulate(paths, stages=args.report, progress=not args.no_progress)
+    records = policy.simulate(
+        paths, stages=args.report, progress=not args.no_progress, formulation=args.formulation
+    )
     if resumed_at >= args.iterations:
         stopped = f"no training (resumed after {resumed_at} iterations, see training.csv)"
     elif len(log.lower_bounds) >= args.iterations:
@@ -211,8 +234,9 @@ def _sddp_in_folder(args: argparse.Namespace) -> int:
         args,
         case,
         records,
-        "SDDP",
+        sddp_label(trained_on, args.formulation),
         {
+            "train_formulation": trained_on,
             "horizon": args.horizon,
             "iterations": len(log.lower_bounds),
             "stopped_by": stopped,
@@ -239,12 +263,14 @@ def command_bound(args: argparse.Namespace) -> int:
     stages = args.horizon + args.extra_stages
     paths = evaluation_paths(case, args.scenarios, stages, args.scenario_seed)
     scenarios = [case.path_inflows(path) for path in paths]
-    problem = build_deterministic_equivalent(case, scenarios[0], load_scale=args.load_scale)
+    problem = build_deterministic_equivalent(
+        case, scenarios[0], load_scale=args.load_scale, formulation=args.formulation
+    )
     cols = problem.inflow.ravel()
     updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
     start = time.perf_counter()
     solutions = solve_batch(
-        problem.lp, updates, workers=args.workers, progress=not args.no_progress
+        problem.program, updates, workers=args.workers, progress=not args.no_progress
     )
     seconds = time.perf_counter() - start
     records = StageRecords.empty(len(paths), args.horizon, len(case.plants))
@@ -255,7 +281,7 @@ def command_bound(args: argparse.Namespace) -> int:
                 t,
                 stage_record(
                     case,
-                    problem.lp,
+                    problem.program,
                     solution.primal,
                     problem.generation[t],
                     problem.deficit[t],
@@ -278,14 +304,26 @@ def command_bound(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=None):
+def load_policy(
+    spec: str,
+    case,
+    stages: int,
+    load_scale: float,
+    slack_penalty=None,
+    formulation: str = "dc",
+):
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
     command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
-    model file of an mdpo agent trained on ``HydroDispatch-v0``."""
+    model file of an mdpo agent trained on ``HydroDispatch-v0``; each stage problem of the
+    simulation has the power flow ``formulation``."""
 
     if spec == "myopic":
         sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
-        return "myopic", lambda paths, progress: sddp.simulate(paths, progress=progress)
+
+        def myopic(paths, progress):
+            return sddp.simulate(paths, progress=progress, formulation=formulation)
+
+        return "myopic", myopic
     if not os.path.isfile(spec):
         raise FileNotFoundError(
             f"policy {spec!r}: no such file (give 'myopic', an SDDP "
@@ -294,14 +332,23 @@ def load_policy(spec: str, case, stages: int, load_scale: float, slack_penalty=N
     if is_cuts_file(spec):
         # the models of the stages simulated only, with their cuts: the file's horizon sizes
         # nothing (the cuts of later stages never act on the first ones)
-        sddp = SDDP(case, stages, load_scale=load_scale)
-        sddp.load_cuts(spec, prefix=True)
-        return "SDDP", lambda paths, progress: sddp.simulate(paths, stages, progress=progress)
+        sddp = SDDP.from_cuts_file(spec, case, stages, load_scale=load_scale)
+
+        def with_cuts(paths, progress):
+            return sddp.simulate(paths, stages, progress=progress, formulation=formulation)
+
+        return sddp_label(sddp.formulation, formulation), with_cuts
 
     agent = mdpo.load(spec, device="cpu")
     if isinstance(agent, mdpo.TSDDR) and agent.n_stages != stages:
         raise ValueError(f"{spec}: a rule for {agent.n_stages} stages cannot drive {stages}")
-    env = HydroDispatchEnv(case, horizon=stages, load_scale=load_scale, slack_penalty=slack_penalty)
+    env = HydroDispatchEnv(
+        case,
+        horizon=stages,
+        load_scale=load_scale,
+        slack_penalty=slack_penalty,
+        formulation=formulation,
+    )
     if agent.observation_space != env.observation_space or agent.action_space != env.action_space:
         raise ValueError(
             f"{spec}: the agent's spaces ({agent.observation_space}, "
@@ -323,7 +370,7 @@ def command_simulate(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
     label, simulate = load_policy(
-        args.policy, case, args.stages, args.load_scale, args.slack_penalty
+        args.policy, case, args.stages, args.load_scale, args.slack_penalty, args.formulation
     )
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
     start = time.perf_counter()
@@ -356,13 +403,34 @@ def command_tsddr(args: argparse.Namespace) -> int:
         return run_in_folder(folder, args, _tsddr_in_folder)
 
 
+def start_from(agent: TSDDR, path: str) -> None:
+    """Start ``agent``'s training from the rule of a saved TS-DDR model (e.g. trained on the DC
+    network, fine-tuned on AC): the same policy class and shapes, the weights only."""
+    trained = mdpo.load(path, device="cpu")
+    if not isinstance(trained, TSDDR) or type(trained.policy) is not type(agent.policy):
+        raise ValueError(
+            f"--init {path}: not a {type(agent.policy).__name__} TS-DDR model (it holds a "
+            f"{type(getattr(trained, 'policy', trained)).__name__})"
+        )
+    try:
+        agent.policy.load_state_dict(trained.policy.state_dict())
+    except RuntimeError:  # shapes of another case or horizon
+        raise ValueError(f"--init {path}: its rule has other shapes (another case?)") from None
+
+
 def _tsddr_in_folder(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
     penalty = args.slack_penalty
     if penalty is None and args.policy == "strict":
         penalty = STRICT_PENALTY
-    problem = HydroProblem(case, args.stages, load_scale=args.load_scale, slack_penalty=penalty)
+    problem = HydroProblem(
+        case,
+        args.stages,
+        load_scale=args.load_scale,
+        slack_penalty=penalty,
+        formulation=args.formulation,
+    )
     state_path = os.path.join(args.out, "train_state.json")
     best_path = os.path.join(args.out, "best_model.zip")
     folder = RunFolder(args.out, "mdpo hydro tsddr")
@@ -400,6 +468,8 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
             tensorboard_log=os.path.join(args.out, "tb"),
             seed=args.seed,
         )
+        if args.init:
+            start_from(agent, args.init)
     start = time.perf_counter()
 
     class Checkpoint(BaseCallback):
@@ -434,7 +504,11 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     paths = evaluation_paths(case, args.scenarios, args.stages, args.scenario_seed)
 
     env = HydroDispatchEnv(
-        case, horizon=args.stages, load_scale=args.load_scale, slack_penalty=problem.slack_penalty
+        case,
+        horizon=args.stages,
+        load_scale=args.load_scale,
+        slack_penalty=problem.slack_penalty,
+        formulation=args.formulation,
     )
     records = simulate_env_policy(env, agent.actor(), paths, not args.no_progress, "TS-DDR")
     label = {
@@ -458,6 +532,7 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
             "model_step": agent.num_timesteps,
             "validation_cost": best.get("eval_mean_cost"),
             "slack_penalty": problem.slack_penalty,
+            "init": args.init,
         },
     )
     return 0
@@ -484,6 +559,11 @@ def read_summary(path: str) -> dict:
         field_float(value, f"{path}: ci95", allow_none=True)
     if summary.get("train_seconds") is not None:
         field_float(summary["train_seconds"], f"{path}: train_seconds")
+    if summary.get("formulation", "dc") not in FORMULATIONS:
+        raise BadFileError(f"{path}: formulation must be one of {', '.join(FORMULATIONS)}")
+    for key in ("shed_mwh", "no_shedding_share"):
+        if summary.get(key) is not None:
+            field_float(summary[key], f"{path}: {key}")
     return summary
 
 
@@ -498,11 +578,22 @@ def command_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"{folder}: no summary.json (not a result folder of mdpo hydro)")
         summary = read_summary(os.path.join(folder, "summary.json"))
         summary["folder"] = folder
+        if any(r["label"] == summary["label"] for r in rows):  # two runs of one method
+            summary["label"] += f" [{os.path.basename(os.path.normpath(folder))}]"
         rows.append(summary)
         runs[summary["label"]] = read_stage_means(os.path.join(folder, "stages.csv"))
     keys = {(r["scenarios"], r["stages"], r["scenario_seed"]) for r in rows}
     if len(keys) > 1:
         raise ValueError(f"the folders were evaluated on different scenarios: {sorted(keys)}")
+    formulations = {r.get("formulation", "dc") for r in rows}
+    if args.formulation is not None:
+        formulations.add(args.formulation)
+    if len(formulations) > 1:
+        raise ValueError(
+            f"the folders were evaluated on different power flows: {sorted(formulations)} "
+            "(compare one formulation at a time)"
+        )
+    formulation = formulations.pop()
     costs = {
         r["label"]: np.loadtxt(
             os.path.join(r["folder"], "costs.csv"), delimiter=",", skiprows=1, ndmin=2
@@ -510,29 +601,39 @@ def command_compare(args: argparse.Namespace) -> int:
         for r in rows
     }
     bound = next((r["mean_cost"] for r in rows if r["label"] == "perfect foresight"), None)
-    sddp = costs.get("SDDP")
+    reference = args.reference or next(
+        (name for name in ("SDDP", "SDDP (SOC cuts)") if name in costs),
+        next((name for name in costs if name.startswith("SDDP")), None),
+    )
+    if reference is not None and reference not in costs:
+        raise ValueError(f"--reference {reference!r}: no folder has that label")
+    sddp = costs.get(reference) if reference else None
 
     def paired(label: str) -> str:
-        """Mean difference to SDDP on the same scenarios, with its 95% CI."""
-        if sddp is None or label == "SDDP":
+        """Mean difference to the reference (SDDP) on the same scenarios, with its 95% CI."""
+        if sddp is None or label == reference:
             return ""
         diff = costs[label] - sddp
         half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
         return f"{100 * diff.mean() / sddp.mean():+.2f}% ± {100 * half / sddp.mean():.2f}"
 
     lines = [
-        "| method | mean cost | 95% CI | vs perfect foresight | vs SDDP (paired, 95% CI) "
-        "| training |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| method | mean cost | 95% CI | vs perfect foresight | vs {reference or 'SDDP'} "
+        "(paired, 95% CI) | stages without shedding | shed energy | training |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: r["mean_cost"]):
         mean, (low, high) = r["mean_cost"], [np.nan if v is None else v for v in r["ci95"]]
         gap = f"{100 * (mean / bound - 1):+.2f}%" if bound else ""
         seconds = r.get("train_seconds")
         train = f"{seconds:.0f} s" if seconds is not None else ""
+        shed = r.get("shed_mwh")
+        no_shed = r.get("no_shedding_share")
         lines.append(
             f"| {r['label']} | {mean:,.0f} | [{low:,.0f}, {high:,.0f}] | {gap} | "
-            f"{paired(r['label'])} | {train} |"
+            f"{paired(r['label'])} | "
+            f"{'' if no_shed is None else f'{100 * no_shed:.1f}%'} | "
+            f"{'' if shed is None else f'{shed:,.1f} MWh'} | {train} |"
         )
     os.makedirs(args.out, exist_ok=True)
     table = "\n".join(lines)
@@ -540,8 +641,11 @@ def command_compare(args: argparse.Namespace) -> int:
     with open(os.path.join(args.out, "comparison.md"), "w") as handle:
         handle.write(
             f"Command: `{command_line(args)}`\n\n{stages} stages, {scenarios} "
-            f"evaluation scenarios (seed {seed}); costs without target-slack "
-            f"penalties.\n\n{table}\n"
+            f"evaluation scenarios (seed {seed}), every stage problem with the "
+            f"{formulation.upper()} power flow; costs without target-slack penalties; "
+            "stages without shedding: the share of (scenario, stage) pairs whose stage "
+            "problem met the load without deficit; shed energy: the mean per scenario."
+            f"\n\n{table}\n"
         )
     plot_stages(os.path.join(args.out, "stages.png"), load_case(rows[0]["case"]), runs)
     print(table)
@@ -583,6 +687,13 @@ def add_parser(sub) -> None:
         )
         parser.add_argument("--out", required=True, help="output folder")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--formulation",
+            choices=FORMULATIONS,
+            default="dc",
+            help="power flow of every stage problem the policy is judged on: dc (linear), "
+            "soc (its convex relaxation) or ac (polar, non-convex; Ipopt)",
+        )
 
     sddp = group.add_parser("sddp", help="train SDDP and simulate it on the evaluation scenarios")
     common(sddp)
@@ -614,6 +725,13 @@ def add_parser(sub) -> None:
         help="relative move of the lower bound below which training stops, see --stall-iterations",
     )
     sddp.add_argument("--seed", type=int, default=0, help="seed of the forward passes")
+    sddp.add_argument(
+        "--train-formulation",
+        choices=("dc", "soc"),
+        default=None,
+        help="stage problems the cuts are built on (default: --formulation, soc for ac: "
+        "the convex relaxation, as the TS-DDR study's baseline)",
+    )
     sddp.add_argument(
         "--save-every",
         type=int,
@@ -708,10 +826,30 @@ def add_parser(sub) -> None:
         action="store_true",
         help="start over instead of resuming from the folder's checkpoint",
     )
+    tsddr.add_argument(
+        "--init",
+        metavar="MODEL",
+        default=None,
+        help="start from the rule of a saved TS-DDR model of the same policy, e.g. one trained "
+        "on dc to fine-tune on ac (default: a new rule)",
+    )
     tsddr.set_defaults(func=command_tsddr)
     compare = group.add_parser("compare", help="table and figure of several result folders")
     compare.add_argument("folders", nargs="+", help="folders holding summary.json, stages.csv")
     compare.add_argument("--out", required=True, help="output folder")
+    compare.add_argument(
+        "--formulation",
+        choices=FORMULATIONS,
+        default=None,
+        help="check that every folder was judged on this power flow (default: the one they "
+        "share; mixed ones are refused)",
+    )
+    compare.add_argument(
+        "--reference",
+        default=None,
+        help="label of the method the paired differences are taken to (default: SDDP, or "
+        "SDDP (SOC cuts))",
+    )
     compare.set_defaults(func=command_compare)
     plot = group.add_parser("plot", help="per-stage means of several result folders")
     plot.add_argument("folders", nargs="+", help="folders holding stages.csv")

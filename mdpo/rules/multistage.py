@@ -1,4 +1,4 @@
-"""Multi-stage linear problems with target states: the interface TS-DDR trains on.
+"""Multi-stage problems with target states: the interface TS-DDR trains on.
 
 A problem has a state ``x_t`` (e.g. reservoir volumes) carried from stage to stage, an
 uncertainty ``w_t`` per stage (e.g. inflows), and linear stage problems. A decision rule gives a
@@ -7,8 +7,9 @@ target ``x̂_t`` per stage; the stage (or the whole horizon at once) is then sol
 row is the derivative of the optimal cost with respect to that target, which is all TS-DDR needs
 to train the rule by gradient descent.
 
-Nothing here imports a solver: problems are :class:`~mdpo.rules.lp.LinearProgram` arrays, and
-the functions take a backend's pool or model.
+Nothing here imports a solver: problems are :class:`~mdpo.rules.lp.LinearProgram` or
+:class:`~mdpo.rules.nlp.NonlinearProgram` data, and the functions take a backend's pool or
+open a model through :func:`mdpo.rules.backend.open_model`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdpo.rules.backend import BoundUpdate, Selection
-from mdpo.rules.highs import HighsModel
+from mdpo.rules.backend import BoundUpdate, Selection, open_model
 from mdpo.rules.lp import LinearProgram
+from mdpo.rules.nlp import NonlinearProgram
 
 
 @dataclass
-class TargetLP:
+class TargetProblem:
     """A ``T``-stage linear problem with target rows, and where its parameters live.
 
     Index arrays: ``state_in`` ``[S]`` (columns fixed to the initial state), ``noise``
@@ -33,7 +34,7 @@ class TargetLP:
     ``slack_penalty`` the cost per unit of slack.
     """
 
-    lp: LinearProgram
+    program: LinearProgram | NonlinearProgram
     state_in: np.ndarray
     noise: np.ndarray
     state_out: np.ndarray
@@ -65,11 +66,11 @@ class MultiStageProblem(ABC):
     noise_high: np.ndarray
 
     @abstractmethod
-    def target_equivalent(self) -> TargetLP:
+    def target_equivalent(self) -> TargetProblem:
         """The ``n_stages``-stage deterministic equivalent with target rows."""
 
     @abstractmethod
-    def stage_problem(self, t: int) -> TargetLP:
+    def stage_problem(self, t: int) -> TargetProblem:
         """Stage ``t`` alone (one stage, its incoming state fixed by ``state_in``), for
         stage-by-stage simulation; may return the same object for every stage."""
 
@@ -109,41 +110,47 @@ class TargetSolve:
 
 
 def solve_with_targets(
-    pool, target_lp: TargetLP, initial_state: np.ndarray, noise: np.ndarray, targets: np.ndarray
+    pool,
+    target_problem: TargetProblem,
+    initial_state: np.ndarray,
+    noise: np.ndarray,
+    targets: np.ndarray,
 ) -> TargetSolve:
     """Solve the deterministic equivalent of each scenario with its targets.
 
     Args:
-        pool: a backend pool built on ``target_lp.lp`` with :func:`target_selection` (e.g.
+        pool: a backend pool built on ``target_problem.program`` with :func:`target_selection` (e.g.
             :class:`mdpo.rules.highs.SolverPool`).
-        target_lp: the problem.
+        target_problem: the problem.
         initial_state: ``[S]``.
         noise: ``[B, T, U]``.
         targets: ``[B, T, S]``.
     """
 
-    cols = np.concatenate([target_lp.state_in, target_lp.noise.ravel()])
-    rows = target_lp.target_rows.ravel()
+    cols = np.concatenate([target_problem.state_in, target_problem.noise.ravel()])
+    rows = target_problem.target_rows.ravel()
     updates = []
     for w, x_hat in zip(noise, targets):
         values = np.concatenate([initial_state, w.ravel()])
         updates.append(BoundUpdate(cols, values, values, rows, x_hat.ravel(), x_hat.ravel()))
     solutions = pool.solve(updates)
-    shape = target_lp.target_rows.shape
+    shape = target_problem.target_rows.shape
     return TargetSolve(
         cost=np.array([s.objective for s in solutions]),
         slack=np.array([s.primal.sum() for s in solutions]),
         target_duals=np.stack([s.row_duals.reshape(shape) for s in solutions]),
-        penalty=target_lp.slack_penalty,
+        penalty=target_problem.slack_penalty,
     )
 
 
-def target_selection(target_lp: TargetLP):
+def target_selection(target_problem: TargetProblem):
     """What a pool must return for :func:`solve_with_targets`: the slack columns' values and
     the target rows' duals."""
 
     return Selection(
-        columns=target_lp.target_slack.ravel(), rows=target_lp.target_rows.ravel(), col_duals=False
+        columns=target_problem.target_slack.ravel(),
+        rows=target_problem.target_rows.ravel(),
+        col_duals=False,
     )
 
 
@@ -171,12 +178,12 @@ def simulate_stagewise(problem: MultiStageProblem, decide, noise: np.ndarray) ->
     result = StagewiseResult(
         np.zeros((n, horizon)), np.zeros((n, horizon)), np.zeros((n, horizon, problem.state_dim))
     )
-    models: dict[int, tuple[TargetLP, HighsModel]] = {}
+    models: dict[int, tuple[TargetProblem, object]] = {}
     states = np.tile(np.asarray(problem.initial_state, dtype=np.float64), (n, 1))
     for t in range(horizon):
         stage = problem.stage_problem(t)
         if id(stage) not in models:
-            models[id(stage)] = (stage, HighsModel(stage.lp))
+            models[id(stage)] = (stage, open_model(stage.program))
         model = models[id(stage)][1]
         targets = np.asarray(decide(t, states.copy(), noise[:, t]), dtype=np.float64)
         for i in range(n):

@@ -129,6 +129,10 @@ class NonlinearProgram:
         return np.concatenate([self.linear.row_upper, self.upper])
 
     @property
+    def objective(self) -> np.ndarray:
+        return self.linear.objective
+
+    @property
     def col_lower(self) -> np.ndarray:
         return self.linear.col_lower
 

@@ -523,9 +523,11 @@ class TSDDR(Learner):
     # ----------------------------------------------------------------------------- training
     def _solver(self):
         if self._pool is None:
-            target_lp = self.problem.target_equivalent()
-            self._target_lp = target_lp
-            self._pool = SolverPool(target_lp.lp, self.workers, target_selection(target_lp))
+            target_problem = self.problem.target_equivalent()
+            self._target_problem = target_problem
+            self._pool = SolverPool(
+                target_problem.program, self.workers, target_selection(target_problem)
+            )
         return self._pool
 
     def close(self) -> None:
@@ -571,7 +573,9 @@ class TSDDR(Learner):
         ``targets`` ``[B, T, S]``."""
         check_targets(self.problem, targets, noise)
         pool = self._solver()
-        return solve_with_targets(pool, self._target_lp, self.problem.initial_state, noise, targets)
+        return solve_with_targets(
+            pool, self._target_problem, self.problem.initial_state, noise, targets
+        )
 
     def _learn_iteration(self, callback: BaseCallback, log_interval: int) -> bool:
         problem = self.problem

@@ -1,9 +1,10 @@
 """``HydroDispatch-v0``: hydrothermal dispatch as a gymnasium environment.
 
 An action is the vector of target end-of-stage reservoir volumes, scaled to ``[-1, 1]`` (−1
-empty, +1 full); a step solves the stage LP with ``v_out + δ⁺ − δ⁻ = target`` (L1 slack at the
-largest cost coefficient, as TS-DDR), and the reward is minus the stage cost, slack penalty
-included (``info["stage_cost"]`` is the operating cost without it).
+empty, +1 full); a step solves the stage problem (DC, SOC or AC power flow: ``formulation``)
+with ``v_out + δ⁺ − δ⁻ = target`` (L1 slack at the largest cost coefficient, as TS-DDR), and
+the reward is minus the stage cost, slack penalty included (``info["stage_cost"]`` is the
+operating cost without it).
 
 Observations ``[volumes, inflows, t / horizon]``: the incoming volumes and the inflows of the
 stage about to be decided. The stage's inflow is known when its decision is taken
@@ -23,9 +24,9 @@ from gymnasium import spaces
 
 from mdpo.envs.hydro.case import Case, load_case
 from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_deterministic_equivalent
-from mdpo.envs.hydro.simulate import stage_record
 from mdpo.envs.hydro.problem import HydroProblem
-from mdpo.rules.highs import HighsModel
+from mdpo.envs.hydro.simulate import stage_record
+from mdpo.rules.backend import open_model
 
 
 class HydroDispatchEnv(gym.Env):
@@ -39,6 +40,7 @@ class HydroDispatchEnv(gym.Env):
         reward_scale: the reward is ``−cost · reward_scale``.
         slack_penalty: cost per hm³ between the target and the outgoing volume (default the
             largest cost coefficient, as TS-DDR).
+        formulation: the stage problem's power flow, ``"dc"``, ``"soc"`` or ``"ac"``.
     """
 
     metadata = {"render_modes": []}
@@ -51,6 +53,7 @@ class HydroDispatchEnv(gym.Env):
         load_scale: float = LOAD_SCALE,
         reward_scale: float = 1.0,
         slack_penalty: float | None = None,
+        formulation: str = "dc",
     ):
 
         if horizon < 1:
@@ -68,8 +71,10 @@ class HydroDispatchEnv(gym.Env):
             slack_penalty=slack_penalty,
             stage_k=stage_k,
             load_scale=load_scale,
+            formulation=formulation,
         )
-        self.model = HighsModel(self.problem.lp)
+        self.formulation = formulation
+        self.model = open_model(self.problem.program)
         inflow_high = self.case.inflows.max(axis=(0, 2)).astype(np.float32)
         low = np.zeros(2 * n + 1, dtype=np.float32)
         high = np.concatenate([self.max_volume, inflow_high, [1.0]]).astype(np.float32)
@@ -133,7 +138,7 @@ class HydroDispatchEnv(gym.Env):
         slack = solution.primal[problem.target_slack[0]].sum()
         record = stage_record(
             self.case,
-            problem.lp,
+            problem.program,
             solution.primal,
             problem.generation[0],
             problem.deficit[0],
@@ -152,7 +157,12 @@ class HydroDispatchEnv(gym.Env):
         """This env's problem for TS-DDR (:class:`mdpo.envs.hydro.problem.HydroProblem`)."""
 
         return HydroProblem(
-            self.case, self.horizon, self.stage_k, self.load_scale, self.problem.slack_penalty
+            self.case,
+            self.horizon,
+            self.stage_k,
+            self.load_scale,
+            self.problem.slack_penalty,
+            self.formulation,
         )
 
 

@@ -51,11 +51,11 @@ FORMULATIONS = ("dc", "soc", "ac")
 
 
 @dataclass
-class StageLP:
+class StageProblem:
     """A stage problem (a linear program for DC, a non-linear one for SOC and AC) and where
     its parameters and state live (column indices)."""
 
-    lp: LinearProgram | NonlinearProgram
+    program: LinearProgram | NonlinearProgram
     volume_in: np.ndarray  # fixed columns: incoming volumes, one per plant
     inflow: np.ndarray  # fixed columns: inflows, one per plant
     volume_out: np.ndarray  # the state passed to the next stage
@@ -151,7 +151,7 @@ class _Builder:
         )
 
 
-def build_stage_lp(
+def build_stage_problem(
     case: Case,
     volume_in: np.ndarray | None = None,
     inflow: np.ndarray | None = None,
@@ -159,7 +159,7 @@ def build_stage_lp(
     load_scale: float = LOAD_SCALE,
     future_cost: bool = False,
     formulation: str = "dc",
-) -> StageLP:
+) -> StageProblem:
     """The stage problem of ``case`` at the given incoming volumes and inflows (defaults: the
     plants' initial volumes, the first row and scenario of the inflows); ``future_cost`` adds
     a column θ >= 0 with cost 1 for cuts on the outgoing volumes (SDDP); ``formulation`` is
@@ -175,8 +175,8 @@ def build_stage_lp(
     cols = _add_stage(b, case, "", v_in, w, stage_k, load_scale, formulation=formulation)
     # θ, the cost of the stages after this one, bounded below by SDDP's cuts (costs are >= 0)
     theta = b.var("future_cost", 0.0, np.inf, 1.0) if future_cost else -1
-    return StageLP(
-        lp=b.build(f"{case.name} stage"),
+    return StageProblem(
+        program=b.build(f"{case.name} stage"),
         volume_in=np.asarray(v_in),
         inflow=cols["inflow"],
         volume_out=cols["volume_out"],
@@ -196,7 +196,7 @@ class DeterministicEquivalent:
     respect to the targets.
     """
 
-    lp: LinearProgram | NonlinearProgram
+    program: LinearProgram | NonlinearProgram
     volume_in: np.ndarray  # [plants], fixed columns: the initial volumes
     inflow: np.ndarray  # [T, plants], fixed columns
     volume_out: np.ndarray  # [T, plants]
@@ -281,7 +281,9 @@ def build_deterministic_equivalent(
             slacks.append(pairs)
         incoming = [int(c) for c in cols["volume_out"]]
     return DeterministicEquivalent(
-        lp=b.build(f"{case.name} {horizon}-stage deterministic equivalent, {formulation.upper()}"),
+        program=b.build(
+            f"{case.name} {horizon}-stage deterministic equivalent, {formulation.upper()}"
+        ),
         volume_in=np.asarray(first),
         inflow=np.asarray(inflow_cols),
         volume_out=np.asarray(out_cols),

@@ -11,17 +11,18 @@ from mdpo.envs.hydro.model import (
     STAGE_K,
     DeterministicEquivalent,
     build_deterministic_equivalent,
+    check_formulation,
     largest_cost,
 )
-from mdpo.rules.multistage import MultiStageProblem, TargetLP
+from mdpo.rules.multistage import MultiStageProblem, TargetProblem
 
 
-def as_target_lp(problem: DeterministicEquivalent) -> TargetLP:
+def as_target_problem(problem: DeterministicEquivalent) -> TargetProblem:
     """The generic view of a deterministic equivalent built with targets."""
     if problem.target_rows is None:
         raise ValueError("the deterministic equivalent was built without targets")
-    return TargetLP(
-        lp=problem.lp,
+    return TargetProblem(
+        program=problem.program,
         state_in=problem.volume_in,
         noise=problem.inflow,
         state_out=problem.volume_out,
@@ -40,6 +41,8 @@ class HydroProblem(MultiStageProblem):
         stage_k: hm³ per m³/s over one stage.
         load_scale: factor on every load.
         slack_penalty: cost per hm³ of target slack (default the largest cost coefficient).
+        formulation: the power flow of the stage problems: ``"dc"`` (linear programs, HiGHS),
+            ``"soc"`` or ``"ac"`` (non-linear, Ipopt).
     """
 
     def __init__(
@@ -49,11 +52,13 @@ class HydroProblem(MultiStageProblem):
         stage_k: float = STAGE_K,
         load_scale: float = LOAD_SCALE,
         slack_penalty: float | None = None,
+        formulation: str = "dc",
     ):
         self.case = case if isinstance(case, Case) else load_case(case)
+        self.formulation = check_formulation(formulation)
         if int(horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.name = f"{self.case.name} ({horizon} stages)"
+        self.name = f"{self.case.name} ({horizon} stages, {formulation.upper()})"
         self.n_stages = int(horizon)
         self.stage_k, self.load_scale = stage_k, load_scale
         self.slack_penalty = largest_cost(self.case) if slack_penalty is None else slack_penalty
@@ -66,9 +71,9 @@ class HydroProblem(MultiStageProblem):
         # a reservoir can spill down to empty and fill by at most K·(its own inflow), water
         # from upstream aside: targets in [0, min(max, v + K·w)] are always reachable
         self.reachable_gain = stage_k
-        self._stage: TargetLP | None = None
+        self._stage: TargetProblem | None = None
 
-    def _build(self, stages: int) -> TargetLP:
+    def _build(self, stages: int) -> TargetProblem:
         inflows = self.case.path_inflows(np.zeros(stages, dtype=np.int64))
         problem = build_deterministic_equivalent(
             self.case,
@@ -77,14 +82,15 @@ class HydroProblem(MultiStageProblem):
             slack_penalty=self.slack_penalty,
             stage_k=self.stage_k,
             load_scale=self.load_scale,
+            formulation=self.formulation,
         )
-        return as_target_lp(problem)
+        return as_target_problem(problem)
 
-    def target_equivalent(self) -> TargetLP:
+    def target_equivalent(self) -> TargetProblem:
         return self._build(self.n_stages)
 
-    def stage_problem(self, t: int) -> TargetLP:
-        if self._stage is None:  # every stage has the same LP; only its inflows change
+    def stage_problem(self, t: int) -> TargetProblem:
+        if self._stage is None:  # every stage has the same problem; only its inflows change
             self._stage = self._build(1)
         return self._stage
 

@@ -1,12 +1,17 @@
-"""Stochastic dual dynamic programming (Pereira & Pinto 1991) over the hydro stage LPs.
+"""Stochastic dual dynamic programming (Pereira & Pinto 1991) over the hydro stage problems.
 
-Stage ``t``'s problem is the stage LP plus ``θ_t`` (the expected cost of the later stages)
+Stage ``t``'s problem is the stage problem (DC: a linear program; SOC: the convex relaxation of
+AC, so that its cuts are valid) plus ``θ_t`` (the expected cost of the later stages)
 bounded below by Benders cuts on the outgoing volumes, ``θ_t >= α + β·v_out``. Each iteration:
 a forward pass samples one inflow path (stage-wise independent: one joint column per stage,
 rows cycling) and records the trial volumes; a backward pass solves, at each trial volume, every
 inflow realization of the next stage and adds the expected cut (values and the reduced costs of
 the fixed incoming volumes). The lower bound is the first stage's expected value; the upper
 bound is estimated by simulating the policy (mean cost with a 95% confidence interval).
+
+The policy can be simulated on another formulation than the one its cuts were built on: the AC
+stage problems with the SOC (or DC) cuts as the future cost, as the TS-DDR study's baselines do.
+The non-convex AC problem cannot give valid cuts itself.
 """
 
 from __future__ import annotations
@@ -16,13 +21,11 @@ import json
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from mdpo.envs.hydro.case import Case
-from mdpo.envs.hydro.model import LOAD_SCALE, STAGE_K, build_stage_lp
-from mdpo.envs.hydro.simulate import StageRecords, stage_record
 from mdpo.core.limits import (
     MAX_CUTS,
     BadFileError,
@@ -31,7 +34,16 @@ from mdpo.core.limits import (
     json_object,
     loads_json,
 )
-from mdpo.rules.highs import HighsModel
+from mdpo.envs.hydro.case import Case
+from mdpo.envs.hydro.model import (
+    FORMULATIONS,
+    LOAD_SCALE,
+    STAGE_K,
+    build_stage_problem,
+    check_formulation,
+)
+from mdpo.envs.hydro.simulate import StageRecords, stage_record
+from mdpo.rules.backend import open_model
 
 #: bytes of cut-file text per number: ``json.dump`` writes a float in at most 24 characters
 #: (``-1.2345678901234567e-300``), then ``", "``
@@ -53,6 +65,7 @@ class CutFile:
     horizon: int
     stage_k: float
     load_scale: float
+    formulation: str  # the stage problems the cuts were built on
     stages: np.ndarray  # [cuts] int64, each in [0, horizon)
     intercepts: np.ndarray  # [cuts] float64, finite
     slopes: np.ndarray  # [cuts, reservoirs] float64, finite
@@ -135,6 +148,12 @@ def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
         horizon = field_int(data.get("horizon"), f"{path}: field 'horizon'", 1)
         stage_k = field_float(data.get("stage_k"), f"{path}: field 'stage_k'")
         load_scale = field_float(data.get("load_scale"), f"{path}: field 'load_scale'")
+        # files written before the SOC and AC formulations hold DC cuts
+        formulation = data.get("formulation", "dc")
+        if formulation not in FORMULATIONS:
+            raise CutFileError(
+                f"{path}: field 'formulation' must be one of {', '.join(FORMULATIONS)}"
+            )
         cuts = data["cuts"]
         n_cuts = field_int(len(cuts), f"{path}: the number of cuts", 0, MAX_CUTS)
         stages = np.empty(n_cuts, dtype=np.int64)
@@ -156,7 +175,7 @@ def read_cuts_file(path: str, n_reservoirs: int) -> CutFile:
         raise
     except BadFileError as err:
         raise CutFileError(str(err)) from None
-    return CutFile(case, horizon, stage_k, load_scale, stages, intercepts, slopes)
+    return CutFile(case, horizon, stage_k, load_scale, formulation, stages, intercepts, slopes)
 
 
 def is_cuts_file(path: str) -> bool:
@@ -181,8 +200,10 @@ class SDDP:
     Args:
         case: the case.
         horizon: stages (126 for the Bolivia study: 96 reported + 30 against end effects).
-        stage_k, load_scale: see :func:`mdpo.envs.hydro.model.build_stage_lp`.
+        stage_k, load_scale: see :func:`mdpo.envs.hydro.model.build_stage_problem`.
         seed: seed of the forward-pass sampling.
+        formulation: the stage problems the cuts are built on, ``"dc"`` or ``"soc"`` (convex;
+            ``"ac"`` is refused: its duals do not give valid cuts).
     """
 
     def __init__(
@@ -192,16 +213,52 @@ class SDDP:
         stage_k: float = STAGE_K,
         load_scale: float = LOAD_SCALE,
         seed: int = 0,
+        formulation: str = "dc",
     ):
 
+        if check_formulation(formulation) == "ac":
+            raise ValueError(
+                "SDDP needs convex stage problems for valid cuts: train on 'soc' (the AC "
+                "relaxation) or 'dc', and simulate on 'ac'"
+            )
         self.case, self.horizon = case, int(horizon)
         self.stage_k, self.load_scale = stage_k, load_scale
-        self.stage = build_stage_lp(case, stage_k=stage_k, load_scale=load_scale, future_cost=True)
-        self.models = [HighsModel(self.stage.lp) for _ in range(self.horizon)]
+        self.formulation = formulation
+        self.stage = self._stage_problem(formulation)
+        self.models = [open_model(self.stage.program) for _ in range(self.horizon)]
+        # stage models of other formulations the policy is simulated on, with the same cuts
+        self._simulation: dict[str, tuple[Any, list[Any]]] = {}
         self.cuts: list[tuple[int, float, np.ndarray]] = []
         self.seed = int(seed)
         self.volume0 = np.array([p.initial_volume for p in case.plants])
         self.log = SDDPLog()
+
+    def _stage_problem(self, formulation: str):
+        return build_stage_problem(
+            self.case,
+            stage_k=self.stage_k,
+            load_scale=self.load_scale,
+            future_cost=True,
+            formulation=formulation,
+        )
+
+    def _models(self, formulation: str | None) -> tuple[Any, list[Any]]:
+        """The stage problem and the stage models (with every cut) of ``formulation``."""
+        if formulation is None or formulation == self.formulation:
+            return self.stage, self.models
+        if formulation not in self._simulation:
+            stage = self._stage_problem(check_formulation(formulation))
+            models = [open_model(stage.program) for _ in range(self.horizon)]
+            for t, intercept, slopes in self.cuts:
+                models[t].add_rows([intercept], [np.inf], [self._cut_row(stage, slopes)])
+            self._simulation[formulation] = (stage, models)
+        return self._simulation[formulation]
+
+    @staticmethod
+    def _cut_row(stage, slopes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``θ − slopes·v_out`` as (columns, values) of ``stage``."""
+        columns = np.concatenate([[stage.future_cost], stage.volume_out])
+        return columns, np.concatenate([[1.0], -np.asarray(slopes, dtype=np.float64)])
 
     # ----------------------------------------------------------------------------- scenarios
     def realizations(self, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +270,11 @@ class SDDP:
         return self.case.sample_paths(n, self.horizon, rng)
 
     # ----------------------------------------------------------------------------- solves
-    def _solve(self, t: int, volume: np.ndarray, inflow: np.ndarray):
-        model, stage = self.models[t], self.stage
+    def _solve(
+        self, t: int, volume: np.ndarray, inflow: np.ndarray, formulation: str | None = None
+    ):
+        stage, models = self._models(formulation)
+        model = models[t]
         model.set_col_bounds(stage.volume_in, volume, volume)
         model.set_col_bounds(stage.inflow, inflow, inflow)
         return model.solve(f"SDDP stage {t}")
@@ -227,9 +287,9 @@ class SDDP:
             raise ValueError(
                 f"stage {t}: a cut with non-finite coefficients ({intercept}, {slopes})"
             )
-        columns = np.concatenate([[self.stage.future_cost], self.stage.volume_out])
-        values = np.concatenate([[1.0], -slopes])
-        self.models[t].add_rows([intercept], [np.inf], [(columns, values)])
+        self.models[t].add_rows([intercept], [np.inf], [self._cut_row(self.stage, slopes)])
+        for stage, models in self._simulation.values():
+            models[t].add_rows([intercept], [np.inf], [self._cut_row(stage, slopes)])
         self.cuts.append((t, float(intercept), slopes))
 
     def lower_bound(self) -> float:
@@ -303,14 +363,20 @@ class SDDP:
         return self.log
 
     def simulate(
-        self, paths: np.ndarray, stages: int | None = None, progress: bool = False
+        self,
+        paths: np.ndarray,
+        stages: int | None = None,
+        progress: bool = False,
+        formulation: str | None = None,
     ) -> StageRecords:
         """The policy on each scenario path (``[n, horizon]`` indices) over the first
-        ``stages`` stages (default all): its stage costs (θ excluded), volumes and generation."""
+        ``stages`` stages (default all): its stage costs (θ excluded), volumes and generation.
+        ``formulation``: the stage problems it is simulated on (default the cuts' own), each
+        with the cuts as its future cost."""
         stages = self.horizon if stages is None else stages
         if not 1 <= stages <= self.horizon:
             raise ValueError(f"stages must be in [1, {self.horizon}], got {stages}")
-        stage = self.stage
+        stage = self._models(formulation)[0]
         records = StageRecords.empty(len(paths), stages, len(self.case.plants))
         for i, path in enumerate(
             tqdm(paths, desc="simulate", unit="scenario", disable=not progress)
@@ -318,13 +384,13 @@ class SDDP:
             volume = self.volume0
             for t in range(stages):
                 inflows, _ = self.realizations(t)
-                solution = self._solve(t, volume, inflows[path[t]])
+                solution = self._solve(t, volume, inflows[path[t]], formulation)
                 records.store(
                     i,
                     t,
                     stage_record(
                         self.case,
-                        stage.lp,
+                        stage.program,
                         solution.primal,
                         stage.generation,
                         stage.deficit,
@@ -349,11 +415,28 @@ class SDDP:
             "horizon": self.horizon,
             "stage_k": self.stage_k,
             "load_scale": self.load_scale,
+            "formulation": self.formulation,
             "cuts": [[t, a, b.tolist()] for t, a, b in self.cuts],
         }
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "wt") as handle:
             json.dump(data, handle, allow_nan=False)  # strict JSON: read_cuts_file's
+
+    @classmethod
+    def from_cuts_file(
+        cls,
+        path: str,
+        case: Case,
+        horizon: int,
+        stage_k: float = STAGE_K,
+        load_scale: float = LOAD_SCALE,
+    ) -> SDDP:
+        """The policy of a cut file over its first ``horizon`` stages, on the stage problems its
+        cuts were built on (read from the file); see :meth:`load_cuts`."""
+        cuts = read_cuts_file(path, len(case.plants))
+        policy = cls(case, horizon, stage_k, load_scale, formulation=cuts.formulation)
+        policy._add_cuts(cuts, path, prefix=True)
+        return policy
 
     def load_cuts(self, path: str, prefix: bool = False) -> None:
         """Add the cuts of a file written by :meth:`save_cuts` for the same problem (JSON,
@@ -368,7 +451,9 @@ class SDDP:
         Raises:
             CutFileError: a malformed file, or one computed for another problem.
         """
-        cuts = read_cuts_file(path, len(self.case.plants))
+        self._add_cuts(read_cuts_file(path, len(self.case.plants)), path, prefix)
+
+    def _add_cuts(self, cuts: CutFile, path: str, prefix: bool) -> None:
         if not prefix and cuts.horizon != self.horizon:
             raise CutFileError(
                 f"{path}: cuts were computed for horizon={cuts.horizon}, not {self.horizon}"
@@ -377,7 +462,12 @@ class SDDP:
             raise CutFileError(
                 f"{path}: cuts for horizon {cuts.horizon} cannot drive {self.horizon} stages"
             )
-        mine = {"case": self.case.name, "stage_k": self.stage_k, "load_scale": self.load_scale}
+        mine = {
+            "case": self.case.name,
+            "stage_k": self.stage_k,
+            "load_scale": self.load_scale,
+            "formulation": self.formulation,
+        }
         for key, value in mine.items():
             if getattr(cuts, key) != value:
                 theirs = getattr(cuts, key)

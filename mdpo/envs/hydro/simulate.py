@@ -13,11 +13,17 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-
-from mdpo.envs.hydro.case import DATA_DIR, Case
-from mdpo.core.limits import BadFileError, dumps_json
-from mdpo.rules.lp import LinearProgram
 from tqdm import tqdm
+
+from mdpo.core.limits import BadFileError, dumps_json
+from mdpo.envs.hydro.case import DATA_DIR, Case
+from mdpo.rules.lp import LinearProgram
+from mdpo.rules.nlp import NonlinearProgram
+
+#: the case study's stages last one hour (K = 0.0036 hm³ per m³/s, as the reference runs)
+STAGE_HOURS = 1.0
+#: load shed below this (MW) counts as none: an interior-point solver's zeros are not exact
+SHED_TOLERANCE_MW = 1e-3
 
 
 @dataclass
@@ -53,7 +59,9 @@ class StageRecords:
         return self.cost.sum(axis=1)
 
     def summary(self) -> dict[str, float | list[float] | int]:
-        """Mean scenario cost with a 95% normal confidence interval."""
+        """Mean scenario cost with a 95% normal confidence interval, and the load the stage
+        problems could not serve: the share of (scenario, stage) pairs without shedding and
+        the mean shed energy per scenario (MWh: MW × the stages' :data:`STAGE_HOURS`)."""
         costs = self.total_cost
         half = 1.96 * costs.std(ddof=1) / np.sqrt(len(costs)) if len(costs) > 1 else np.nan
         return {
@@ -61,6 +69,9 @@ class StageRecords:
             "stages": self.cost.shape[1],
             "mean_cost": float(costs.mean()),
             "ci95": [float(costs.mean() - half), float(costs.mean() + half)],
+            "no_shedding_share": float((self.deficit <= SHED_TOLERANCE_MW).mean()),
+            # an interior-point solver's zeros can be a hair below zero
+            "shed_mwh": float(np.clip(self.deficit, 0.0, None).sum(axis=1).mean() * STAGE_HOURS),
         }
 
     def stage_means(self) -> dict[str, np.ndarray]:
@@ -95,7 +106,7 @@ class StageRecords:
 
 def stage_record(
     case: Case,
-    lp: LinearProgram,
+    program: LinearProgram | NonlinearProgram,
     primal: np.ndarray,
     generation: np.ndarray,
     deficit: np.ndarray,
@@ -106,14 +117,14 @@ def stage_record(
 
     Args:
         case: the case.
-        lp: the solved problem (for its objective coefficients).
+        program: the solved problem (for its objective coefficients).
         primal: the solution's column values.
         generation, deficit, volume_out: the stage's columns (case order).
     """
     thermal = np.array([not g.hydro for g in case.generators])
     pg = primal[generation]
     shed = primal[deficit]
-    cost = float(lp.objective[generation] @ pg + lp.objective[deficit] @ shed)
+    cost = float(program.objective[generation] @ pg + program.objective[deficit] @ shed)
     base = case.base_mva
     return {
         "cost": cost,

@@ -1,0 +1,169 @@
+"""The hydro case study on the AC network: TS-DDR's gradient through Ipopt's target duals
+against finite differences (case3 and a short Bolivia horizon), SDDP on the SOC relaxation
+simulated on AC, and case3 on AC end to end through the command line (under a minute)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
+from mdpo import TSDDR
+from mdpo.envs.hydro import load_case
+from mdpo.envs.hydro.model import build_deterministic_equivalent
+from mdpo.envs.hydro.sddp import SDDP
+from mdpo.rules.backend import open_model
+from mdpo.rules.tsddr import target_cost
+
+
+@pytest.mark.parametrize(
+    "case, horizon, policy",
+    [("case3", 4, "LSTMPolicy"), ("case3", 4, "strict"), ("bolivia", 3, "LSTMPolicy")],
+)
+def test_ac_dual_gradient_equals_finite_differences(case, horizon, policy):
+    """d mean cost / d θ from the AC deterministic equivalents' target duals (Ipopt's
+    multipliers) equals central finite differences of the AC optimal values through the rule
+    (float64; each solve warm-started, so the same local optimum is followed)."""
+    env_kwargs = {
+        "case": case,
+        "load_scale": 1.0 if case == "case3" else 0.6,
+        "horizon": horizon,
+        "formulation": "ac",
+    }
+    kwargs = {"policy_kwargs": {"reachable_gain": 0.0036}} if policy == "strict" else {}
+    agent = TSDDR(
+        "StatePolicy" if policy == "strict" else policy,
+        "HydroDispatch-v0",
+        env_kwargs=env_kwargs,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+        **kwargs,
+    )
+    assert agent.problem.formulation == "ac"
+    agent.policy.double()
+    with torch.no_grad():
+        for param in agent.policy.parameters():
+            noise = torch.randn(param.shape, generator=torch.Generator().manual_seed(0))
+            param.add_(0.3 * noise.to(param.dtype))
+    noise = agent.problem.sample_noise(2, np.random.default_rng(5))
+    noise_t = torch.as_tensor(noise)
+    initial = torch.as_tensor(agent.problem.initial_state)
+
+    def mean_cost() -> float:
+        with torch.no_grad():
+            targets = agent.policy.targets(noise_t, initial).numpy()
+        return float(agent.solve(noise, targets).cost.mean())
+
+    cost, _ = target_cost(agent.policy.targets(noise_t, initial), lambda x: agent.solve(noise, x))
+    agent.policy.zero_grad()
+    cost.mean().backward()
+    rng = np.random.default_rng(0)
+    checked = 0
+    for param in agent.policy.parameters():
+        flat, grad = param.data.view(-1), param.grad.view(-1)
+        for index in rng.choice(flat.numel(), size=min(2, flat.numel()), replace=False):
+            eps, old = 1e-5, flat[index].item()
+            flat[index] = old + eps
+            right = mean_cost()
+            flat[index] = old - eps
+            left = mean_cost()
+            flat[index] = old
+            assert grad[index].item() == pytest.approx(
+                (right - left) / (2 * eps), rel=1e-4, abs=1e-3
+            ), (param.shape, index)
+            checked += 1
+    agent.close()
+    assert checked >= 4
+
+
+def test_ac_target_duals_are_cost_derivatives_of_the_deterministic_equivalent():
+    """Every target row's multiplier is the finite-difference derivative of the 4-stage AC
+    optimal value (case3), the gradient TS-DDR trains on."""
+    case = load_case("case3")
+    rng = np.random.default_rng(3)
+    inflows = case.path_inflows(case.sample_paths(1, 4, rng)[0])
+    targets = rng.uniform(0.05, 0.6, inflows.shape) * case.plants[0].max_volume
+    problem = build_deterministic_equivalent(
+        case, inflows, targets=targets, load_scale=1.0, formulation="ac"
+    )
+    model = open_model(problem.program)
+    base = model.solve()
+    for t in range(4):
+        row = problem.target_rows[t, 0]
+        h = 1e-5 * case.plants[0].max_volume
+        costs = []
+        for step in (h, -h):
+            model.set_row_bounds([row], [targets[t, 0] + step], [targets[t, 0] + step])
+            costs.append(model.solve().objective)
+        model.set_row_bounds([row], [targets[t, 0]], [targets[t, 0]])
+        slope = (costs[0] - costs[1]) / (2 * h)
+        assert base.row_duals[row] == pytest.approx(slope, rel=1e-4, abs=1e-2), t
+
+
+def test_sddp_on_soc_simulated_on_ac_and_saved_cuts_reproduce_it(tmp_path):
+    """Cuts from the SOC stage problems are valid for SOC (the lower bound stays below the
+    simulated SOC cost of the same policy in expectation) and drive the AC stage problems;
+    the saved cut file records its formulation and simulates the same on AC."""
+    case = load_case("case3")
+    sddp = SDDP(case, 8, load_scale=1.0, formulation="soc")
+    sddp.train(8, stall_iterations=100)
+    paths = case.sample_paths(6, 8, np.random.default_rng(1))
+    on_ac = sddp.simulate(paths, formulation="ac")
+    path = str(tmp_path / "cuts.json.gz")
+    sddp.save_cuts(path)
+    again = SDDP.from_cuts_file(path, case, 8, load_scale=1.0)
+    assert again.formulation == "soc" and len(again.cuts) == len(sddp.cuts)
+    np.testing.assert_allclose(
+        again.simulate(paths, formulation="ac").total_cost, on_ac.total_cost, rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="convex stage problems"):
+        SDDP(case, 8, formulation="ac")
+
+
+def test_case3_ac_end_to_end_through_the_command_line(tmp_path, capsys):
+    """bound, SDDP (SOC cuts and DC cuts), myopic, TS-DDR (strict, started from a DC-trained
+    rule) on AC, then the comparison table: each policy judged on the AC stage problems."""
+    from mdpo.cli.main import main
+
+    common = ["--case", "case3", "--load-scale", "1.0", "--scenarios", "5", "--no-progress"]
+    ac = [*common, "--formulation", "ac"]
+    out = tmp_path / "r"
+    runs = {
+        "bound": ["hydro", "bound", *ac, "--horizon", "8"],
+        "sddp": ["hydro", "sddp", *ac, "--horizon", "10", "--report", "8", "--iterations", "6"],
+        "sddp_dc": [
+            "hydro", "sddp", *ac, "--horizon", "10", "--report", "8", "--iterations", "6",
+            "--train-formulation", "dc",
+        ],
+        "myopic": ["hydro", "simulate", "myopic", *ac, "--stages", "8"],
+    }  # fmt: skip
+    for name, argv in runs.items():
+        assert main([*argv, "--out", str(out / name)]) == 0, name
+    dc_rule = tmp_path / "dc_rule"
+    tsddr = ["hydro", "tsddr", "--stages", "8", "--policy", "strict", "--eval-freq", "0"]
+    assert main([*tsddr, *common, "--steps", "10", "--out", str(dc_rule)]) == 0
+    init = ["--init", str(dc_rule / "model.zip")]
+    assert main([*tsddr, *ac, "--steps", "3", *init, "--out", str(out / "tsddr")]) == 0
+    summaries = {name: json.load(open(out / name / "summary.json")) for name in [*runs, "tsddr"]}
+    assert all(s["formulation"] == "ac" for s in summaries.values())
+    assert summaries["sddp"]["label"] == "SDDP (SOC cuts)"
+    assert summaries["sddp_dc"]["label"] == "SDDP (DC cuts)"
+    assert summaries["tsddr"]["init"].endswith("model.zip")
+    for summary in summaries.values():
+        assert 0.0 <= summary["no_shedding_share"] <= 1.0 and summary["shed_mwh"] >= 0.0
+    # the perfect-foresight AC optimum (a local one) is below every non-anticipative policy
+    bound = summaries["bound"]["mean_cost"]
+    assert all(s["mean_cost"] >= bound * (1 - 1e-6) for s in summaries.values())
+    capsys.readouterr()
+    assert main(["hydro", "compare", *[str(out / n) for n in summaries], "--out", str(out)]) == 0
+    table = (out / "comparison.md").read_text()
+    assert "AC power flow" in table and "vs SDDP (SOC cuts) (paired" in table
+    # a DC result is not compared with AC ones
+    dc = tmp_path / "myopic_dc"
+    assert main(["hydro", "simulate", "myopic", *common, "--stages", "8", "--out", str(dc)]) == 0
+    assert main(["hydro", "compare", str(out / "myopic"), str(dc), "--out", str(out)]) == 2
+    assert "different power flows" in capsys.readouterr().err
