@@ -104,17 +104,18 @@ def test_reader_quadratic_graph_and_cones_evaluate_as_written(tmp_path):
     )
     nlp = read_mof(path)
     assert isinstance(nlp, NonlinearProgram)
-    assert nlp.names == ["quad", "graph", "cone", "rotated"]
+    assert nlp.names == ["quad", "graph"]
     values = [evaluate(expr, point) for expr in nlp.constraints]
     assert values[0] == pytest.approx(x**2 + 3 * x * y + z)  # the constant moves to the bound
     assert nlp.upper[0] == pytest.approx(3.5)
     assert values[1] == pytest.approx(math.sin(x) * y - math.cos(z) / 2 + x**3)
-    assert values[2] == pytest.approx(x**2 + (2 * y) ** 2 - (z + 1) ** 2)
-    assert values[3] == pytest.approx(y**2 - 2 * x * z)
-    assert nlp.upper[2] == nlp.upper[3] == 0.0
-    # the cones' leading components are non-negative linear rows
-    assert nlp.linear.rows == ["cone[t]", "rotated[u]", "rotated[v]"]
-    assert list(nlp.linear.row_lower) == [-1.0, 0.0, 0.0]
+    cone, rotated = nlp.cones
+    assert (cone.kind, cone.name, rotated.kind) == ("soc", "cone", "rsoc")
+    assert cone.components == [({2: 1.0}, 1.0), ({0: 1.0}, 0.0), ({1: 2.0}, 0.0)]
+    # as one smooth row each (what Ipopt solves): Σ c_k² − c₀² and Σ c_k² − 2·c₀·c₁
+    assert evaluate(cone.expression(), point) == pytest.approx(x**2 + (2 * y) ** 2 - (z + 1) ** 2)
+    assert evaluate(rotated.expression(), point) == pytest.approx(y**2 - 2 * x * z)
+    assert nlp.rows == ["quad", "graph", "cone", "rotated"] and list(nlp.row_upper[2:]) == [0, 0]
 
 
 @pytest.mark.parametrize(
@@ -231,3 +232,68 @@ def test_the_reference_ac_and_soc_files_solve():
         nlp = read_mof(f"envs/hydro/data/case3/{name}.mof.json")
         nlp.start = np.array([1.0 if "_vm[" in v or "_w" in v else 0.0 for v in nlp.variables])
         assert open_model(nlp).solve().objective > 0
+
+
+def test_clarabel_and_ipopt_agree_on_the_soc_stage_with_duals_as_derivatives():
+    """The SOC stage problem of Bolivia (linear rows, second-order and rotated cones) solved
+    by Clarabel and by Ipopt: the same optimum (relative 1e-6), and the reduced costs of the
+    fixed incoming volumes (SDDP's cut slopes) equal to finite differences of the optimum."""
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_stage_problem
+
+    case = load_case("bolivia")
+    stage = build_stage_problem(case, formulation="soc", future_cost=True)
+    assert not stage.program.constraints and stage.program.cones  # purely conic
+    conic = open_model(stage.program)
+    assert type(conic).__name__ == "ClarabelModel"
+    smooth = open_model(stage.program, backend="ipopt")
+    volume = 1e-3 * np.array([p.max_volume for p in case.plants])  # scarce: water has value
+    for model in (conic, smooth):
+        model.set_col_bounds(stage.volume_in, volume, volume)
+    a, b = conic.solve(), smooth.solve()
+    assert a.objective == pytest.approx(b.objective, rel=1e-6)
+    reservoir = int(np.argmin(b.col_duals[stage.volume_in]))  # the most valuable water
+    h = 0.25 * volume[reservoir]
+    costs = []
+    for step in (h, -h):  # Ipopt's optimum: accurate to 1e-12 here, Clarabel's to about 1e-8
+        moved = volume.copy()
+        moved[reservoir] += step
+        smooth.set_col_bounds(stage.volume_in, moved, moved)
+        costs.append(smooth.solve().objective)
+    slope = (costs[0] - costs[1]) / (2 * h)
+    assert slope < 0  # stored water saves cost
+    for solution in (a, b):
+        assert solution.col_duals[stage.volume_in[reservoir]] == pytest.approx(slope, rel=1e-3)
+
+
+def test_clarabel_row_duals_cuts_and_named_failures():
+    """min −x − 2y on the disc x² + y² <= 5 as a cone ‖(x, y)‖ <= √5: the optimum, the
+    linear row's dual against a finite difference, a cut, infeasibility named."""
+    from mdpo.rules.nlp import Cone
+
+    linear = _circle_problem().linear
+    disc = Cone("soc", [({}, np.sqrt(5.0)), ({0: 1.0}, 0.0), ({1: 1.0}, 0.0)], "disc")
+    program = NonlinearProgram(linear, [], [], np.zeros(0), np.zeros(0), cones=[disc])
+    model = open_model(program)
+    solution = model.solve()
+    # a linear objective on a curved boundary: the point is known to about the square root
+    # of the objective's accuracy
+    assert solution.objective == pytest.approx(-5.0, abs=1e-7)
+    assert solution.primal == pytest.approx([1.0, 2.0], abs=1e-4)
+    assert np.isnan(solution.row_duals[1])  # a cone's row: no dual
+    model.set_row_bounds([0], [-np.inf], [1.5])  # y <= 1.5 binds: (√2.75, 1.5)
+    capped = model.solve()
+    step = 1e-4
+    model.set_row_bounds([0], [-np.inf], [1.5 + step])
+    up = model.solve().objective
+    model.set_row_bounds([0], [-np.inf], [1.5 - step])
+    down = model.solve().objective
+    assert capped.row_duals[0] == pytest.approx((up - down) / (2 * step), rel=1e-5)
+    model.set_row_bounds([0], [-np.inf], [10.0])
+    model.add_rows(np.array([-np.inf]), np.array([1.0]), [(np.array([1]), np.array([1.0]))])
+    assert model.solve().primal == pytest.approx([2.0, 1.0], abs=1e-6)
+    model.set_col_bounds([0], [3.0], [3.0])
+    with pytest.raises(SolveError, match="disc-free|Clarabel ended with status 'PrimalInfeasible'"):
+        model.solve()
+    with pytest.raises(TypeError, match="Clarabel solves linear rows and cones only"):
+        open_model(_circle_problem(), backend="clarabel")

@@ -3,9 +3,9 @@
 one scenario after another (warm-started), in this process or spread over worker processes.
 
 A model has ``set_col_bounds``, ``set_row_bounds``, ``add_rows`` and ``solve(context) ->``
-:class:`Solution`; :func:`open_model` picks HiGHS for linear programs and Ipopt (through
-CasADi) for non-linear ones. The problem builders never import a solver, and the backends
-never know what the problem is about.
+:class:`Solution`; :func:`open_model` picks HiGHS for linear programs, Clarabel for conic
+ones and Ipopt (through CasADi) for the other non-linear ones. The problem builders never
+import a solver, and the backends never know what the problem is about.
 """
 
 from __future__ import annotations
@@ -38,20 +38,33 @@ class Solution:
     status: str
 
 
-def open_model(problem: Any, **options: Any) -> Any:
-    """``problem`` loaded into its solver: HiGHS for a linear program, Ipopt for a non-linear
-    one (options go to the model: ``threads``, ``time_limit``; Ipopt: ``tolerance``...)."""
+def open_model(problem: Any, backend: str | None = None, **options: Any) -> Any:
+    """``problem`` loaded into its solver: HiGHS for a linear program, Clarabel for a conic
+    one (linear rows and second-order cones only: the SOC relaxation), Ipopt for any other
+    non-linear one. ``backend`` (``"highs"``, ``"clarabel"``, ``"ipopt"``) forces one; options
+    go to the model (``threads``, ``time_limit``; Ipopt: ``tolerance``, ``warm_start``...)."""
     from mdpo.rules.nlp import NonlinearProgram
 
-    if isinstance(problem, NonlinearProgram):
-        from mdpo.rules.ipopt import IpoptModel
-
-        return IpoptModel(problem, **options)
-    if isinstance(problem, LinearProgram):
+    if backend is None:
+        if isinstance(problem, LinearProgram):
+            backend = "highs"
+        elif isinstance(problem, NonlinearProgram):
+            backend = "ipopt" if problem.constraints else "clarabel"
+        else:
+            raise TypeError(f"no backend solves a {type(problem).__name__}")
+    if backend == "highs":
         from mdpo.rules.highs import HighsModel
 
         return HighsModel(problem, **options)
-    raise TypeError(f"no backend solves a {type(problem).__name__}")
+    if backend == "clarabel":
+        from mdpo.rules.clarabel import ClarabelModel
+
+        return ClarabelModel(problem, **options)
+    if backend == "ipopt":
+        from mdpo.rules.ipopt import IpoptModel
+
+        return IpoptModel(problem, **options)
+    raise ValueError(f"unknown backend {backend!r}: choose highs, clarabel or ipopt")
 
 
 @dataclass

@@ -5,8 +5,7 @@ Linear models (scalar affine objective and constraints, variable bounds) come ba
 :class:`~mdpo.rules.lp.LinearProgram`. Models with quadratic functions, non-linear expression
 graphs (``ScalarNonlinearFunction``: ``+ - * / ^ sin cos exp log sqrt``) or second-order cones
 (``SecondOrderCone``, ``RotatedSecondOrderCone`` of vector affine functions) come back as a
-:class:`~mdpo.rules.nlp.NonlinearProgram`, each cone written as smooth rows
-(``t >= 0``, ``Σ x² − t² <= 0``; rotated: ``u, v >= 0``, ``Σ x² − 2uv <= 0``).
+:class:`~mdpo.rules.nlp.NonlinearProgram` (the cones as :class:`~mdpo.rules.nlp.Cone`).
 
 A file is data: sizes are bounded by the JSON limits, an expression graph deeper than
 :data:`MAX_EXPRESSION_DEPTH` (or with a cycle) is refused, and every error names the file and
@@ -22,7 +21,7 @@ import numpy as np
 
 from mdpo.core.limits import MAX_JSON_BYTES, BadFileError, load_json_file
 from mdpo.rules.lp import LinearProgram, LPFormatError, _brief, _number
-from mdpo.rules.nlp import OPERATORS, Expr, NonlinearProgram, quadratic, var
+from mdpo.rules.nlp import OPERATORS, Cone, Expr, NonlinearProgram, quadratic, var
 
 #: the most bytes of a MathOptFormat file: the bound of every JSON file mdpo reads
 MAX_MOF_BYTES = MAX_JSON_BYTES
@@ -49,6 +48,7 @@ class _Model:
         self.nl_names: list[str] = []
         self.nl_lower: list[float] = []
         self.nl_upper: list[float] = []
+        self.cones: list[Cone] = []
 
     def column(self, name: Any, where: str) -> int:
         if not isinstance(name, str) or name not in self.index:
@@ -144,7 +144,7 @@ class _Model:
         return convert(function["root"], 0)
 
     def cone(self, function: dict, set_: dict, where: str) -> None:
-        """A vector affine function in a (rotated) second-order cone, as smooth rows."""
+        """A vector affine function in a (rotated) second-order cone."""
         at = f"{self.path}: {where}"
         constants = function["constants"]
         if not isinstance(constants, list) or len(constants) < 2:
@@ -158,30 +158,10 @@ class _Model:
             col = self.column(scalar["variable"], where)
             parts[k - 1][col] = parts[k - 1].get(col, 0.0) + _number(scalar["coefficient"], at)
         offsets = [_number(c, at) for c in constants]
-
-        def component(k: int) -> Expr:
-            pieces: list[Expr] = [("*", c, var(j)) for j, c in parts[k].items()]
-            return ("+", *pieces, offsets[k]) if pieces else offsets[k]
-
-        def nonnegative(k: int, name: str) -> None:
-            if parts[k]:
-                self.linear_row(name, parts[k], -offsets[k], np.inf)
-            elif offsets[k] < 0:
-                raise LPFormatError(f"{at}: the cone's constant component is negative")
-
-        squares: list[Expr] = []
-        if set_["type"] == "SecondOrderCone":
-            nonnegative(0, f"{where}[t]")
-            squares = [("^", component(k), 2.0) for k in range(1, len(parts))]
-            bound = ("-", ("^", component(0), 2.0))
-        else:
-            if len(parts) < 3:
-                raise LPFormatError(f"{at}: a rotated cone needs at least three components")
-            nonnegative(0, f"{where}[u]")
-            nonnegative(1, f"{where}[v]")
-            squares = [("^", component(k), 2.0) for k in range(2, len(parts))]
-            bound = ("*", -2.0, component(0), component(1))
-        self.nonlinear_row(where, ("+", *squares, bound), -np.inf, 0.0)
+        kind = "soc" if set_["type"] == "SecondOrderCone" else "rsoc"
+        if kind == "rsoc" and len(parts) < 3:
+            raise LPFormatError(f"{at}: a rotated cone needs at least three components")
+        self.cones.append(Cone(kind, list(zip(parts, offsets)), where))
 
 
 def _interval(set_: dict, at: str) -> tuple[float, float]:
@@ -273,7 +253,7 @@ def read_mof(path: str) -> LinearProgram | NonlinearProgram:
         columns=np.asarray(m.cols, dtype=np.int64),
         values=np.asarray(m.vals, dtype=np.float64),
     )
-    if not m.nl:
+    if not m.nl and not m.cones:
         return lp
     return NonlinearProgram(
         linear=lp,
@@ -281,4 +261,5 @@ def read_mof(path: str) -> LinearProgram | NonlinearProgram:
         names=m.nl_names,
         lower=np.asarray(m.nl_lower, dtype=np.float64),
         upper=np.asarray(m.nl_upper, dtype=np.float64),
+        cones=m.cones,
     )

@@ -1,17 +1,19 @@
 """Non-linear programs as plain data: a :class:`LinearProgram` (columns, bounds, a linear
-objective, linear rows) plus non-linear rows written as small expression trees.
+objective, linear rows) plus non-linear rows written as small expression trees, and
+second-order cones of affine functions (:class:`Cone`).
 
 An expression is a float (a constant), ``("x", j)`` (column ``j``), or ``(op, *arguments)``
 with ``op`` one of :data:`OPERATORS`. The problem builders (the AC and SOC stage problems of
 the hydro case) and the MathOptFormat reader produce them; a backend
-(:mod:`mdpo.rules.ipopt`) turns them into its own graph. Nothing here imports a solver.
+(:mod:`mdpo.rules.ipopt`) turns them into its own graph; a conic solver
+(:mod:`mdpo.rules.clarabel`) takes a program whose only non-linear parts are cones. Nothing
+here imports a solver.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -82,14 +84,54 @@ def columns_of(expr: Expr, into: set[int] | None = None) -> set[int]:
     return found
 
 
+#: an affine function of the columns: ``({column: coefficient}, constant)``
+Affine = tuple[dict[int, float], float]
+
+
+@dataclass
+class Cone:
+    """A second-order cone of affine functions ``components`` (``c``):
+    ``"soc"``: ``‖(c₁, ..., c_k)‖ <= c₀``; ``"rsoc"`` (rotated):
+    ``c₂² + ... + c_k² <= 2·c₀·c₁`` with ``c₀, c₁ >= 0``."""
+
+    kind: str
+    components: list[Affine]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        least = 2 if self.kind == "soc" else 3
+        if self.kind not in ("soc", "rsoc") or len(self.components) < least:
+            raise ValueError(f"cone {self.name!r}: {self.kind} with {len(self.components)} parts")
+
+    def leading(self) -> int:
+        """How many components are the (non-negative) bound side: 1 (soc) or 2 (rsoc)."""
+        return 1 if self.kind == "soc" else 2
+
+    def expression(self) -> Expr:
+        """The cone as one smooth row ``<= 0`` (with the leading components >= 0):
+        ``Σ c_k² − c₀²`` or ``Σ c_k² − 2·c₀·c₁``."""
+
+        def affine(part: Affine) -> Expr:
+            terms, constant = part
+            pieces: list[Expr] = [("*", c, var(j)) for j, c in terms.items()]
+            return ("+", *pieces, constant) if pieces else constant
+
+        squares = [("^", affine(part), 2.0) for part in self.components[self.leading() :]]
+        if self.kind == "soc":
+            bound: Expr = ("-", ("^", affine(self.components[0]), 2.0))
+        else:
+            bound = ("*", -2.0, affine(self.components[0]), affine(self.components[1]))
+        return ("+", *squares, bound)
+
+
 @dataclass
 class NonlinearProgram:
-    """``min c·x + c0`` s.t. the linear program's rows and bounds, and
-    ``lower[k] <= constraints[k](x) <= upper[k]``.
+    """``min c·x + c0`` s.t. the linear program's rows and bounds,
+    ``lower[k] <= constraints[k](x) <= upper[k]`` and every cone.
 
-    Rows are numbered linear rows first, then the non-linear ones: a solution's row duals
-    follow that order. ``start`` is a starting point for local solvers (default: zero, moved
-    into the bounds); builders set a better one (voltages at 1 p.u.).
+    Rows are numbered linear rows first, then the non-linear ones, then one per cone: a
+    solution's row duals follow that order. ``start`` is a starting point for local solvers
+    (default: zero, moved into the bounds); builders set a better one (voltages at 1 p.u.).
     """
 
     linear: LinearProgram
@@ -98,7 +140,7 @@ class NonlinearProgram:
     lower: np.ndarray
     upper: np.ndarray
     start: np.ndarray | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    cones: list[Cone] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -114,19 +156,20 @@ class NonlinearProgram:
 
     @property
     def n_rows(self) -> int:
-        return self.linear.n_rows + len(self.constraints)
+        return self.linear.n_rows + len(self.constraints) + len(self.cones)
 
     @property
     def rows(self) -> list[str]:
-        return [*self.linear.rows, *self.names]
+        return [*self.linear.rows, *self.names, *(cone.name for cone in self.cones)]
 
     @property
     def row_lower(self) -> np.ndarray:
-        return np.concatenate([self.linear.row_lower, self.lower])
+        cones = np.full(len(self.cones), -np.inf)
+        return np.concatenate([self.linear.row_lower, self.lower, cones])
 
     @property
     def row_upper(self) -> np.ndarray:
-        return np.concatenate([self.linear.row_upper, self.upper])
+        return np.concatenate([self.linear.row_upper, self.upper, np.zeros(len(self.cones))])
 
     @property
     def objective(self) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 
 from mdpo.envs.hydro.case import Branch, Case
 from mdpo.rules.lp import LinearProgram
-from mdpo.rules.nlp import Expr, NonlinearProgram, var
+from mdpo.rules.nlp import Cone, Expr, NonlinearProgram, var
 
 STAGE_K = 0.0036
 LOAD_SCALE = 0.6
@@ -81,6 +81,7 @@ class _Builder:
         self.nl_lower: list[float] = []
         self.nl_upper: list[float] = []
         self.start: dict[int, float] = {}
+        self.cones: list[Cone] = []
 
     def var(
         self,
@@ -117,9 +118,12 @@ class _Builder:
         self.row_upper.append(upper)
         return len(self.rows) - 1
 
+    def cone(self, kind: str, components: list[tuple[dict[int, float], float]], name: str) -> None:
+        self.cones.append(Cone(kind, components, name))
+
     def build(self, name: str) -> LinearProgram | NonlinearProgram:
         lp = self._linear(name)
-        if not self.nl:
+        if not self.nl and not self.cones:
             return lp
         start = np.zeros(len(self.names))
         for col, value in self.start.items():
@@ -131,6 +135,7 @@ class _Builder:
             lower=np.asarray(self.nl_lower, dtype=np.float64),
             upper=np.asarray(self.nl_upper, dtype=np.float64),
             start=start,
+            cones=self.cones,
         )
 
     def _linear(self, name: str) -> LinearProgram:
@@ -398,9 +403,10 @@ class _Network:
             f, t = (angle[k] for k in self._ends(j, br))
             b.row(f"{prefix}angle_difference[{br.index}]", {f: 1.0, t: -1.0}, br.angmin, br.angmax)
 
-    def _arcs(self) -> tuple[list[int], list[int], list[int], list[int]]:
+    def _arcs(self, cones: bool) -> tuple[list[int], list[int], list[int], list[int]]:
         """Active and reactive flow columns of both ends of every branch (bounded by rate_a),
-        with the thermal limits ``p² + q² <= rate_a²``."""
+        with the thermal limits ``p² + q² <= rate_a²`` (as second-order cones ``‖(p, q)‖ <=
+        rate_a`` when ``cones``: SOC's conic form)."""
         b, case, prefix = self.b, self.case, self.prefix
         ends = [
             (br, f"({br.index}, {br.f_bus}, {br.t_bus})", f"({br.index}, {br.t_bus}, {br.f_bus})")
@@ -412,8 +418,12 @@ class _Network:
         q_to = [b.var(f"{prefix}q[{to}]", -br.rate_a, br.rate_a) for br, _, to in ends]
         for j, (br, fr, to) in enumerate(ends):
             for p, q, arc in ((p_fr[j], q_fr[j], fr), (p_to[j], q_to[j], to)):
-                square = ("+", ("^", var(p), 2.0), ("^", var(q), 2.0))
-                b.nonlinear(f"{prefix}thermal_limit[{arc}]", square, -np.inf, br.rate_a**2)
+                name = f"{prefix}thermal_limit[{arc}]"
+                if cones:
+                    b.cone("soc", [({}, br.rate_a), ({p: 1.0}, 0.0), ({q: 1.0}, 0.0)], name)
+                else:
+                    square = ("+", ("^", var(p), 2.0), ("^", var(q), 2.0))
+                    b.nonlinear(name, square, -np.inf, br.rate_a**2)
         return p_fr, p_to, q_fr, q_to
 
     def _balances(
@@ -460,7 +470,7 @@ class _Network:
         ]
         va = [b.var(f"{prefix}va[{bus.index}]", -np.inf, np.inf) for bus in case.buses]
         b.row(f"{prefix}reference_angle", {va[self.reference]: 1.0}, 0.0, 0.0)
-        p_fr, p_to, q_fr, q_to = self._arcs()
+        p_fr, p_to, q_fr, q_to = self._arcs(cones=False)
         for j, br in enumerate(case.branches):
             f, t = self._ends(j, br)
             g, bb, tr, ti, tm2 = _series(br)
@@ -515,7 +525,7 @@ class _Network:
             wr_min, wr_max, wi_min, wi_max = _voltage_product_bounds(pair)
             wr[f_bus, t_bus] = b.var(f"{prefix}wr[({f_bus}, {t_bus})]", wr_min, wr_max, start=1.0)
             wi[f_bus, t_bus] = b.var(f"{prefix}wi[({f_bus}, {t_bus})]", wi_min, wi_max)
-        p_fr, p_to, q_fr, q_to = self._arcs()
+        p_fr, p_to, q_fr, q_to = self._arcs(cones=True)
         for j, br in enumerate(case.branches):
             f, t = self._ends(j, br)
             g, bb, tr, ti, tm2 = _series(br)
@@ -553,13 +563,10 @@ class _Network:
             f, t = self.bus_pos[f_bus], self.bus_pos[t_bus]
             r, i = wr[f_bus, t_bus], wi[f_bus, t_bus]
             name = f"({f_bus}, {t_bus})"
-            product = (
-                "+",
-                ("^", var(r), 2.0),
-                ("^", var(i), 2.0),
-                ("*", -1.0, var(w[f]), var(w[t])),
-            )
-            b.nonlinear(f"{prefix}voltage_product[{name}]", product, -np.inf, 0.0)
+            # w_f·w_t >= wr² + wi²: (w_f/√2, w_t/√2, wr, wi) in the rotated cone
+            half = 1 / np.sqrt(2.0)
+            parts = [({w[f]: half}, 0.0), ({w[t]: half}, 0.0), ({r: 1.0}, 0.0), ({i: 1.0}, 0.0)]
+            b.cone("rsoc", parts, f"{prefix}voltage_product[{name}]")
             b.row(f"{prefix}angle_max[{name}]", {i: 1.0, r: -np.tan(pair["angmax"])}, -np.inf, 0.0)
             b.row(f"{prefix}angle_min[{name}]", {i: 1.0, r: -np.tan(pair["angmin"])}, 0.0, np.inf)
             for k, (terms, lower) in enumerate(_angle_difference_cuts(pair, w[f], w[t], r, i)):
