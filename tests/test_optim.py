@@ -154,3 +154,54 @@ def test_the_time_limit_is_per_solve_not_per_model():
         if model.highs.getRunTime() > 1.5 and extra >= 3:
             break
     assert model.highs.getRunTime() > 1.5
+
+
+def test_batch_solve_on_ray_actors_equals_serial():
+    """TS-DDR's batch spread over Ray actors (a local Ray instance here; an address would
+    join a cluster) gives the serial solutions, for linear and non-linear problems."""
+    ray = pytest.importorskip("ray")  # the ray extra, which .ci/run installs
+    from mdpo.envs.hydro import load_case
+    from mdpo.envs.hydro.model import build_deterministic_equivalent
+    from mdpo.rules.backend import BoundUpdate, SolverPool
+
+    case = load_case("case3")
+    rng = np.random.default_rng(0)
+    scenarios = [case.path_inflows(p) for p in case.sample_paths(5, 4, rng)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one for both pools
+    try:
+        for formulation in ("dc", "ac"):
+            problem = build_deterministic_equivalent(
+                case, scenarios[0], load_scale=1.0, formulation=formulation
+            )
+            cols = problem.inflow.ravel()
+            updates = [BoundUpdate(cols, s.ravel(), s.ravel()) for s in scenarios]
+            with SolverPool(problem.program, 1) as local:
+                serial = local.solve(updates)
+            with SolverPool(problem.program, 2, backend="ray") as actors:
+                spread = actors.solve(updates)
+            for a, b in zip(serial, spread):
+                assert a.objective == pytest.approx(b.objective, rel=1e-7)
+        assert ray.is_initialized()  # a pool leaves a Ray it did not start running
+    finally:
+        ray.shutdown()
+    with pytest.raises(ValueError, match="unknown solver backend 'dask'"):
+        SolverPool(problem.program, 2, backend="dask")
+
+
+def test_where_tsddr_solves_is_not_saved_with_it(tmp_path):
+    """A model file does not carry a Ray address: loading one never sends work to a cluster."""
+    from mdpo import TSDDR
+
+    agent = TSDDR(
+        "LinearPolicy",
+        "HydroDispatch-v0",
+        env_kwargs={"case": "case3", "load_scale": 1.0, "horizon": 3},
+        solver_backend="ray",
+        ray_address="ray://somewhere:10001",
+        eval_freq=0,
+    )
+    path = agent.save(str(tmp_path / "rule.zip"))
+    loaded = TSDDR.load(path)
+    assert (loaded.solver_backend, loaded.ray_address) == ("local", None)
+    with pytest.raises(ValueError, match="solver_backend must be 'local' or 'ray'"):
+        TSDDR("LinearPolicy", None, n_stages=3, solver_backend="slurm")

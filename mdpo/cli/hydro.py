@@ -439,7 +439,13 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     if checkpoints and not args.restart:
         # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
         # one that leads out of it): a copied run folder writes into the copy
-        agent = TSDDR.load(checkpoints[-1], env=problem, workers=args.workers)
+        agent = TSDDR.load(
+            checkpoints[-1],
+            env=problem,
+            workers=args.workers,
+            solver_backend=args.backend,
+            ray_address=args.address,
+        )
         previous_seconds = field_float(
             read_json_file(state_path).get("train_seconds"), f"{state_path}: train_seconds"
         )
@@ -462,6 +468,8 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
             policy_kwargs=policy_kwargs,
             batch_size=args.batch,
             workers=args.workers,
+            solver_backend=args.backend,
+            ray_address=args.address,
             eval_freq=args.eval_freq,
             eval_scenarios=args.eval_scenarios,
             best_model_path=best_path,
@@ -790,7 +798,25 @@ def add_parser(sub) -> None:
     )
     tsddr.add_argument("--steps", type=int, default=1000, help="gradient steps")
     tsddr.add_argument("--batch", type=int, default=4, help="scenarios per gradient step")
-    tsddr.add_argument("--workers", type=int, default=1, help="solver processes")
+    tsddr.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="solvers of each batch's scenarios (processes here, or Ray actors)",
+    )
+    tsddr.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where the batch's deterministic problems are solved: local worker processes, "
+        "or Ray actors (a Ray instance started here, or the cluster at --address)",
+    )
+    tsddr.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address for --backend ray (default: start a local Ray); its nodes "
+        "need mdpo installed",
+    )
     tsddr.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     tsddr.add_argument(
         "--slack-penalty",

@@ -124,46 +124,113 @@ class Selection:
         )
 
 
-_WORKER: tuple[Any, Selection] | None = None
+class _Solver:
+    """One worker's model: the problem opened once, each update applied to its own bounds
+    (what a worker process and a Ray actor hold)."""
+
+    def __init__(self, problem: Any, selection: Selection):
+        self.model, self.selection = open_model(problem), selection
+
+    def solve(self, index: int, update: BoundUpdate) -> tuple[int, Solution | str]:
+        try:
+            _apply(self.model, update)
+            return index, self.selection.apply(self.model.solve(f"scenario {index}"))
+        except SolveError as err:
+            return index, str(err)
+
+
+_WORKER: _Solver | None = None
 
 
 def _worker_init(problem: Any, selection: Selection) -> None:
     global _WORKER
-    _WORKER = (open_model(problem), selection)
+    _WORKER = _Solver(problem, selection)
 
 
 def _worker_solve(job: tuple[int, BoundUpdate]) -> tuple[int, Solution | str]:
-    index, update = job
-    model, selection = _WORKER
-    try:
-        _apply(model, update)
-        return index, selection.apply(model.solve(f"scenario {index}"))
-    except SolveError as err:
-        return index, str(err)
+    return _WORKER.solve(*job)
 
 
 class SolverPool:
-    """``workers`` processes, each holding ``problem`` in its solver for as long as the pool
-    lives, so that every batch warm-starts from the previous one (one process: solved here).
+    """``workers`` solvers, each holding ``problem`` in its solver for as long as the pool
+    lives, so that every batch warm-starts from the previous one.
 
     Args:
         problem: a linear or non-linear program.
-        workers: processes (1: no process, the batch is solved in this one).
+        workers: solvers (1 with the local backend: no process, the batch is solved here).
         selection: the parts of each solution to send back (default all).
+        backend: ``"local"`` (worker processes of this machine) or ``"ray"`` (Ray actors, one
+            CPU each, on the cluster at ``address`` or on a Ray instance started here).
+        address: a Ray cluster's address (its nodes need mdpo installed).
 
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, problem: Any, workers: int = 1, selection: Selection | None = None):
+    def __init__(
+        self,
+        problem: Any,
+        workers: int = 1,
+        selection: Selection | None = None,
+        backend: str = "local",
+        address: str | None = None,
+    ):
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.problem, self.workers = problem, int(workers)
+        if backend not in ("local", "ray"):
+            raise ValueError(f"unknown solver backend {backend!r}: choose local or ray")
+        self.problem, self.workers, self.backend = problem, int(workers), backend
         self.selection = selection or Selection()
-        self._model = open_model(problem) if self.workers == 1 else None
+        self._solver = None
         self._pool = None
-        if self.workers > 1:
+        self._actors: list[Any] = []
+        self._ray_started = False
+        if backend == "ray":
+            self._start_ray(address)
+        elif self.workers == 1:
+            self._solver = _Solver(problem, self.selection)
+        else:
             context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker
             self._pool = context.Pool(self.workers, _worker_init, (problem, self.selection))
+
+    def _start_ray(self, address: str | None) -> None:
+        try:
+            import ray  # optional dependency (the ray extra)
+        except ImportError:
+            raise ValueError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            self._ray_started = True
+        actor = ray.remote(num_cpus=1)(_Solver)
+        problem = ray.put(self.problem)  # sent once, shared by the actors of a node
+        self._actors = [actor.remote(problem, self.selection) for _ in range(self.workers)]
+
+    def _answers(self, updates: list[BoundUpdate], bar: Any) -> dict[int, Solution | str]:
+        answers: dict[int, Solution | str] = {}
+        if self._solver is not None:
+            for index, update in enumerate(updates):
+                answers[index] = self._solver.solve(index, update)[1]
+                bar.update(1)
+        elif self._pool is not None:
+            for index, answer in self._pool.imap_unordered(_worker_solve, enumerate(updates)):
+                answers[index] = answer
+                bar.update(1)
+        else:
+            import ray
+
+            # scenario i to actor i mod workers: each actor warm-starts from its last solve
+            pending = [
+                self._actors[i % len(self._actors)].solve.remote(i, update)
+                for i, update in enumerate(updates)
+            ]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                index, answer = ray.get(ready[0])
+                answers[index] = answer
+                bar.update(1)
+        return answers
 
     def solve(self, updates: list[BoundUpdate], progress: bool = False) -> list[Solution]:
         """Solve the problem under each bound update (each applied to the problem's own
@@ -174,19 +241,7 @@ class SolverPool:
         """
 
         bar = tqdm(total=len(updates), desc=self.problem.name, unit="solve", disable=not progress)
-        answers: dict[int, Solution | str] = {}
-        if self._pool is None:
-            for index, update in enumerate(updates):
-                try:
-                    _apply(self._model, update)
-                    answers[index] = self.selection.apply(self._model.solve(f"scenario {index}"))
-                except SolveError as err:
-                    answers[index] = str(err)
-                bar.update(1)
-        else:
-            for index, answer in self._pool.imap_unordered(_worker_solve, enumerate(updates)):
-                answers[index] = answer
-                bar.update(1)
+        answers = self._answers(updates, bar)
         bar.close()
         failures = [answers[i] for i in sorted(answers) if isinstance(answers[i], str)]
         if failures:
@@ -194,11 +249,20 @@ class SolverPool:
         return [answers[i] for i in range(len(updates))]
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes (or Ray actors, and the Ray instance started here)."""
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+            self._actors = []
+            if self._ray_started:
+                ray.shutdown()
+                self._ray_started = False
 
     def __enter__(self) -> SolverPool:
         return self

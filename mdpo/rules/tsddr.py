@@ -327,7 +327,12 @@ class TSDDR(Learner):
             ``target_problem()`` gives one (``"HydroDispatch-v0"`` with ``env_kwargs``).
         learning_rate: Adam's learning rate or a schedule (1e-3, the paper's).
         batch_size: scenarios per gradient step (4; the paper used 1).
-        workers: processes solving the scenarios of a batch (1: in this process).
+        workers: solvers of the scenarios of a batch (1 with the local backend: in this
+            process).
+        solver_backend: ``"local"`` (worker processes here) or ``"ray"`` (Ray actors on the
+            cluster at ``ray_address``, or a Ray instance started here); not saved with the
+            model: a loaded agent solves locally unless told otherwise.
+        ray_address: the Ray cluster of ``solver_backend="ray"`` (its nodes need mdpo).
         max_grad_norm: clip the gradient's norm (``None``: no clipping).
         eval_freq: gradient steps between evaluations (0: never).
         eval_scenarios: scenarios of each evaluation (stage by stage, non-anticipative).
@@ -353,6 +358,8 @@ class TSDDR(Learner):
         learning_rate: float | Schedule = 1e-3,
         batch_size: int = 4,
         workers: int = 1,
+        solver_backend: str = "local",
+        ray_address: str | None = None,
         max_grad_norm: float | None = None,
         eval_freq: int = 100,
         eval_scenarios: int = 100,
@@ -369,6 +376,9 @@ class TSDDR(Learner):
     ):
         self.batch_size = check_int(batch_size, "batch_size")
         self.workers = check_int(workers, "workers")
+        if solver_backend not in ("local", "ray"):
+            raise ValueError(f"solver_backend must be 'local' or 'ray', not {solver_backend!r}")
+        self.solver_backend, self.ray_address = solver_backend, ray_address
         if max_grad_norm is not None:
             check_number(max_grad_norm, "max_grad_norm", positive=True)
         self.max_grad_norm = max_grad_norm
@@ -468,6 +478,9 @@ class TSDDR(Learner):
     # ----------------------------------------------------------------------------- files
     def _config(self) -> dict[str, Any]:
         config = super()._config()
+        # where a run solved is not part of the model (a file must not send work to a cluster)
+        config.pop("solver_backend", None)
+        config.pop("ray_address", None)
         config["best_model_path"] = self._relative_best_model_path()
         return config
 
@@ -526,7 +539,11 @@ class TSDDR(Learner):
             target_problem = self.problem.target_equivalent()
             self._target_problem = target_problem
             self._pool = SolverPool(
-                target_problem.program, self.workers, target_selection(target_problem)
+                target_problem.program,
+                self.workers,
+                target_selection(target_problem),
+                backend=self.solver_backend,
+                address=self.ray_address,
             )
         return self._pool
 
