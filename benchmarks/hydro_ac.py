@@ -13,7 +13,7 @@ Each command's line goes to ``OUT/commands.md`` with the commit it ran on; the t
 Budget (2 cores; see results/hydro/README.md for why): SDDP trains on the SOC relaxation with
 the DC study's stopping rule and a time limit; the TS-DDR rules start from the DC study's
 trained rules and are fine-tuned on AC for ``--tsddr-steps`` steps; TS-LDR (no DC model was
-kept) and PPO train on AC from scratch with small budgets.
+kept) and PPO (100k env steps) train on AC from scratch.
 """
 
 from __future__ import annotations
@@ -82,7 +82,43 @@ def steps(out: str, tsddr_steps: int, workers: int) -> dict[str, list[str]]:
             f"{DC}/tsddr_lstm/best_model.zip",
         ],  # fmt: skip
         "tsldr": [*tsddr, "--policy", "linear", "--steps", str(tsddr_steps)],
+        # PPO trains on HydroDispatch-v0 with AC stage problems (rewards × 0.001, as the DC
+        # study), then its best evaluated model is simulated on the evaluation paths
+        "ppo_train": [
+            "train",
+            "PPO",
+            "HydroDispatch-v0",
+            "--set",
+            'env_kwargs={"case": "bolivia", "horizon": 96, "reward_scale": 0.001, '
+            '"formulation": "ac"}',
+            "--steps",
+            "100000",
+            "--eval-freq",
+            "10000",
+            "--eval-episodes",
+            "5",
+            "--threads",
+            "1",
+        ],  # fmt: skip
+        "ppo": [
+            "hydro",
+            "simulate",
+            os.path.join(out, "ppo_train", "eval", "best_model.zip"),
+            *common,
+            "--stages",
+            "96",
+            "--label",
+            "PPO (100k steps)",
+        ],  # fmt: skip
     }
+
+
+def finished(folder: str) -> bool:
+    """A step is done when its folder holds its result: ``summary.json`` (hydro commands) or
+    ``final_model.zip`` (a training run of ``mdpo train``)."""
+    return any(
+        os.path.exists(os.path.join(folder, name)) for name in ("summary.json", "final_model.zip")
+    )
 
 
 def commit() -> str:
@@ -110,10 +146,13 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         folder = os.path.join(args.out, name)
-        if os.path.exists(os.path.join(folder, "summary.json")):
-            print(f"{name}: done ({folder}/summary.json)", flush=True)
+        if finished(folder):
+            print(f"{name}: done ({folder})", flush=True)
             continue
-        command = ["mdpo", *mdpo_args, "--no-progress", "--out", folder]
+        # mdpo train resumes a run folder with --resume (its other flags come from the run)
+        resume = name == "ppo_train" and os.path.exists(os.path.join(folder, "config.json"))
+        mdpo_args = ["train", "--resume", folder] if resume else [*mdpo_args, "--out", folder]
+        command = ["mdpo", *mdpo_args, "--no-progress"]
         line = shlex.join(command)
         print(f"{name}: {line}", flush=True)
         start = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
