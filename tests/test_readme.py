@@ -102,10 +102,15 @@ SHRINK_SHELL = {
         ),
         (r"--episodes 10", "--episodes 2"),
     ],
-    "mdpo hydro bound": [
+    "bolivia_dc/bound": [
         (r"--case bolivia", "--case case3 --scenarios 3 --no-progress"),
         (r"--horizon 126 --report 96", "--horizon 126 --report 96 --iterations 3"),
-        (r"--steps 2000", "--steps 4 --eval-scenarios 2"),
+        (r"--steps 2000", "--steps 4 --eval-freq 2 --eval-scenarios 2"),
+    ],
+    "bolivia_ac/bound": [
+        (r"--case bolivia", "--case case3 --scenarios 2 --no-progress"),
+        (r"--horizon 126 --report 96", "--horizon 126 --report 96 --iterations 1"),
+        (r"--steps 100 --workers 2", "--steps 1 --workers 1 --eval-freq 0"),
     ],
     "tensorboard --logdir": [(r"tensorboard --logdir", "tensorboard --inspect --logdir")],
 }
