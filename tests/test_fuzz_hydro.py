@@ -1,5 +1,7 @@
-"""Fuzzing the hydro readers: a case folder (``load_case``) with one file corrupted, and an SDDP
-cut file (``SDDP.load_cuts``) corrupted, each loaded or refused with a one-line
+"""Fuzzing the hydro readers: a case folder (``load_case``) with one file corrupted, an SDDP
+cut file (``SDDP.load_cuts``) corrupted, and the AC and SOC MathOptFormat subproblems
+(``read_mof``: expression graphs, quadratic and cone constraints) corrupted, each loaded or
+refused with a one-line
 :class:`~mdpo.core.limits.BadFileError` within the harness's time and memory bounds (see
 ``tests/fuzzing.py``; ``MDPO_FUZZ_EXAMPLES=2000`` for a long run)."""
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.sddp import SDDP
+from mdpo.rules import read_mof
 
 CASE_FILES = ["PowerModels.json", "hydro.json", "inflows.csv", "scenarioprobability.csv"]
 JSON_FILES = ["PowerModels.json", "hydro.json"]
@@ -128,7 +131,44 @@ def test_cut_files_declaring_huge_counts(cuts, key, huge, index):
         assert outcome == "refused"
 
 
-def test_the_valid_fixtures_load(case_folder, cuts):
+MOF_FILES = ["ACPPowerModel.mof.json", "SOCWRConicPowerModel.mof.json"]
+
+
+@pytest.fixture(scope="module")
+def mof_files(tmp_path_factory):
+    """A folder, and the bytes and JSON of case3's AC and SOC reference subproblems."""
+    folder = tmp_path_factory.mktemp("fuzz_mof")
+    originals = {}
+    for name in MOF_FILES:
+        data = open(f"envs/hydro/data/case3/{name}", "rb").read()
+        originals[name] = (data, json.loads(data))
+    return folder, originals
+
+
+def check_mof(folder, data: bytes) -> str:
+    path = folder / "model.mof.json"
+    path.write_bytes(data)
+    return assert_loads_or_refuses(read_mof, str(path))
+
+
+@FUZZ
+@given(rng=rngs(), name=st.sampled_from(MOF_FILES))
+def test_mof_files_with_corrupted_bytes(mof_files, rng, name):
+    folder, originals = mof_files
+    check_mof(folder, mutate_bytes(originals[name][0], rng))
+
+
+@FUZZ
+@given(rng=rngs(), name=st.sampled_from(MOF_FILES))
+def test_mof_files_with_hostile_json_values(mof_files, rng, name):
+    """Hostile values anywhere: in expression nodes, node indices, cone components, sets."""
+    folder, originals = mof_files
+    check_mof(folder, json.dumps(json_mutation(originals[name][1], rng)).encode())
+
+
+def test_the_valid_fixtures_load(case_folder, cuts, mof_files):
     """The unmutated files load: the fuzz cases start from valid data."""
     assert assert_loads_or_refuses(load_folder, str(case_folder[0])) == "ok"
     assert check_cuts(cuts[0], cuts[1]) == "ok"
+    for data, _ in mof_files[1].values():
+        assert check_mof(mof_files[0], data) == "ok"

@@ -126,6 +126,14 @@ def test_reader_quadratic_graph_and_cones_evaluate_as_written(tmp_path):
         ([{"type": "sin", "args": ["x", "y"]}], "sin has the wrong arguments"),
         ([{"type": "+", "args": ["nope"]}], "unknown variable 'nope'"),
         ([{"type": "node", "index": 7}], "node index 7 is out of range"),
+        (  # each node twice the one before: 2^25 leaves from 26 nodes
+            [{"type": "+", "args": ["x", "x"]}]
+            + [
+                {"type": "+", "args": [{"type": "node", "index": k}, {"type": "node", "index": k}]}
+                for k in range(1, 26)
+            ],
+            "expands to more than 10000 nodes",
+        ),
     ],
 )
 def test_reader_refuses_bad_graphs_in_one_line(tmp_path, node_list, message):
@@ -136,7 +144,7 @@ def test_reader_refuses_bad_graphs_in_one_line(tmp_path, node_list, message):
                 "name": "g",
                 "function": {
                     "type": "ScalarNonlinearFunction",
-                    "root": {"type": "node", "index": 1},
+                    "root": {"type": "node", "index": len(node_list)},
                     "node_list": node_list,
                 },
                 "set": {"type": "EqualTo", "value": 0.0},

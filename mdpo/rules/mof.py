@@ -27,6 +27,9 @@ from mdpo.rules.nlp import OPERATORS, Cone, Expr, NonlinearProgram, quadratic, v
 MAX_MOF_BYTES = MAX_JSON_BYTES
 #: the deepest expression graph read (a cycle of node references is refused by this bound)
 MAX_EXPRESSION_DEPTH = 64
+#: the most nodes one expression may expand to: node references can share a node many times
+#: (``n_k = n_{k-1} + n_{k-1}`` doubles at each of 64 levels); the AC files' largest has 22
+MAX_EXPRESSION_NODES = 10_000
 
 
 class _Model:
@@ -104,7 +107,16 @@ class _Model:
         if not isinstance(nodes, list):
             raise LPFormatError(f"{self.path}: {where}: node_list must be a list")
 
+        expanded = 0
+
         def convert(node: Any, depth: int) -> Expr:
+            nonlocal expanded
+            expanded += 1
+            if expanded > MAX_EXPRESSION_NODES:
+                raise LPFormatError(
+                    f"{self.path}: {where}: the expression expands to more than "
+                    f"{MAX_EXPRESSION_NODES} nodes"
+                )
             if depth > MAX_EXPRESSION_DEPTH:
                 raise LPFormatError(
                     f"{self.path}: {where}: the expression is deeper than "
