@@ -92,6 +92,82 @@ def test_oppo_losses_against_a_plain_computation():
     assert abs(total.item() - (him + 0.1 * pref + 0.1 * norm)) < 1e-5
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_layers_equal_torchs(norm_first):
+    """Our transformer (written out for speed) computes what torch's TransformerEncoder does
+    with the same parameters, under a padding mask (the encoder) and a causal mask (the
+    policy), and loads its state dict as is: the models saved before it still load."""
+    from mdpo.offline.oppo import Transformer
+
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(
+            16, 2, 32, 0.0, "relu", batch_first=True, norm_first=norm_first
+        ),
+        3,
+        enable_nested_tensor=False,
+    ).eval()
+    ours = Transformer(3, hidden=16, n_heads=2, ff=32, dropout=0.0, norm_first=norm_first).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, 6, 16)
+    padded = torch.zeros(4, 6, dtype=torch.bool)
+    padded[1, :2] = padded[3, :4] = True
+    with torch.no_grad():
+        expected = theirs(x, src_key_padding_mask=padded)
+        got = ours(x, padded[:, None, :])
+        assert torch.allclose(got[~padded], expected[~padded], atol=1e-5)
+        causal = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
+        expected = theirs(x, mask=causal)
+        assert torch.allclose(ours(x, causal.expand(4, 6, 6)), expected, atol=1e-5)
+
+
+def test_fast_dropout_drops_p_and_scales_the_rest():
+    from mdpo.offline.oppo import FastDropout
+
+    layer = FastDropout(0.1)
+    x = torch.ones(1_000_000)
+    torch.manual_seed(1)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 5 * math.sqrt(0.1 * 0.9 / x.numel())  # 5 standard errors
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - 6554 / 65536)))
+    assert abs(y.mean().item() - 1.0) < 0.002  # unbiased
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), y)  # torch's generator: seeded runs repeat
+    layer.eval()
+    assert layer(x) is x
+    y = FastDropout(0.5)(torch.ones(7))  # sizes that are not a multiple of four
+    assert y.shape == (7,)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        FastDropout(1.0)
+
+
+def test_bf16_forward_passes_keep_the_losses_and_train():
+    """precision="bf16": the same losses as float32 at the same weights within bfloat16's
+    precision, float32 outputs, and a training step that runs."""
+    dataset = mixture_dataset(good=2, bad=2)
+    kwargs = dict(seed=0, segment_length=5, batch_size=6, encoder_kwargs=dict(dropout=0.0))
+    exact = OPPO("TransformerPolicy", dataset, policy_kwargs=dict(dropout=0.0), **kwargs)
+    fast = OPPO(
+        "TransformerPolicy", dataset, policy_kwargs=dict(dropout=0.0), precision="bf16", **kwargs
+    )
+    fast.model.load_state_dict(exact.model.state_dict())
+    pairs = exact.preferences.batch(6, torch.Generator().manual_seed(3))
+    seg_a = exact.sampler.gather(pairs.episode_a, pairs.start_a)
+    seg_b = exact.sampler.gather(pairs.episode_b, pairs.start_b)
+    (total, parts), (total16, parts16) = (
+        agent.losses(seg_a, seg_b, pairs.label) for agent in (exact, fast)
+    )
+    assert total16.dtype == torch.float32
+    for key in parts:
+        assert parts16[key].item() == pytest.approx(parts[key].item(), rel=0.03, abs=1e-3)
+    fast.learn(2)
+    assert np.isfinite(fast.train_step()["loss"].item())
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        OPPO("MlpPolicy", dataset, precision="fp16")
+
+
 def test_encoder_ignores_padding():
     """The authors' encoder summed padded tokens; ours must not see them."""
     dataset = OfflineDataset(

@@ -51,6 +51,16 @@ class Segments:
     mask: torch.Tensor
     returns: torch.Tensor
 
+    @staticmethod
+    def cat(first: Segments, second: Segments) -> Segments:
+        """The two batches as one (``first``'s segments, then ``second``'s): one network pass
+        instead of two."""
+        return Segments(
+            *(torch.cat((getattr(first, f), getattr(second, f))) for f in Segments.FIELDS)
+        )
+
+    FIELDS = ("observations", "actions", "timesteps", "mask", "returns")
+
 
 class SegmentSampler:
     """Draws segments of length ``segment_length`` from a dataset and gathers them as tensors.
