@@ -89,3 +89,32 @@ def test_label_file_round_trip_and_errors(tmp_path):
         parse_labels("human:K=20")
     with pytest.raises(ValueError, match="segments of 20 steps but the sampler's segments have 3"):
         make_preferences("scripted:K=20", sampler)
+
+
+def test_foresee_labels_compare_the_returns_of_the_steps_ahead():
+    """``foresee=F`` (the authors' labelling, F = 200): a pair is labelled by the rewards of
+    the F steps from each segment's start (fewer where the episode ends), computed from
+    cumulative sums; checked against plain sums over the episodes' rewards."""
+    dataset = hand_dataset()  # rewards 0..4 (5 steps) and 10..12 (3 steps)
+    sampler = SegmentSampler(dataset, 2)
+    episode, start = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 3, 0, 1])
+    for horizon in (1, 2, 4, 200):
+        expected = [
+            list(dataset)[int(e)].rewards[int(s) : int(s) + horizon].sum()
+            for e, s in zip(episode, start)
+        ]
+        got = sampler.window_returns(episode, start, horizon)
+        np.testing.assert_allclose(got.numpy(), expected)
+    assert parse_labels("scripted:K=2,foresee=200")["foresee"] == 200
+    preferences = make_preferences("scripted:K=2,foresee=4", sampler)
+    pairs = preferences.batch(400, torch.Generator().manual_seed(0))
+    ra = sampler.window_returns(pairs.episode_a, pairs.start_a, 4)
+    rb = sampler.window_returns(pairs.episode_b, pairs.start_b, 4)
+    decided = ra != rb
+    assert decided.any() and bool(((pairs.label == 1) == (ra > rb))[decided].all())
+    own = sampler.gather(pairs.episode_a, pairs.start_a).returns
+    assert not torch.equal(own, ra)  # another label than the segments' own returns
+    with pytest.raises(ValueError, match="foresee= apply to scripted labels only"):
+        parse_labels("file:labels.csv,foresee=200")
+    with pytest.raises(ValueError, match="foresee must be positive"):
+        parse_labels("scripted:foresee=0")

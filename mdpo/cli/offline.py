@@ -138,7 +138,7 @@ def command_data_labels(args: argparse.Namespace) -> int:
     dataset = OfflineDataset.load(args.dataset, args.root)
     sampler = SegmentSampler(dataset, spec["K"])
     generator = torch.Generator().manual_seed(spec["seed"])
-    pairs = scripted_pairs(sampler, spec["queries"], generator, spec["ties"])
+    pairs = scripted_pairs(sampler, spec["queries"], generator, spec["ties"], spec["foresee"])
     write_labels(args.out, pairs)
     print(f"{len(pairs)} labelled pairs of {spec['K']}-step segments written to {args.out}")
     return 0
@@ -446,7 +446,9 @@ def add_parsers(sub) -> None:
 
     labels = group.add_parser("labels", help="write scripted preference labels to a CSV")
     labels.add_argument("dataset", help="Minari id or dataset folder")
-    labels.add_argument("--labels", required=True, help="scripted:K=20,queries=N[,ties=..]")
+    labels.add_argument(
+        "--labels", required=True, help="scripted:K=20,queries=N[,ties=..,foresee=F]"
+    )
     labels.add_argument("--out", required=True, help="CSV to write")
     labels.add_argument("--root", help=ROOT_HELP)
     labels.set_defaults(func=command_data_labels)
@@ -463,7 +465,7 @@ def add_parsers(sub) -> None:
     train.add_argument(
         "--labels",
         default="scripted",
-        help="scripted[:K=20,queries=N,ties=drop|half,seed=S] or file:labels.csv[,K=20]",
+        help="scripted[:K=20,queries=N,ties=drop|half,seed=S,foresee=F] or file:labels.csv[,K=20]",
     )
     train.add_argument(
         "--policy",

@@ -16,7 +16,8 @@ the others. At test time the policy acts with ``z*``. Per gradient step (the pap
 Departures from the authors' code, each a bug fix: the context is given at every step when
 acting (their evaluation placed ``z*`` on the current step only, while training repeats ``z``
 at every step); the encoder's sum over tokens skips padding; a segment's label compares the
-returns of the segment itself (theirs looked 200 steps ahead of a 20-step segment); segments
+returns of the segment itself (theirs looked 200 steps ahead of a 20-step segment: offered as
+``labels="scripted:K=20,foresee=200"``); segments
 start where a whole segment fits (see :mod:`mdpo.offline.preferences`).
 
 The policy sees the context's direction ``z / ‖z‖`` (``normalize_context=True``, the default;
@@ -401,7 +402,9 @@ class OPPO(OfflineAgent):
         dataset: an :class:`~mdpo.offline.dataset.OfflineDataset` or a Minari dataset id / folder.
         labels: where the preferences come from: ``"scripted"`` (the scripted teacher, fresh
             pairs every step), ``"scripted:K=20,queries=N[,ties=drop|half][,seed=S]"`` (``N``
-            pairs labelled once), ``"file:labels.csv"`` (given labels), or a
+            pairs labelled once), ``foresee=200`` added to either (labelled by the returns of
+            the 200 steps from the segments' starts, as the authors' code),
+            ``"file:labels.csv"`` (given labels), or a
             :class:`~mdpo.offline.preferences.Preferences`.
         learning_rate: the policy's AdamW learning rate (1e-4), reached after ``warmup_steps``.
         encoder_learning_rate: the encoder's AdamW learning rate (1e-4, no warm-up, as the code).

@@ -111,6 +111,21 @@ class SegmentSampler:
         self._lengths_t = torch.as_tensor(lengths, dtype=torch.long, device=self.device)
         self._offsets_t = torch.as_tensor(self.offsets, dtype=torch.long, device=self.device)
         self._episode_p = torch.as_tensor(lengths / lengths.sum(), dtype=torch.float64)
+        # cumulative rewards of the flat transitions (0 first): any window's return in O(1)
+        self._reward_sums = torch.cat(
+            (torch.zeros(1, dtype=torch.float64, device=self.device), self._rew.cumsum(0))
+        )
+
+    def window_returns(
+        self, episode: torch.Tensor, start: torch.Tensor, horizon: int
+    ) -> torch.Tensor:
+        """``[N]`` sums of the rewards of the ``horizon`` steps from each ``(episode, start)``
+        (fewer where the episode ends first): the authors' scripted labels look 200 steps
+        ahead of a 20-step segment (``foresee``)."""
+        episode, start = episode.to(self.device), start.to(self.device)
+        first = self._offsets_t[episode] + start
+        end = self._offsets_t[episode] + torch.minimum(start + horizon, self._lengths_t[episode])
+        return self._reward_sums[end] - self._reward_sums[first]
 
     @property
     def n_starts(self) -> np.ndarray:
@@ -218,6 +233,8 @@ class Preferences:
             scripted pairs at every step.
         ties: the scripted teacher's tie rule (fresh pairs).
         description: how the labels were made (stored with the model's training record).
+        foresee: fresh pairs are labelled by the returns of this many steps from the segments'
+            starts (``None``: the segments' own returns).
     """
 
     def __init__(
@@ -226,11 +243,13 @@ class Preferences:
         pairs: PreferencePairs | None = None,
         ties: str = "drop",
         description: str = "",
+        foresee: int | None = None,
     ) -> None:
         self.sampler = sampler
         self.pairs = pairs
         self.ties = ties
         self.description = description
+        self.foresee = foresee
         if pairs is not None and len(pairs) == 0:
             raise ValueError(f"no labelled pairs ({description or 'preferences'})")
 
@@ -246,17 +265,24 @@ class Preferences:
         if self.pairs is not None:
             index = torch.randint(len(self.pairs), (n,), generator=generator)
             return self.pairs.select(index)
-        return scripted_pairs(self.sampler, n, generator, "half")
+        return scripted_pairs(self.sampler, n, generator, "half", self.foresee)
 
 
 def scripted_pairs(
-    sampler: SegmentSampler, n: int, generator: torch.Generator, ties: str = "drop"
+    sampler: SegmentSampler,
+    n: int,
+    generator: torch.Generator,
+    ties: str = "drop",
+    foresee: int | None = None,
 ) -> PreferencePairs:
-    """``n`` random pairs labelled by the scripted teacher (ties dropped or 0.5)."""
+    """``n`` random pairs labelled by the scripted teacher (ties dropped or 0.5): the larger
+    return of the segment itself, or with ``foresee`` of the ``foresee`` steps from its start
+    (the authors' code: 200)."""
     ea, sa = sampler.sample(n, generator)
     eb, sb = sampler.sample(n, generator)
-    returns_a = sampler.gather(ea, sa).returns.cpu()
-    returns_b = sampler.gather(eb, sb).returns.cpu()
+    horizon = sampler.segment_length if foresee is None else foresee
+    returns_a = sampler.window_returns(ea, sa, horizon).cpu()
+    returns_b = sampler.window_returns(eb, sb, horizon).cpu()
     labels, keep = scripted_labels(returns_a, returns_b, ties)
     return PreferencePairs(ea[keep], sa[keep], eb[keep], sb[keep], labels[keep])
 
@@ -349,11 +375,21 @@ def read_labels(path: str, sampler: SegmentSampler) -> PreferencePairs:
 
 
 def parse_labels(spec: str) -> dict:
-    """Parse a labels spec: ``scripted:K=20[,queries=N][,ties=drop|half][,seed=S]`` or
+    """Parse a labels spec:
+    ``scripted:K=20[,queries=N][,ties=drop|half][,seed=S][,foresee=F]`` or
     ``file:PATH[,K=20]``. Returns a dict with ``source``, ``K``, ``queries``, ``ties``,
-    ``seed``, ``path``."""
+    ``seed``, ``path``, ``foresee`` (``None``: a pair is labelled by its segments' own
+    returns; ``F``: by the returns of the ``F`` steps from their starts, the authors' 200)."""
     source, _, rest = spec.partition(":")
-    result = {"source": source, "K": 20, "queries": None, "ties": "drop", "seed": 0, "path": None}
+    result = {
+        "source": source,
+        "K": 20,
+        "queries": None,
+        "ties": "drop",
+        "seed": 0,
+        "path": None,
+        "foresee": None,
+    }
     if source not in ("scripted", "file"):
         raise ValueError(f"labels {spec!r}: the source must be 'scripted' or 'file'")
     parts = [p for p in rest.split(",") if p] if rest else []
@@ -363,9 +399,9 @@ def parse_labels(spec: str) -> dict:
         result["path"] = parts.pop(0)
     for part in parts:
         key, eq, value = part.partition("=")
-        if not eq or key not in ("K", "queries", "ties", "seed"):
+        if not eq or key not in ("K", "queries", "ties", "seed", "foresee"):
             raise ValueError(
-                f"labels {spec!r}: unknown option {part!r} (K=, queries=, ties=, seed=)"
+                f"labels {spec!r}: unknown option {part!r} (K=, queries=, ties=, seed=, foresee=)"
             )
         if key == "ties":
             if value not in ("drop", "half"):
@@ -379,8 +415,8 @@ def parse_labels(spec: str) -> dict:
         if number < (0 if key == "seed" else 1):
             raise ValueError(f"labels {spec!r}: {key} must be positive, got {number}")
         result[key] = number
-    if source == "file" and (result["queries"] is not None):
-        raise ValueError(f"labels {spec!r}: queries= applies to scripted labels only")
+    if source == "file" and (result["queries"] is not None or result["foresee"] is not None):
+        raise ValueError(f"labels {spec!r}: queries= and foresee= apply to scripted labels only")
     return result
 
 
@@ -396,8 +432,9 @@ def make_preferences(spec: str | dict, sampler: SegmentSampler) -> Preferences:
     description = spec if isinstance(spec, str) else str(options)
     if options["source"] == "file":
         return Preferences(sampler, read_labels(options["path"], sampler), description=description)
+    foresee = options.get("foresee")
     if options["queries"] is None:
-        return Preferences(sampler, None, options["ties"], description)
+        return Preferences(sampler, None, options["ties"], description, foresee)
     generator = torch.Generator().manual_seed(int(options["seed"]))
-    pairs = scripted_pairs(sampler, int(options["queries"]), generator, options["ties"])
-    return Preferences(sampler, pairs, options["ties"], description)
+    pairs = scripted_pairs(sampler, int(options["queries"]), generator, options["ties"], foresee)
+    return Preferences(sampler, pairs, options["ties"], description, foresee)
