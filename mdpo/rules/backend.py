@@ -38,6 +38,35 @@ class Solution:
     status: str
 
 
+class BoundsInArrays:
+    """Bounds kept as arrays and handed to the solver at each solve (the Ipopt and Clarabel
+    models; HiGHS keeps its own): ``col_lower``, ``col_upper``, ``row_lower``, ``row_upper``."""
+
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+
+    def _bounds_from(self, problem: Any) -> None:
+        self.col_lower = np.array(problem.col_lower, dtype=np.float64)
+        self.col_upper = np.array(problem.col_upper, dtype=np.float64)
+        self.row_lower = np.array(problem.row_lower, dtype=np.float64)
+        self.row_upper = np.array(problem.row_upper, dtype=np.float64)
+
+    def set_col_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Change the bounds of some variables (indices into ``problem.variables``)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        self.col_lower[columns] = lower
+        self.col_upper[columns] = upper
+
+    def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Change the bounds of some rows (linear rows, then the non-linear ones, the cones,
+        and rows added by ``add_rows``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self.row_lower[rows] = lower
+        self.row_upper[rows] = upper
+
+
 def open_model(problem: Any, backend: str | None = None, **options: Any) -> Any:
     """``problem`` loaded into its solver: HiGHS for a linear program, Clarabel for a conic
     one (linear rows and second-order cones only: the SOC relaxation), Ipopt for any other

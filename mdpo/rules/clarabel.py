@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from mdpo.rules.backend import Solution, SolveError
+from mdpo.rules.backend import BoundsInArrays, Solution, SolveError
 from mdpo.rules.nlp import Cone, NonlinearProgram
 
 SOLVED = ("Solved", "AlmostSolved")
 
 
-class ClarabelModel:
+class ClarabelModel(BoundsInArrays):
     """A conic :class:`NonlinearProgram` (linear rows, bounds and :class:`Cone`, no expression
     rows) in Clarabel.
 
@@ -55,10 +55,7 @@ class ClarabelModel:
         self.tolerance = float(tolerance)
         self.time_limit = float(time_limit)
         lp = problem.linear
-        self.col_lower = np.array(problem.col_lower, dtype=np.float64)
-        self.col_upper = np.array(problem.col_upper, dtype=np.float64)
-        self.row_lower = np.array(problem.row_lower, dtype=np.float64)
-        self.row_upper = np.array(problem.row_upper, dtype=np.float64)
+        self._bounds_from(problem)
         rows = np.repeat(np.arange(lp.n_rows), np.diff(lp.row_start))
         self._rows = [(rows, lp.columns, lp.values)]
         self._n_linear = lp.n_rows
@@ -94,19 +91,7 @@ class ClarabelModel:
         block = sparse.csc_matrix((vals, (rows, cols)), shape=(k, n))
         return block, np.asarray(offsets, dtype=np.float64), dims
 
-    # -- bounds and rows -------------------------------------------------------------------
-    def set_col_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Change the bounds of some variables."""
-        columns = np.asarray(columns, dtype=np.int64)
-        self.col_lower[columns] = lower
-        self.col_upper[columns] = upper
-
-    def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Change the bounds of some rows (linear rows, cone rows, then added rows)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.row_lower[rows] = lower
-        self.row_upper[rows] = upper
-
+    # -- rows -----------------------------------------------------------------------------------
     def add_rows(
         self, lower: np.ndarray, upper: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]
     ) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mdpo.rules.backend import Solution, SolveError
+from mdpo.rules.backend import BoundsInArrays, Solution, SolveError
 from mdpo.rules.nlp import Expr, NonlinearProgram
 
 #: Ipopt's return statuses accepted as a solution
@@ -45,7 +45,7 @@ def to_casadi(expr: Expr, x: Any, ca: Any) -> Any:
     return getattr(ca, op)(values[0])  # sin, cos, exp, log, sqrt
 
 
-class IpoptModel:
+class IpoptModel(BoundsInArrays):
     """A :class:`NonlinearProgram` in Ipopt, with the interface of
     :class:`~mdpo.rules.highs.HighsModel` (``set_col_bounds``, ``set_row_bounds``,
     ``add_rows``, ``solve``).
@@ -76,10 +76,7 @@ class IpoptModel:
         self.max_iterations = int(max_iterations)
         self.time_limit = float(time_limit)
         self.warm_start = bool(warm_start)
-        self.col_lower = np.array(problem.col_lower, dtype=np.float64)
-        self.col_upper = np.array(problem.col_upper, dtype=np.float64)
-        self.row_lower = np.array(problem.row_lower, dtype=np.float64)
-        self.row_upper = np.array(problem.row_upper, dtype=np.float64)
+        self._bounds_from(problem)
         self._cuts: list[tuple[np.ndarray, np.ndarray]] = []
         self._start = problem.starting_point()
         self._x = self._start.copy()
@@ -87,20 +84,7 @@ class IpoptModel:
         self._hidden_lower = np.zeros(0)
         self.iterations = 0  # Ipopt iterations of the last solve
 
-    # -- bounds and rows -------------------------------------------------------------------
-    def set_col_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Change the bounds of some variables (indices into ``problem.variables``)."""
-        columns = np.asarray(columns, dtype=np.int64)
-        self.col_lower[columns] = lower
-        self.col_upper[columns] = upper
-
-    def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Change the bounds of some rows (linear rows first, then the non-linear ones, then
-        rows added by :meth:`add_rows`)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.row_lower[rows] = lower
-        self.row_upper[rows] = upper
-
+    # -- rows -----------------------------------------------------------------------------------
     def add_rows(
         self, lower: np.ndarray, upper: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]
     ) -> None:

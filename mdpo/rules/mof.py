@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from mdpo.core.limits import MAX_JSON_BYTES, BadFileError, load_json_file
+from mdpo.rules.builder import ProgramBuilder
 from mdpo.rules.lp import LinearProgram, LPFormatError, _brief, _number
-from mdpo.rules.nlp import OPERATORS, Cone, Expr, NonlinearProgram, quadratic, var
+from mdpo.rules.nlp import OPERATORS, Expr, NonlinearProgram, quadratic, var
 
 #: the most bytes of a MathOptFormat file: the bound of every JSON file mdpo reads
 MAX_MOF_BYTES = MAX_JSON_BYTES
@@ -33,45 +34,19 @@ MAX_EXPRESSION_NODES = 10_000
 
 
 class _Model:
-    """What is read so far: bounds, linear rows, non-linear rows."""
+    """What is read so far, gathered in a :class:`ProgramBuilder`."""
 
     def __init__(self, path: str, names: list[str]):
         self.path = path
-        self.names = names
         self.index = {name: i for i, name in enumerate(names)}
-        n = len(names)
-        self.lower, self.upper = np.full(n, -np.inf), np.full(n, np.inf)
-        self.rows: list[str] = []
-        self.row_lower: list[float] = []
-        self.row_upper: list[float] = []
-        self.starts = [0]
-        self.cols: list[int] = []
-        self.vals: list[float] = []
-        self.nl: list[Expr] = []
-        self.nl_names: list[str] = []
-        self.nl_lower: list[float] = []
-        self.nl_upper: list[float] = []
-        self.cones: list[Cone] = []
+        self.program = ProgramBuilder()
+        for name in names:
+            self.program.var(name, -np.inf, np.inf)
 
     def column(self, name: Any, where: str) -> int:
         if not isinstance(name, str) or name not in self.index:
             raise LPFormatError(f"{self.path}: {where} names an unknown variable {_brief(name)!r}")
         return self.index[name]
-
-    def linear_row(self, name: str, terms: dict[int, float], lo: float, hi: float) -> None:
-        self.rows.append(name)
-        self.row_lower.append(lo)
-        self.row_upper.append(hi)
-        for col in sorted(terms):
-            self.cols.append(col)
-            self.vals.append(terms[col])
-        self.starts.append(len(self.cols))
-
-    def nonlinear_row(self, name: str, expr: Expr, lo: float, hi: float) -> None:
-        self.nl.append(expr)
-        self.nl_names.append(name)
-        self.nl_lower.append(lo)
-        self.nl_upper.append(hi)
 
     def affine(self, function: dict, where: str) -> tuple[dict[int, float], float]:
         kind = function.get("type")
@@ -173,7 +148,7 @@ class _Model:
         kind = "soc" if set_["type"] == "SecondOrderCone" else "rsoc"
         if kind == "rsoc" and len(parts) < 3:
             raise LPFormatError(f"{at}: a rotated cone needs at least three components")
-        self.cones.append(Cone(kind, list(zip(parts, offsets)), where))
+        self.program.cone(kind, list(zip(parts, offsets)), where)
 
 
 def _interval(set_: dict, at: str) -> tuple[float, float]:
@@ -208,16 +183,15 @@ def read_mof(path: str) -> LinearProgram | NonlinearProgram:
     except (KeyError, TypeError) as err:
         raise LPFormatError(f"{path} is not a MathOptFormat model: {err}") from None
     m = _Model(path, names)
-    n = len(names)
+    program = m.program
     try:
         objective = model["objective"]
-        c = np.zeros(n)
         constant = 0.0
         maximize = objective.get("sense") == "max"
         if objective.get("sense") in ("min", "max"):
             terms, constant = m.affine(objective["function"], "the objective")
             for col, coef in terms.items():
-                c[col] = coef
+                program.cost[col] = coef
         for k, constraint in enumerate(model["constraints"]):
             name = constraint.get("name")
             name = name if isinstance(name, str) and name else f"c{k}"
@@ -233,15 +207,16 @@ def read_mof(path: str) -> LinearProgram | NonlinearProgram:
             lo, hi = _interval(set_, at)
             if kind == "Variable":  # a bound
                 col = m.column(function.get("name"), where)
-                m.lower[col], m.upper[col] = max(m.lower[col], lo), min(m.upper[col], hi)
+                program.lower[col] = max(program.lower[col], lo)
+                program.upper[col] = min(program.upper[col], hi)
             elif kind == "ScalarAffineFunction":
                 terms, const = m.affine(function, where)
-                m.linear_row(name, terms, lo - const, hi - const)
+                program.row(name, terms, lo - const, hi - const)
             elif kind == "ScalarQuadraticFunction":
                 expr, const = m.quadratic(function, where)
-                m.nonlinear_row(name, expr, lo - const, hi - const)
+                program.nonlinear(name, expr, lo - const, hi - const)
             elif kind == "ScalarNonlinearFunction":
-                m.nonlinear_row(name, m.expression(function, where), lo, hi)
+                program.nonlinear(name, m.expression(function, where), lo, hi)
             else:
                 raise LPFormatError(f"{at} has a {_brief(kind)} function this reader does not know")
     except KeyError as err:
@@ -250,28 +225,4 @@ def read_mof(path: str) -> LinearProgram | NonlinearProgram:
     except (TypeError, AttributeError, IndexError) as err:  # a list where an object belongs
         reason = str(err).splitlines()[0][:120]
         raise LPFormatError(f"{path} is not a MathOptFormat model: {reason}") from None
-    lp = LinearProgram(
-        name=os.path.basename(path),
-        variables=names,
-        col_lower=m.lower,
-        col_upper=m.upper,
-        objective=c,
-        objective_constant=constant,
-        maximize=maximize,
-        rows=m.rows,
-        row_lower=np.asarray(m.row_lower, dtype=np.float64),
-        row_upper=np.asarray(m.row_upper, dtype=np.float64),
-        row_start=np.asarray(m.starts, dtype=np.int64),
-        columns=np.asarray(m.cols, dtype=np.int64),
-        values=np.asarray(m.vals, dtype=np.float64),
-    )
-    if not m.nl and not m.cones:
-        return lp
-    return NonlinearProgram(
-        linear=lp,
-        constraints=m.nl,
-        names=m.nl_names,
-        lower=np.asarray(m.nl_lower, dtype=np.float64),
-        upper=np.asarray(m.nl_upper, dtype=np.float64),
-        cones=m.cones,
-    )
+    return program.build(os.path.basename(path), constant, maximize)

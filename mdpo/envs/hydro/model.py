@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdpo.envs.hydro.case import Branch, Case
+from mdpo.rules.builder import ProgramBuilder
 from mdpo.rules.lp import LinearProgram
-from mdpo.rules.nlp import Cone, Expr, NonlinearProgram, var
+from mdpo.rules.nlp import NonlinearProgram, var
 
 STAGE_K = 0.0036
 LOAD_SCALE = 0.6
@@ -64,98 +65,6 @@ class StageProblem:
     future_cost: int = -1  # the θ column, or -1
 
 
-class _Builder:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.lower: list[float] = []
-        self.upper: list[float] = []
-        self.cost: list[float] = []
-        self.rows: list[str] = []
-        self.row_lower: list[float] = []
-        self.row_upper: list[float] = []
-        self.starts = [0]
-        self.cols: list[int] = []
-        self.vals: list[float] = []
-        self.nl: list[Expr] = []
-        self.nl_names: list[str] = []
-        self.nl_lower: list[float] = []
-        self.nl_upper: list[float] = []
-        self.start: dict[int, float] = {}
-        self.cones: list[Cone] = []
-
-    def var(
-        self,
-        name: str,
-        lower: float = 0.0,
-        upper: float = np.inf,
-        cost: float = 0.0,
-        start: float | None = None,
-    ) -> int:
-        self.names.append(name)
-        self.lower.append(lower)
-        self.upper.append(upper)
-        self.cost.append(cost)
-        if start is not None:  # where a local solver starts (voltages at 1 p.u.)
-            self.start[len(self.names) - 1] = start
-        return len(self.names) - 1
-
-    def nonlinear(self, name: str, expr: Expr, lower: float, upper: float) -> None:
-        self.nl.append(expr)
-        self.nl_names.append(name)
-        self.nl_lower.append(lower)
-        self.nl_upper.append(upper)
-
-    def row(self, name: str, terms: dict[int, float], lower: float, upper: float) -> int:
-        merged: dict[int, float] = {}
-        for col, coef in terms.items():
-            merged[col] = merged.get(col, 0.0) + coef
-        for col in sorted(merged):
-            self.cols.append(col)
-            self.vals.append(merged[col])
-        self.starts.append(len(self.cols))
-        self.rows.append(name)
-        self.row_lower.append(lower)
-        self.row_upper.append(upper)
-        return len(self.rows) - 1
-
-    def cone(self, kind: str, components: list[tuple[dict[int, float], float]], name: str) -> None:
-        self.cones.append(Cone(kind, components, name))
-
-    def build(self, name: str) -> LinearProgram | NonlinearProgram:
-        lp = self._linear(name)
-        if not self.nl and not self.cones:
-            return lp
-        start = np.zeros(len(self.names))
-        for col, value in self.start.items():
-            start[col] = value
-        return NonlinearProgram(
-            linear=lp,
-            constraints=self.nl,
-            names=self.nl_names,
-            lower=np.asarray(self.nl_lower, dtype=np.float64),
-            upper=np.asarray(self.nl_upper, dtype=np.float64),
-            start=start,
-            cones=self.cones,
-        )
-
-    def _linear(self, name: str) -> LinearProgram:
-        return LinearProgram(
-            name=name,
-            variables=self.names,
-            col_lower=np.asarray(self.lower, dtype=np.float64),
-            col_upper=np.asarray(self.upper, dtype=np.float64),
-            objective=np.asarray(self.cost, dtype=np.float64),
-            objective_constant=0.0,
-            maximize=False,
-            rows=self.rows,
-            row_lower=np.asarray(self.row_lower, dtype=np.float64),
-            row_upper=np.asarray(self.row_upper, dtype=np.float64),
-            row_start=np.asarray(self.starts, dtype=np.int64),
-            columns=np.asarray(self.cols, dtype=np.int64),
-            values=np.asarray(self.vals, dtype=np.float64),
-        )
-
-
 def build_stage_problem(
     case: Case,
     volume_in: np.ndarray | None = None,
@@ -175,7 +84,7 @@ def build_stage_problem(
     w = case.inflows[0, :, 0] if inflow is None else np.asarray(inflow, dtype=np.float64)
     if w.shape != (n,):
         raise ValueError(f"inflow must have shape ({n},), got {w.shape}")
-    b = _Builder()
+    b = ProgramBuilder()
     v_in = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
     cols = _add_stage(b, case, "", v_in, w, stage_k, load_scale, formulation=formulation)
     # θ, the cost of the stages after this one, bounded below by SDDP's cuts (costs are >= 0)
@@ -255,7 +164,7 @@ def build_deterministic_equivalent(
     if penalty < 0:
         raise ValueError(f"slack_penalty must not be negative, got {penalty}")
     v0 = _initial_volume(case, volume_in)
-    b = _Builder()
+    b = ProgramBuilder()
     first = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
     incoming = first
     inflow_cols, out_cols, generation_cols, deficit_cols = [], [], [], []
@@ -321,7 +230,7 @@ def check_formulation(formulation: str) -> str:
 
 
 def _add_stage(
-    b: _Builder,
+    b: ProgramBuilder,
     case: Case,
     prefix: str,
     v_in: list[int],
@@ -349,7 +258,9 @@ def _add_stage(
 class _Network:
     """One stage's network: generation, deficits and the power flow of a formulation."""
 
-    def __init__(self, b: _Builder, case: Case, prefix: str, load_scale: float, weight: float):
+    def __init__(
+        self, b: ProgramBuilder, case: Case, prefix: str, load_scale: float, weight: float
+    ):
         self.b, self.case, self.prefix = b, case, prefix
         # every unit's own cost, hydro included (the Bolivia data gives turbines a small one)
         self.pg = [
@@ -639,7 +550,7 @@ def _angle_difference_cuts(
 
 
 def _add_hydro(
-    b: _Builder,
+    b: ProgramBuilder,
     case: Case,
     prefix: str,
     v_in: list[int],
@@ -706,7 +617,7 @@ def build_scenario_tree(
     by its probability and fed by its parent's outgoing volumes. Its optimum is the exact
     expected cost SDDP's lower bound converges to; exponential, so for small trees only."""
     v0 = _initial_volume(case, volume_in)
-    b = _Builder()
+    b = ProgramBuilder()
     root = [b.var(f"volume_in[{p.name}]", v0[k], v0[k]) for k, p in enumerate(case.plants)]
     frontier = [(root, 1.0, "")]
     for t in range(horizon):
