@@ -758,7 +758,10 @@ class OPPO(OfflineAgent):
             # dataset (imitation needs no labels), the labels shape z
             him_a = self.sampler.gather(*self.sampler.sample(self.batch_size, self.rng))
             him_b = self.sampler.gather(*self.sampler.sample(self.batch_size, self.rng))
-        total, parts = self.losses(seg_a, seg_b, label, him_a, him_b)
+        # one autocast region for the whole forward pass: torch keeps the weights' bfloat16
+        # copies until its outermost region ends (a region per network call cast them anew)
+        with self._forward_precision():
+            total, parts = self.losses(seg_a, seg_b, label, him_a, him_b)
         self.encoder_optimizer.zero_grad(set_to_none=True)
         self.policy_optimizer.zero_grad(set_to_none=True)
         total.backward()
