@@ -167,3 +167,39 @@ def test_case3_ac_end_to_end_through_the_command_line(tmp_path, capsys):
     assert main(["hydro", "simulate", "myopic", *common, "--stages", "8", "--out", str(dc)]) == 0
     assert main(["hydro", "compare", str(out / "myopic"), str(dc), "--out", str(out)]) == 2
     assert "different power flows" in capsys.readouterr().err
+
+
+def test_an_unsolvable_stage_is_one_line_from_the_command_line(tmp_path, capsys):
+    """A case whose AC stage cannot be met (no reactive power anywhere, reactive load that
+    shedding active power cannot serve): the solver's status in one line, no traceback."""
+    import shutil
+
+    from mdpo.cli.main import main
+
+    folder = tmp_path / "tight"
+    shutil.copytree("envs/hydro/data/case3", folder)
+    network = json.loads((folder / "PowerModels.json").read_text())
+    for gen in network["gen"].values():
+        gen["qmin"] = gen["qmax"] = 0.0
+    for load in network["load"].values():
+        load["qd"] = 5.0
+    (folder / "PowerModels.json").write_text(json.dumps(network))
+    argv = ["hydro", "simulate", "myopic", "--case", str(folder), "--load-scale", "1.0"]
+    argv += ["--scenarios", "1", "--stages", "2", "--formulation", "ac", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mdpo hydro: error: ") and "Ipopt ended with status" in err
+    assert "\n" not in err
+
+
+def test_soc_refuses_angle_limits_its_rows_cannot_hold():
+    import dataclasses
+
+    from mdpo.envs.hydro.model import build_stage_problem
+
+    case = load_case("case3")
+    wide = dataclasses.replace(case.branches[0], angmin=-2.0, angmax=2.0)
+    case = dataclasses.replace(case, branches=(wide, *case.branches[1:]))
+    with pytest.raises(ValueError, match="outside .-π/2, π/2."):
+        build_stage_problem(case, formulation="soc")
+    build_stage_problem(case, formulation="dc")  # the DC flow has no such rows

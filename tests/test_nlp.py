@@ -305,3 +305,48 @@ def test_clarabel_row_duals_cuts_and_named_failures():
         model.solve()
     with pytest.raises(TypeError, match="Clarabel solves linear rows and cones only"):
         open_model(_circle_problem(), backend="clarabel")
+
+
+def test_reader_bounds_the_nodes_of_a_whole_file(tmp_path):
+    """Many constraints each just under the per-expression bound are refused together: a
+    small file cannot expand into gigabytes of expression trees."""
+    doubling = [{"type": "+", "args": ["x", "x"]}] + [
+        {"type": "+", "args": [{"type": "node", "index": k}, {"type": "node", "index": k}]}
+        for k in range(1, 11)
+    ]  # about 6 000 nodes once expanded, under the per-expression 10 000
+    constraint = {
+        "function": {
+            "type": "ScalarNonlinearFunction",
+            "root": {"type": "node", "index": len(doubling)},
+            "node_list": doubling,
+        },
+        "set": {"type": "LessThan", "upper": 1.0},
+    }
+    path = _mof(tmp_path, [{**constraint, "name": f"g{k}"} for k in range(200)])
+    with pytest.raises(LPFormatError, match="more than 1000000 nodes in all"):
+        read_mof(path)
+
+
+def test_a_cone_no_point_can_meet_is_refused(tmp_path):
+    from mdpo.rules.nlp import Cone
+
+    with pytest.raises(ValueError, match="bound side is a negative constant"):
+        Cone("soc", [({}, -1.0), ({0: 1.0}, 0.0)], "c")
+    path = _mof(
+        tmp_path,
+        [
+            {
+                "name": "c",
+                "function": {
+                    "type": "VectorAffineFunction",
+                    "terms": [
+                        {"output_index": 2, "scalar_term": {"coefficient": 1.0, "variable": "x"}}
+                    ],
+                    "constants": [-1.0, 0.0],
+                },
+                "set": {"type": "SecondOrderCone", "dimension": 2},
+            }
+        ],
+    )
+    with pytest.raises(LPFormatError, match="a cone's bound side is a negative constant"):
+        read_mof(path)

@@ -118,3 +118,10 @@ def test_foresee_labels_compare_the_returns_of_the_steps_ahead():
         parse_labels("file:labels.csv,foresee=200")
     with pytest.raises(ValueError, match="foresee must be positive"):
         parse_labels("scripted:foresee=0")
+    with pytest.raises(ValueError, match="is over 2"):
+        parse_labels(f"scripted:foresee={10**19}")
+    # a horizon past every episode is the rest of each episode (no overflow)
+    np.testing.assert_allclose(
+        sampler.window_returns(episode, start, 2**62).numpy(),
+        sampler.window_returns(episode, start, 100).numpy(),
+    )

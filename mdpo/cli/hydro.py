@@ -436,6 +436,7 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
     folder = RunFolder(args.out, "mdpo hydro tsddr")
     checkpoints = folder.checkpoints("checkpoint_*.zip")  # zero-padded steps: step order
     previous_seconds = 0.0
+    started_from = None  # --init's model, for a new run (a resumed one started before)
     if checkpoints and not args.restart:
         # the checkpoint's best model path is relative to this folder (TSDDR.load refuses
         # one that leads out of it): a copied run folder writes into the copy
@@ -451,6 +452,9 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         )
         if previous_seconds < 0:
             raise BadFileError(f"{state_path}: train_seconds is negative")
+        started_from = read_json_file(state_path).get("init")  # recorded, never opened
+        if started_from is not None and not isinstance(started_from, str):
+            raise BadFileError(f"{state_path}: init must be a path or null")
         if os.path.exists(f"{best_path}.json"):
             agent.best_eval_cost = field_float(
                 read_json_file(f"{best_path}.json").get("eval_mean_cost"),
@@ -478,6 +482,7 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
         )
         if args.init:
             start_from(agent, args.init)
+            started_from = args.init
     start = time.perf_counter()
 
     class Checkpoint(BaseCallback):
@@ -489,7 +494,12 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
                 self.model.save(folder.file(name))
                 seconds = previous_seconds + time.perf_counter() - start
                 write_json_atomic(
-                    state_path, {"steps": self.model.num_timesteps, "train_seconds": seconds}
+                    state_path,
+                    {
+                        "steps": self.model.num_timesteps,
+                        "train_seconds": seconds,
+                        "init": started_from,
+                    },
                 )
                 folder.keep_last("checkpoint_*.zip", 1)
             return True
@@ -540,7 +550,7 @@ def _tsddr_in_folder(args: argparse.Namespace) -> int:
             "model_step": agent.num_timesteps,
             "validation_cost": best.get("eval_mean_cost"),
             "slack_penalty": problem.slack_penalty,
-            "init": args.init,
+            "init": started_from,
         },
     )
     return 0

@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from mdpo.cli.run_folder import RunFolderBusy
     from mdpo.cli.threads import apply_threads
+    from mdpo.rules.backend import SolveError
 
     try:
         apply_threads(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError, RunFolderBusy) as err:  # the user's input
+    # the user's input, or a problem it made that a solver could not solve (an AC stage
+    # without enough reactive power, a case with too little generation...)
+    except (ValueError, FileNotFoundError, RunFolderBusy, SolveError) as err:
         # (BadFileError and ModelFileError are ValueErrors): one line, never a traceback
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"mdpo {args.command}: error: {message}", file=sys.stderr)

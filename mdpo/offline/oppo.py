@@ -93,7 +93,7 @@ class FastDropout(nn.Module):
 
     def __init__(self, p: float = 0.1):
         super().__init__()
-        if not 0.0 <= p < 1.0:
+        if not 0.0 <= p < 1.0 or round(p * 65536) >= 65536:
             raise ValueError(f"dropout must be in [0, 1), got {p}")
         self.p = p
         self.threshold = round(p * 65536) - 32768  # draws below it are dropped
@@ -423,7 +423,8 @@ class OPPO(OfflineAgent):
             dropout 0.1).
         max_timestep: timestep embeddings (the dataset env's episode limit when ``None``).
         precision: ``"fp32"``, or ``"bf16"``: the encoder's and the policy's forward passes in
-            training run in bfloat16 (autocast; weights, optimizers and losses stay float32).
+            training (and :meth:`embed`) run in bfloat16 (autocast; weights, optimizers and
+            losses stay float32).
             On CPUs with AVX-512 BF16 a matrix product runs about 10x faster in bfloat16
             (``results/oppo_speed``); acting stays float32.
         normalize_context: give the policy ``z / ‖z‖`` (see the module docstring); ``False``:

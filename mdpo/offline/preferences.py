@@ -123,6 +123,7 @@ class SegmentSampler:
         (fewer where the episode ends first): the authors' scripted labels look 200 steps
         ahead of a 20-step segment (``foresee``)."""
         episode, start = episode.to(self.device), start.to(self.device)
+        horizon = min(int(horizon), int(self.lengths.max()))  # no episode is longer
         first = self._offsets_t[episode] + start
         end = self._offsets_t[episode] + torch.minimum(start + horizon, self._lengths_t[episode])
         return self._reward_sums[end] - self._reward_sums[first]
@@ -414,6 +415,8 @@ def parse_labels(spec: str) -> dict:
             raise ValueError(f"labels {spec!r}: {key} must be an integer, got {value!r}") from None
         if number < (0 if key == "seed" else 1):
             raise ValueError(f"labels {spec!r}: {key} must be positive, got {number}")
+        if number > 2**31:
+            raise ValueError(f"labels {spec!r}: {key} = {number} is over 2^31")
         result[key] = number
     if source == "file" and (result["queries"] is not None or result["foresee"] is not None):
         raise ValueError(f"labels {spec!r}: queries= and foresee= apply to scripted labels only")

@@ -227,10 +227,17 @@ class SolverPool:
         except ImportError:
             raise ValueError('the ray backend needs Ray: pip install -e ".[ray]"') from None
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            except Exception as err:  # Ray's own errors: connection, version, resources
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ValueError(
+                    f"could not start {where}: {type(err).__name__} {reason}"
+                ) from None
             self._ray_started = True
         actor = ray.remote(num_cpus=1)(_Solver)
         problem = ray.put(self.problem)  # sent once, shared by the actors of a node

@@ -31,6 +31,8 @@ MAX_EXPRESSION_DEPTH = 64
 #: the most nodes one expression may expand to: node references can share a node many times
 #: (``n_k = n_{k-1} + n_{k-1}`` doubles at each of 64 levels); the AC files' largest has 22
 MAX_EXPRESSION_NODES = 10_000
+#: the most nodes all the expressions of a file may expand to (Bolivia's AC file: about 3 500)
+MAX_MODEL_NODES = 1_000_000
 
 
 class _Model:
@@ -40,6 +42,7 @@ class _Model:
         self.path = path
         self.index = {name: i for i, name in enumerate(names)}
         self.program = ProgramBuilder()
+        self.nodes = 0  # expanded so far, all expressions of the file together
         for name in names:
             self.program.var(name, -np.inf, np.inf)
 
@@ -87,10 +90,16 @@ class _Model:
         def convert(node: Any, depth: int) -> Expr:
             nonlocal expanded
             expanded += 1
+            self.nodes += 1
             if expanded > MAX_EXPRESSION_NODES:
                 raise LPFormatError(
                     f"{self.path}: {where}: the expression expands to more than "
                     f"{MAX_EXPRESSION_NODES} nodes"
+                )
+            if self.nodes > MAX_MODEL_NODES:
+                raise LPFormatError(
+                    f"{self.path}: {where}: the file's expressions expand to more than "
+                    f"{MAX_MODEL_NODES} nodes in all"
                 )
             if depth > MAX_EXPRESSION_DEPTH:
                 raise LPFormatError(
@@ -146,6 +155,9 @@ class _Model:
             parts[k - 1][col] = parts[k - 1].get(col, 0.0) + _number(scalar["coefficient"], at)
         offsets = [_number(c, at) for c in constants]
         kind = "soc" if set_["type"] == "SecondOrderCone" else "rsoc"
+        for k in range(1 if kind == "soc" else 2):
+            if not parts[k] and offsets[k] < 0:
+                raise LPFormatError(f"{at}: a cone's bound side is a negative constant")
         if kind == "rsoc" and len(parts) < 3:
             raise LPFormatError(f"{at}: a rotated cone needs at least three components")
         self.program.cone(kind, list(zip(parts, offsets)), where)

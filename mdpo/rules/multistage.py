@@ -26,7 +26,7 @@ from mdpo.rules.nlp import NonlinearProgram
 
 @dataclass
 class TargetProblem:
-    """A ``T``-stage linear problem with target rows, and where its parameters live.
+    """A ``T``-stage problem (linear or not) with target rows, and where its parameters live.
 
     Index arrays: ``state_in`` ``[S]`` (columns fixed to the initial state), ``noise``
     ``[T, U]`` (columns fixed to the uncertainty), ``state_out`` ``[T, S]``, ``target_rows``
@@ -120,7 +120,7 @@ def solve_with_targets(
 
     Args:
         pool: a backend pool built on ``target_problem.program`` with :func:`target_selection` (e.g.
-            :class:`mdpo.rules.highs.SolverPool`).
+            :class:`mdpo.rules.backend.SolverPool`).
         target_problem: the problem.
         initial_state: ``[S]``.
         noise: ``[B, T, U]``.

@@ -102,6 +102,9 @@ class Cone:
         least = 2 if self.kind == "soc" else 3
         if self.kind not in ("soc", "rsoc") or len(self.components) < least:
             raise ValueError(f"cone {self.name!r}: {self.kind} with {len(self.components)} parts")
+        for terms, constant in self.components[: self.leading()]:
+            if not terms and constant < 0:  # no point can meet it
+                raise ValueError(f"cone {self.name!r}: its bound side is a negative constant")
 
     def leading(self) -> int:
         """How many components are the (non-negative) bound side: 1 (soc) or 2 (rsoc)."""

@@ -499,6 +499,11 @@ def _bus_pairs(case: Case) -> dict[tuple[int, int], dict[str, float]]:
     buses = {bus.index: bus for bus in case.buses}
     pairs: dict[tuple[int, int], dict[str, float]] = {}
     for br in case.branches:
+        if not -np.pi / 2 < br.angmin <= br.angmax < np.pi / 2:
+            raise ValueError(
+                f"branch {br.index}: angle limits [{br.angmin}, {br.angmax}] outside "
+                "(-π/2, π/2): the SOC relaxation's angle rows need them inside (as PowerModels)"
+            )
         key = (br.f_bus, br.t_bus)
         if key in pairs:
             pairs[key]["angmin"] = max(pairs[key]["angmin"], br.angmin)

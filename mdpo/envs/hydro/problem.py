@@ -42,7 +42,7 @@ class HydroProblem(MultiStageProblem):
         load_scale: factor on every load.
         slack_penalty: cost per hm³ of target slack (default the largest cost coefficient).
         formulation: the power flow of the stage problems: ``"dc"`` (linear programs, HiGHS),
-            ``"soc"`` or ``"ac"`` (non-linear, Ipopt).
+            ``"soc"`` (conic, Clarabel) or ``"ac"`` (non-linear, Ipopt).
     """
 
     def __init__(
