@@ -203,3 +203,24 @@ def test_soc_refuses_angle_limits_its_rows_cannot_hold():
     with pytest.raises(ValueError, match="outside .-π/2, π/2."):
         build_stage_problem(case, formulation="soc")
     build_stage_problem(case, formulation="dc")  # the DC flow has no such rows
+
+
+def test_agents_train_on_the_ac_env_from_the_command_line(tmp_path):
+    """`mdpo train ... HydroDispatch-v0` in a fresh interpreter: the command registers the
+    suite's env itself (the command table imports only the train command's module), and
+    `formulation` reaches the env."""
+    import subprocess
+    import sys
+
+    kwargs = '{"case": "case3", "horizon": 4, "load_scale": 1.0, "formulation": "ac"}'
+    argv = ["train", "PPO", "HydroDispatch-v0", "--set", f"env_kwargs={kwargs}", "-n", "32"]
+    argv += ["--set", "n_steps=16", "--set", "batch_size=16", "--no-progress", "--threads", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mdpo", *argv, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["hyperparameters"]["env_kwargs"]["formulation"] == "ac"

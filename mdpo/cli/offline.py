@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0, the suite's own env
 from mdpo.cli.datasets import KINDS, Teacher, make_dataset
 from mdpo.cli.overrides import parse_overrides
 from mdpo.cli.run_folder import (

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0, the suite's own env
 from mdpo.cli.overrides import NOT_SETTABLE, parse_overrides
 from mdpo.cli.presets import load_preset, preset_entry, resolve_schedules
 from mdpo.cli.run_folder import (

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0, the suite's own env
 from mdpo.cli.overrides import parse_overrides
 from mdpo.cli.threads import add_threads_option
 from mdpo.core.registry import RL_ALGORITHMS

@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0, the suite's own env
 from mdpo.cli.run_folder import resolve_model
 from mdpo.core.learner import Learner
 from mdpo.rl.runners import TORCH_PREFIX, check_env_id

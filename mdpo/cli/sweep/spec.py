@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0, the suite's own env
 from mdpo.core.limits import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
