@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from rule_gradients import check_rule_gradient
 
 import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 from mdpo import TSDDR
@@ -16,7 +16,6 @@ from mdpo.envs.hydro import load_case
 from mdpo.envs.hydro.model import build_deterministic_equivalent
 from mdpo.envs.hydro.sddp import SDDP
 from mdpo.rules.backend import open_model
-from mdpo.rules.tsddr import target_cost
 
 
 @pytest.mark.parametrize(
@@ -44,39 +43,7 @@ def test_ac_dual_gradient_equals_finite_differences(case, horizon, policy):
         **kwargs,
     )
     assert agent.problem.formulation == "ac"
-    agent.policy.double()
-    with torch.no_grad():
-        for param in agent.policy.parameters():
-            noise = torch.randn(param.shape, generator=torch.Generator().manual_seed(0))
-            param.add_(0.3 * noise.to(param.dtype))
-    noise = agent.problem.sample_noise(2, np.random.default_rng(5))
-    noise_t = torch.as_tensor(noise)
-    initial = torch.as_tensor(agent.problem.initial_state)
-
-    def mean_cost() -> float:
-        with torch.no_grad():
-            targets = agent.policy.targets(noise_t, initial).numpy()
-        return float(agent.solve(noise, targets).cost.mean())
-
-    cost, _ = target_cost(agent.policy.targets(noise_t, initial), lambda x: agent.solve(noise, x))
-    agent.policy.zero_grad()
-    cost.mean().backward()
-    rng = np.random.default_rng(0)
-    checked = 0
-    for param in agent.policy.parameters():
-        flat, grad = param.data.view(-1), param.grad.view(-1)
-        for index in rng.choice(flat.numel(), size=min(2, flat.numel()), replace=False):
-            eps, old = 1e-5, flat[index].item()
-            flat[index] = old + eps
-            right = mean_cost()
-            flat[index] = old - eps
-            left = mean_cost()
-            flat[index] = old
-            assert grad[index].item() == pytest.approx(
-                (right - left) / (2 * eps), rel=1e-4, abs=1e-3
-            ), (param.shape, index)
-            checked += 1
-    agent.close()
+    checked = check_rule_gradient(agent, 2, per_parameter=2, eps=1e-5, rel=1e-4, abs=1e-3)
     assert checked >= 4
 
 

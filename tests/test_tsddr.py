@@ -5,6 +5,7 @@ SDDP, save / load / resume, the stage-by-stage evaluation against the gymnasium 
 import numpy as np
 import pytest
 import torch
+from rule_gradients import check_rule_gradient
 
 import mdpo.envs.hydro  # noqa: F401 - registers HydroDispatch-v0
 from mdpo import TSDDR
@@ -39,47 +40,7 @@ def test_dual_gradient_equals_finite_differences(policy):
         )
     else:
         agent = case3_agent(policy, horizon=4, eval_freq=0)
-    agent.policy.double()
-    with torch.no_grad():  # move the rules off their (flat) starting points
-        for param in agent.policy.parameters():
-            param.add_(
-                0.3
-                * torch.randn(
-                    param.shape, generator=torch.Generator().manual_seed(0), dtype=param.dtype
-                )
-            )
-    noise = agent.problem.sample_noise(3, np.random.default_rng(5))
-    noise_t = torch.as_tensor(noise)
-    initial = torch.as_tensor(agent.problem.initial_state)
-
-    def mean_cost() -> float:
-        with torch.no_grad():
-            targets = agent.policy.targets(noise_t, initial).numpy()
-        return float(agent.solve(noise, targets).cost.mean())
-
-    from mdpo.rules.tsddr import target_cost
-
-    targets = agent.policy.targets(noise_t, initial)
-    cost, _ = target_cost(targets, lambda x: agent.solve(noise, x))
-    agent.policy.zero_grad()
-    cost.mean().backward()
-    params = [p for p in agent.policy.parameters()]
-    checked = 0
-    rng = np.random.default_rng(0)
-    for param in params:
-        flat, grad = param.data.view(-1), param.grad.view(-1)
-        for index in rng.choice(flat.numel(), size=min(3, flat.numel()), replace=False):
-            eps, old = 1e-6, flat[index].item()
-            flat[index] = old + eps
-            right = mean_cost()
-            flat[index] = old - eps
-            left = mean_cost()
-            flat[index] = old
-            assert grad[index].item() == pytest.approx(
-                (right - left) / (2 * eps), rel=1e-3, abs=1e-2
-            ), (param.shape, index)
-            checked += 1
-    agent.close()
+    checked = check_rule_gradient(agent, 3, per_parameter=3, eps=1e-6, rel=1e-3, abs=1e-2)
     assert checked >= 6
 
 
