@@ -107,6 +107,12 @@ class IpoptModel(BoundsInArrays):
             matrix = ca.DM.triplet(rows.tolist(), cols.tolist(), vals.tolist(), m, n)
             return ca.mtimes(matrix, x)
 
+        def stacked(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+            """``Σ values·x[columns]`` of each ``(columns, values)`` row."""
+            rows = np.concatenate([np.full(len(c), k) for k, (c, _) in enumerate(pairs)])
+            cols = np.concatenate([c for c, _ in pairs])
+            return product(rows, cols, np.concatenate([v for _, v in pairs]), len(pairs))
+
         # rows: the linear ones (one sparse product), the non-linear ones, then the cuts
         parts = []
         if lp.n_rows:
@@ -115,10 +121,7 @@ class IpoptModel(BoundsInArrays):
         parts += [to_casadi(expr, x, ca) for expr in p.constraints]
         parts += [to_casadi(cone.expression(), x, ca) for cone in p.cones]
         if self._cuts:
-            rows = np.concatenate([np.full(len(c), k) for k, (c, _) in enumerate(self._cuts)])
-            cols = np.concatenate([c for c, _ in self._cuts])
-            vals = np.concatenate([v for _, v in self._cuts])
-            parts.append(product(rows, cols, vals, len(self._cuts)))
+            parts.append(stacked(self._cuts))
         # the cones' leading components are non-negative: rows after every public one
         hidden = [
             (terms, constant)
@@ -128,10 +131,14 @@ class IpoptModel(BoundsInArrays):
         ]
         self._hidden_lower = np.array([-constant for _, constant in hidden])
         if hidden:
-            rows = np.concatenate([np.full(len(t), k) for k, (t, _) in enumerate(hidden)])
-            cols = np.concatenate([np.fromiter(t, np.int64) for t, _ in hidden])
-            vals = np.concatenate([np.fromiter(t.values(), np.float64) for t, _ in hidden])
-            parts.append(product(rows, cols, vals, len(hidden)))
+            parts.append(
+                stacked(
+                    [
+                        (np.fromiter(t, np.int64), np.fromiter(t.values(), np.float64))
+                        for t, _ in hidden
+                    ]
+                )
+            )
         sign = -1.0 if lp.maximize else 1.0
         objective = sign * (ca.dot(ca.DM(lp.objective), x) + lp.objective_constant)
         options = {
