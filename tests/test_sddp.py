@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mdpo.envs.hydro import load_case
-from mdpo.envs.hydro.model import build_scenario_tree
+from mdpo.envs.hydro.model import build_scenario_tree, build_stage_problem
 from mdpo.envs.hydro.sddp import SDDP
 from mdpo.rules.highs import HighsModel
 
@@ -162,3 +162,40 @@ def test_evaluation_paths_are_prefixes_in_scenarios_and_stages():
     np.testing.assert_array_equal(evaluation_paths(case, 20, 7), full[:, :7])
     assert not np.array_equal(evaluation_paths(case, 5, 30, seed=1), full[:5])
     assert len(np.unique(full)) > 10  # the 15 columns are all used
+
+
+def test_myopic_policy_spends_least_now_and_keeps_the_water_it_cannot_use():
+    """The myopic stage decision is the lexicographic optimum, computed here with two
+    separate solves of Bolivia's DC stage problem in a wet stage: least immediate cost
+    first, then, at that cost, the most water kept. Without the tie-break the stored volume
+    is whatever vertex the solver lands on (and Ipopt spills what HiGHS stores)."""
+    import dataclasses
+
+    case = load_case("bolivia")
+    policy = SDDP.myopic(case, 1)
+    inflows, _ = policy.realizations(0)
+    records = policy.simulate(np.array([[3]]))
+    stage = build_stage_problem(case, volume_in=policy.volume0, inflow=inflows[3])
+    lp = stage.program
+    least = HighsModel(lp).solve().objective
+    # second solve: maximize the stored water among the decisions that cost `least`
+    cost_row = np.flatnonzero(lp.objective)
+    keep = dataclasses.replace(
+        lp,
+        objective=np.zeros(lp.n_variables),
+        objective_constant=0.0,
+        maximize=True,
+        rows=[*lp.rows, "cost_at_most_least"],
+        row_lower=np.append(lp.row_lower, -np.inf),
+        row_upper=np.append(lp.row_upper, least - lp.objective_constant + 1e-7 * abs(least)),
+        row_start=np.append(lp.row_start, lp.row_start[-1] + len(cost_row)),
+        columns=np.concatenate([lp.columns, cost_row]),
+        values=np.concatenate([lp.values, lp.objective[cost_row]]),
+    )
+    keep.objective[stage.volume_out] = 1.0
+    most_kept = HighsModel(keep).solve().objective
+    assert records.cost[0, 0] == pytest.approx(least, rel=1e-7)
+    assert records.volume[0, 0].sum() == pytest.approx(most_kept, rel=1e-6)
+    # the tie matters here: the least-cost decisions differ in what they keep
+    keep.maximize = False
+    assert HighsModel(keep).solve().objective < 0.9 * most_kept

@@ -318,7 +318,7 @@ def load_policy(
     simulation has the power flow ``formulation``."""
 
     if spec == "myopic":
-        sddp = SDDP(case, stages, load_scale=load_scale)  # no cuts: the future is worth 0
+        sddp = SDDP.myopic(case, stages, load_scale=load_scale)
 
         def myopic(paths, progress):
             return sddp.simulate(paths, progress=progress, formulation=formulation)

@@ -50,6 +50,8 @@ from mdpo.rules.backend import open_model
 BYTES_PER_NUMBER = 26
 #: what a cut file may hold besides its cuts (case name, horizon, ... and brackets)
 HEADER_BYTES = 1 << 20
+#: the myopic policy's value of stored water (cost per hm³), only there to break ties
+MYOPIC_KEEP_WATER = 1e-3
 
 
 class CutFileError(BadFileError):
@@ -232,6 +234,31 @@ class SDDP:
         self.seed = int(seed)
         self.volume0 = np.array([p.initial_volume for p in case.plants])
         self.log = SDDPLog()
+
+    @classmethod
+    def myopic(
+        cls,
+        case: Case,
+        horizon: int,
+        stage_k: float = STAGE_K,
+        load_scale: float = LOAD_SCALE,
+        keep_water: float = MYOPIC_KEEP_WATER,
+    ) -> SDDP:
+        """The myopic policy: each stage at its least immediate cost, stored water worth
+        nothing, except that among equally cheap decisions it keeps water rather than
+        spilling it (a value of ``keep_water`` per hm³, far below any fuel cost). Without
+        that tie-break the policy is not defined: HiGHS's simplex happens to store the water
+        a stage cannot use and Ipopt's interior point spreads it between storage and spill,
+        which on Bolivia made the myopic rule 9% above perfect foresight on DC and 20% on AC
+        for that reason alone. The value enters as one cut per stage, ``θ >= keep_water ·
+        (capacity - v_out) >= 0``; reported costs leave θ out."""
+        policy = cls(case, horizon, stage_k=stage_k, load_scale=load_scale)
+        capacity = np.array([p.max_volume for p in case.plants], dtype=np.float64)
+        for t in range(policy.horizon):
+            policy.add_cut(
+                t, keep_water * float(capacity.sum()), -keep_water * np.ones_like(capacity)
+            )
+        return policy
 
     def _stage_problem(self, formulation: str):
         return build_stage_problem(
