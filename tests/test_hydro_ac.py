@@ -191,3 +191,42 @@ def test_agents_train_on_the_ac_env_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["hyperparameters"]["env_kwargs"]["formulation"] == "ac"
+
+
+def test_an_ac_stage_that_cycles_under_the_monotone_barrier_is_solved_by_the_fallback():
+    """A Bolivia AC stage problem (empty reservoirs, the myopic policy's keep-water cut) on
+    which Ipopt's default monotone barrier update runs to its iteration limit from the flat
+    start; the model's last attempt, the adaptive update, solves it (found on evaluation path
+    0, stage 88, of the AC study). The optimum is checked against the same problem without the
+    cut, whose cost differs by the cut's value alone (the water kept is the same: none)."""
+    from mdpo.envs.hydro.model import build_stage_problem
+    from mdpo.envs.hydro.sddp import MYOPIC_KEEP_WATER
+
+    case = load_case("bolivia")
+    # the state, to the last bit: the failure depends on it (and on the cut's intercept)
+    volume = np.array(
+        [1.4204181543468748e-13, 8.193826555440937e-14, 0.0002406555019744597,
+         1.9052380506854855e-13, 6.139840614017438e-14, 1.398143252841203e-13,
+         2.77444058644293e-13, 9.476653098749155e-14, 1.9674125816732148e-13, 0.0,
+         3.7783595399635866e-13]
+    )  # fmt: skip
+    inflow = np.array(
+        [0.5619748893093448, 4.331251417431633, 0.5125626308018718, 2.072455483926166,
+         3.458518411660018, 4.740012084426849, 0.2706206040720523, 2.612067397172225,
+         2.1127722405877623, 0.7232435640799311, 2.323801004708008]
+    )  # fmt: skip
+    policy = SDDP.myopic(case, 1)
+    _, intercept, slopes = policy.cuts[0]
+    stage = build_stage_problem(case, volume, inflow, formulation="ac", future_cost=True)
+    model = open_model(stage.program, warm_start=False)
+    model.add_rows([intercept], [np.inf], [policy._cut_row(stage, slopes)])
+    _, status = model._attempt(model._start)
+    assert status == "Maximum_Iterations_Exceeded"  # the case this test is about
+    solution = model.solve()
+    plain = open_model(stage.program).solve()
+    kept = solution.primal[stage.volume_out].sum()
+    assert kept == pytest.approx(plain.primal[stage.volume_out].sum(), abs=1e-6)
+    assert solution.objective == pytest.approx(
+        plain.objective + intercept + slopes @ solution.primal[stage.volume_out], rel=1e-7
+    )
+    assert intercept == pytest.approx(MYOPIC_KEEP_WATER * sum(p.max_volume for p in case.plants))
