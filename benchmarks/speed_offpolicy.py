@@ -28,15 +28,49 @@ from common import run_metadata, write_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-KINDS = ("sb3", "SAC", "OffPolicyMDPO")
-LABELS = {"sb3": "SB3 SAC", "SAC": "mdpo SAC", "OffPolicyMDPO": "mdpo MDPO-KL (off-policy)"}
+#: what is measured: SB3's SAC, then ours, each as ``Algo[+bf16][+compile]`` (the update's
+#: networks in bfloat16 under autocast; the update's losses compiled with torch.compile)
+KINDS = (
+    "sb3",
+    "SAC",
+    "SAC+compile",
+    "SAC+bf16",
+    "SAC+bf16+compile",
+    "OffPolicyMDPO",
+    "OffPolicyMDPO+compile",
+    "OffPolicyMDPO+bf16",
+    "OffPolicyMDPO+bf16+compile",
+)
+NAMES = {"sb3": "SB3 SAC", "SAC": "mdpo SAC", "OffPolicyMDPO": "mdpo MDPO-KL (off-policy)"}
 
 
-def matmul_gflops(size: int = 256, seconds: float = 1.0) -> float:
-    """Measured float32 GFLOP/s of ``[size, size] @ [size, size]`` on one thread."""
+def label(kind: str) -> str:
+    """``SAC+bf16+compile`` → ``mdpo SAC, bf16, compiled``."""
+    algo, *flags = kind.split("+")
+    words = {"bf16": "bf16", "compile": "compiled"}
+    return ", ".join([NAMES[algo], *(words[f] for f in flags)])
+
+
+def options(kind: str) -> dict:
+    """The constructor options of a kind."""
+    flags = kind.split("+")[1:]
+    unknown = set(flags) - {"bf16", "compile"}
+    if unknown or kind.split("+")[0] not in NAMES:
+        raise SystemExit(f"unknown kind {kind!r}: Algo[+bf16][+compile], Algo in {list(NAMES)}")
+    out: dict = {}
+    if "bf16" in flags:
+        out["precision"] = "bfloat16"
+    if "compile" in flags:
+        out["compile_update"] = True
+    return out
+
+
+def matmul_gflops(size: int = 256, seconds: float = 1.0, dtype: str = "float32") -> float:
+    """Measured GFLOP/s of ``[size, size] @ [size, size]`` on one thread."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size).to(getattr(torch, dtype))
+    b = torch.randn(size, size).to(getattr(torch, dtype))
     for _ in range(20):
         a @ b
     count, start = 0, time.perf_counter()
@@ -90,9 +124,10 @@ def make_agent(kind: str, env_id: str, seed: int, learning_starts: int):
         return SAC("MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts)
     import mdpo
 
-    return getattr(mdpo, kind)(
-        "MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts
-    )
+    return getattr(mdpo, kind.split("+")[0])(
+        "MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts,
+        **options(kind),
+    )  # fmt: skip
 
 
 def worker(kind: str, env_id: str, fill: int, updates: int, steps: int, seed: int) -> dict:
@@ -101,18 +136,24 @@ def worker(kind: str, env_id: str, fill: int, updates: int, steps: int, seed: in
 
     torch.set_num_threads(1)
     if kind == "flops":
-        return {"gflops": matmul_gflops()}
+        return {"gflops": matmul_gflops(), "gflops_bf16": matmul_gflops(dtype="bfloat16")}
     agent = make_agent(kind, env_id, seed, learning_starts=fill)
     agent.learn(fill)  # warm-up only: uniform random actions fill the buffer, no update
     train = (lambda n: agent.train(n, 256)) if kind == "sb3" else agent.train
-    train(10)  # first-call costs out of the timing
+    start = time.perf_counter()
+    train(10)  # first-call costs (compilation) out of the timing
+    first_seconds = time.perf_counter() - start
     start = time.perf_counter()
     train(updates)
     updates_per_s = updates / (time.perf_counter() - start)
     start = time.perf_counter()
     agent.learn(steps, reset_num_timesteps=False)
     steps_per_s = steps / (time.perf_counter() - start)
-    return {"updates_per_s": updates_per_s, "steps_per_s": steps_per_s}
+    return {
+        "updates_per_s": updates_per_s,
+        "steps_per_s": steps_per_s,
+        "first_10_updates_s": first_seconds,
+    }
 
 
 def main() -> None:
@@ -126,8 +167,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "speed", "offpolicy"))
-    parser.add_argument("--worker", choices=["flops", *KINDS], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(KINDS), help="what to measure (sb3 always first)"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kinds = ["sb3", *(k for k in args.kinds if k != "sb3")]
+    for kind in kinds[1:]:
+        options(kind)
     if args.worker:
         result = worker(args.worker, args.env, args.fill, args.updates, args.steps, args.seed)
         print(json.dumps(result))
@@ -166,39 +213,48 @@ def main() -> None:
 
     rows = []
     for repeat in range(args.repeats):
-        row: dict = {"repeat": repeat, "gflops": run("flops", 0)["gflops"]}
-        for kind in KINDS:
+        rates = run("flops", 0)
+        row: dict = {
+            "repeat": repeat,
+            "gflops": rates["gflops"],
+            "gflops_bf16": rates["gflops_bf16"],
+        }
+        for kind in kinds:
             data = run(kind, args.seed + repeat)
             row[f"{kind}_updates_per_s"] = data["updates_per_s"]
             row[f"{kind}_steps_per_s"] = data["steps_per_s"]
-        for kind in KINDS[1:]:
+            row[f"{kind}_first_10_updates_s"] = data["first_10_updates_s"]
+        for kind in kinds[1:]:
             row[f"{kind}_update_ratio"] = row[f"{kind}_updates_per_s"] / row["sb3_updates_per_s"]
             row[f"{kind}_step_ratio"] = row[f"{kind}_steps_per_s"] / row["sb3_steps_per_s"]
         rows.append(row)
         print(
             f"repeat {repeat}: matmul {row['gflops']:.0f} GFLOP/s | updates/s "
-            + ", ".join(f"{LABELS[k]} {row[f'{k}_updates_per_s']:.1f}" for k in KINDS)
+            + ", ".join(f"{label(k)} {row[f'{k}_updates_per_s']:.1f}" for k in kinds)
             + " | env-steps/s "
-            + ", ".join(f"{LABELS[k]} {row[f'{k}_steps_per_s']:.1f}" for k in KINDS),
+            + ", ".join(f"{label(k)} {row[f'{k}_steps_per_s']:.1f}" for k in kinds),
             flush=True,
         )
 
     median = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "repeat"}
-    gflops = median["gflops"]
-    ceilings = {  # updates/s if every FLOP ran at the measured matmul rate
-        "sb3": gflops * 1e9 / flops["sac_needed"],
-        "SAC": gflops * 1e9 / flops["sac_needed"],
-        "OffPolicyMDPO": gflops * 1e9 / flops["mdpo"],
-    }
+    gflops, gflops_bf16 = median["gflops"], median["gflops_bf16"]
+
+    def ceiling(kind: str) -> float:
+        """Updates/s if every FLOP ran at the measured matmul rate of the kind's precision."""
+        rate = gflops_bf16 if "+bf16" in kind else gflops
+        needed = flops["mdpo"] if kind.startswith("OffPolicyMDPO") else flops["sac_needed"]
+        return rate * 1e9 / needed
+
+    ceilings = {kind: ceiling(kind) for kind in kinds}
     print(
         f"update FLOPs: SAC as SB3 computes it {flops['sac_sb3'] / 1e9:.3f} G, SAC needed "
         f"{flops['sac_needed'] / 1e9:.3f} G, MDPO {flops['mdpo'] / 1e9:.3f} G; matmul "
-        f"{gflops:.0f} GFLOP/s (median)"
+        f"{gflops:.0f} GFLOP/s float32, {gflops_bf16:.0f} bfloat16 (medians)"
     )
-    for kind in KINDS:
+    for kind in kinds:
         fraction = median[f"{kind}_updates_per_s"] / ceilings[kind]
         line = (
-            f"{LABELS[kind]}: {median[f'{kind}_updates_per_s']:.1f} updates/s "
+            f"{label(kind)}: {median[f'{kind}_updates_per_s']:.1f} updates/s "
             f"(ceiling {ceilings[kind]:.0f}, {fraction:.0%} of it), "
             f"{median[f'{kind}_steps_per_s']:.1f} env-steps/s"
         )
@@ -223,32 +279,38 @@ def main() -> None:
     lines = [
         f"# Off-policy training speed on {args.env}: mdpo SAC and MDPO vs SB3 SAC",
         "",
+        "Kinds: `Algo[+bf16][+compile]`: the networks' matrix products in bfloat16 under "
+        'autocast (`precision="bfloat16"`), the update\'s losses compiled with torch.compile '
+        "(`compile_update=True`; the first 10 updates, compilation included, are timed apart).",
+        "",
         f"Command: `{command}`  ",
         f"Code version: `{meta['commit']}`, {meta['date']}  ",
         f"Machine: {meta['machine']}; Python {meta['python']}, torch {meta['torch']}, "
         f"gymnasium {meta['gymnasium']}, stable-baselines3 {meta['stable_baselines3']}",
         "",
         "All with SB3's SAC defaults ([256, 256] ReLU, batch 256, one gradient step per env "
-        "step), float32, 1 torch thread, CPU; MDPO with the original's critics (twin Q + V + "
+        "step), 1 torch thread, CPU; MDPO with the original's critics (twin Q + V + "
         "target V). Each measurement in its own process, kinds interleaved per repeat.",
         "",
         f"Update FLOPs (matrix products, batch 256): SAC as SB3 computes it "
         f"{flops['sac_sb3'] / 1e9:.3f} GFLOP, SAC's necessary work "
         f"{flops['sac_needed'] / 1e9:.3f} GFLOP, off-policy MDPO {flops['mdpo'] / 1e9:.3f} "
-        f"GFLOP. Measured float32 matmul rate (256×256, 1 thread): {gflops:.0f} GFLOP/s "
-        "(median). Ceiling = necessary FLOPs / rate.",
+        f"GFLOP. Measured matmul rate (256×256, 1 thread): {gflops:.0f} GFLOP/s float32, "
+        f"{gflops_bf16:.0f} bfloat16 (medians). Ceiling = necessary FLOPs / the rate of the "
+        "kind's precision.",
         "",
         "| | updates/s | ceiling | fraction | ratio to SB3 | env-steps/s after warm-up "
-        "| ratio to SB3 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| ratio to SB3 | first 10 updates |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for kind in KINDS:
+    for kind in kinds:
         ratio_u = "1" if kind == "sb3" else f"**{median[f'{kind}_update_ratio']:.2f}x**"
         ratio_s = "1" if kind == "sb3" else f"{median[f'{kind}_step_ratio']:.2f}x"
         lines.append(
-            f"| {LABELS[kind]} | {median[f'{kind}_updates_per_s']:.1f} | "
+            f"| {label(kind)} | {median[f'{kind}_updates_per_s']:.1f} | "
             f"{ceilings[kind]:.0f} | {median[f'{kind}_updates_per_s'] / ceilings[kind]:.0%} | "
-            f"{ratio_u} | {median[f'{kind}_steps_per_s']:.1f} | {ratio_s} |"
+            f"{ratio_u} | {median[f'{kind}_steps_per_s']:.1f} | {ratio_s} | "
+            f"{median[f'{kind}_first_10_updates_s']:.1f} s |"
         )
     lines += [
         "",

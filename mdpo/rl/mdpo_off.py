@@ -125,6 +125,7 @@ class OffPolicyMDPO(OffPolicyAgent):
         ent_coef: ``λ``, the entropy regularisation (0.2).
         tsallis_q: ``q'``: 1 for MDPO-KL, in ``(1, 2]`` for MDPO-Tsallis (1.0).
         old_policy_interval: ``m``, environment steps between refreshes of ``π_k`` (1000).
+        precision, compile_update: see :class:`~mdpo.rl.off_policy.OffPolicyAgent`.
         n_envs, vec_env_cls, env_kwargs, policy_kwargs, stats_window_size, tensorboard_log,
         verbose, seed, device: see :class:`~mdpo.rl.base.Agent`.
     """
@@ -148,6 +149,8 @@ class OffPolicyMDPO(OffPolicyAgent):
         ent_coef: float = 0.2,
         tsallis_q: float = 1.0,
         old_policy_interval: int = 1000,
+        precision: str = "float32",
+        compile_update: bool = False,
         n_envs: int = 1,
         vec_env_cls: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
@@ -182,6 +185,8 @@ class OffPolicyMDPO(OffPolicyAgent):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
+            precision=precision,
+            compile_update=compile_update,
             n_envs=n_envs,
             vec_env_cls=vec_env_cls,
             env_kwargs=env_kwargs,
@@ -208,7 +213,7 @@ class OffPolicyMDPO(OffPolicyAgent):
         self.value_target_params = FlatParams(self.policy.value_target.parameters())
         self.actor_optimizer = FlatAdam(self.actor_params, lr=lr)
         self.critic_optimizer = FlatAdam(self.critic_params, lr=lr)
-        self._make_replay_buffer()
+        self._finish_setup()
 
     def _state_modules(self) -> dict[str, Any]:
         return {
@@ -242,44 +247,62 @@ class OffPolicyMDPO(OffPolicyAgent):
         c, lam, q_prime = self.kl_coef, self.ent_coef, self.tsallis_q
         return c * log_pi + q_prime * (lam - c) * log_pi_old - q_pi
 
+    def _losses(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        dones: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """``(actor loss, Q loss, V loss, KL(π_θ‖π_k), entropy)`` of one minibatch, from one
+        forward pass of each network."""
+        policy, q_prime = self.policy, self.tsallis_q
+        actions_pi, u, log_prob_dims, mean, log_std = policy.actor.sample(obs, noise)
+        with torch.no_grad():
+            old_mean, old_log_std = policy.old_actor(obs)
+        # π_k at the same sample: its density depends on θ through u and ã only
+        old_log_prob_dims = squashed_gaussian_log_prob(u, actions_pi, old_mean, old_log_std)
+        log_pi = policy_log(log_prob_dims, q_prime)
+        log_pi_old = policy_log(old_log_prob_dims, q_prime)
+
+        # the actor needs Q1 with its gradient to ã only (frozen: none to Q1's parameters);
+        # V's target needs min(Q1, Q2) at ã
+        q1_pi = policy.critic.forward_member(0, obs, actions_pi, frozen=True)
+        regularizer = 1e-3 * (mean**2).mean() + 1e-3 * (log_std**2).mean()
+        actor_loss = self.actor_objective(log_pi, log_pi_old, q1_pi).mean() + regularizer
+
+        with torch.no_grad():
+            next_value = policy.value_target(next_obs)[0]
+            q_backup = rewards + (1.0 - dones) * self.gamma * next_value
+            q2_pi = policy.critic.forward_member(1, obs, actions_pi)
+            v_backup = torch.minimum(q1_pi, q2_pi) - self.ent_coef * log_pi
+        current_q = policy.critic(obs, actions)
+        value = policy.value(obs)[0]
+        q_loss = 0.5 * ((current_q - q_backup) ** 2).mean(-1).sum()
+        value_loss = 0.5 * ((value - v_backup) ** 2).mean()
+        with torch.no_grad():
+            kl = (log_prob_dims.sum(-1) - old_log_prob_dims.sum(-1)).mean()
+            entropy = -log_prob_dims.sum(-1).mean()
+        return actor_loss, q_loss, value_loss, kl, entropy
+
     def train(self, gradient_steps: int) -> None:
         """``gradient_steps`` updates of actor, critics (Q1, Q2, V) and the target V'."""
         self._update_learning_rate(self.actor_optimizer, self.critic_optimizer)
-        policy, gamma, generator, q_prime = self.policy, self.gamma, self.train_rng, self.tsallis_q
-        shape = (self.batch_size, policy.action_dim)
+        generator, shape = self.train_rng, (self.batch_size, self.policy.action_dim)
+        losses = self._loss("_losses")
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(self.batch_size, generator)
             noise = torch.randn(shape, device=self.device, generator=generator)
-            actions_pi, u, log_prob_dims, mean, log_std = policy.actor.sample(data.obs, noise)
-            with torch.no_grad():
-                old_mean, old_log_std = policy.old_actor(data.obs)
-            # π_k at the same sample: its density depends on θ through u and ã only
-            old_log_prob_dims = squashed_gaussian_log_prob(u, actions_pi, old_mean, old_log_std)
-            log_pi = policy_log(log_prob_dims, q_prime)
-            log_pi_old = policy_log(old_log_prob_dims, q_prime)
+            batch = (data.obs, data.actions, data.rewards, data.next_obs, data.dones)
+            actor_loss, q_loss, value_loss, kl, entropy = losses(*batch, noise)
 
-            # the actor needs Q1 (with its gradient to ã); V's target needs min(Q1, Q2) at ã
-            q1_pi = policy.critic.forward_member(0, data.obs, actions_pi)
-            regularizer = 1e-3 * (mean**2).mean() + 1e-3 * (log_std**2).mean()
-            actor_loss = self.actor_objective(log_pi, log_pi_old, q1_pi).mean() + regularizer
-
-            with torch.no_grad():
-                next_value = policy.value_target(data.next_obs)[0]
-                q_backup = data.rewards + (1.0 - data.dones) * gamma * next_value
-                q2_pi = policy.critic.forward_member(1, data.obs, actions_pi)
-                v_backup = torch.minimum(q1_pi, q2_pi) - self.ent_coef * log_pi
-            current_q = policy.critic(data.obs, data.actions)
-            value = policy.value(data.obs)[0]
-            q_loss = 0.5 * ((current_q - q_backup) ** 2).mean(-1).sum()
-            value_loss = 0.5 * ((value - v_backup) ** 2).mean()
-            critic_loss = q_loss + value_loss
-
-            # both losses from the same forward pass; the actor's gradient reaches the
-            # critics only through the action, their parameters are left out of it
+            # both losses from the same forward pass, one backward pass: the actor's loss
+            # reaches no critic parameter, the critics' losses no actor parameter
             self.actor_params.zero_grad()
-            actor_loss.backward(inputs=self.actor_params.params)
             self.critic_params.zero_grad()
-            critic_loss.backward()
+            (actor_loss + q_loss + value_loss).backward()
             self.actor_optimizer.step()
             self.critic_optimizer.step()
             self._polyak_update(
@@ -289,7 +312,7 @@ class OffPolicyMDPO(OffPolicyAgent):
                 actor_loss=actor_loss,
                 critic_loss=q_loss,
                 value_loss=value_loss,
-                kl=(log_prob_dims.sum(-1) - old_log_prob_dims.sum(-1)).mean(),
-                entropy=-log_prob_dims.sum(-1).mean(),
+                kl=kl,
+                entropy=entropy,
             )
         self._n_updates += gradient_steps

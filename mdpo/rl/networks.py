@@ -7,6 +7,7 @@ one to one onto SB3's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -261,6 +262,22 @@ class ActorCriticPolicy(nn.Module):
 
 
 # ------------------------------------------------------------------------------ off-policy nets
+class MixedPrecision(nn.Module):
+    """A network whose matrix products may run in a lower precision (``compute_dtype``,
+    e.g. ``torch.bfloat16`` under autocast) while its parameters and outputs stay float32.
+
+    Only the layers are autocast; everything computed from the outputs (log-densities,
+    losses, targets) is float32, as are the gradients and the optimizer's state."""
+
+    compute_dtype: torch.dtype | None = None
+
+    def autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Autocast to ``compute_dtype`` on ``x``'s device, or nothing when it is None."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.compute_dtype)
+
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's and the original MDPO's clip of the actor's log-std
 SQUASH_EPS = 1e-6  # inside log(1 − tanh(u)² + ε), as SB3 and the original MDPO
 
@@ -278,7 +295,7 @@ def squashed_gaussian_log_prob(
     return gaussian - torch.log(1.0 - action * action + SQUASH_EPS)
 
 
-class SquashedGaussianActor(nn.Module):
+class SquashedGaussianActor(MixedPrecision):
     """Gaussian with a state-dependent log-std, squashed by ``tanh`` into ``[-1, 1]``.
 
     SAC's actor (module names as SB3's ``Actor``: ``latent_pi``, ``mu``, ``log_std``) and the
@@ -301,8 +318,10 @@ class SquashedGaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, log_std)`` of the pre-squash Gaussian for flat observations."""
-        latent = self.latent_pi(obs)
-        return self.mu(latent), self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        with self.autocast(obs):
+            latent = self.latent_pi(obs)
+            mean, log_std = self.mu(latent), self.log_std(latent)
+        return mean.float(), log_std.float().clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(
         self, obs: torch.Tensor, noise: torch.Tensor
@@ -327,7 +346,7 @@ class SquashedGaussianActor(nn.Module):
         return torch.tanh(mean + torch.exp(log_std) * noise)
 
 
-class CriticEnsemble(nn.Module):
+class CriticEnsemble(MixedPrecision):
     """``n`` MLP critics on the same input, evaluated as one batched computation.
 
     Every layer of all critics is one batched product (``baddbmm``; the shared input is
@@ -361,21 +380,33 @@ class CriticEnsemble(nn.Module):
             nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
         )
 
-    def forward_member(self, index: int, *inputs: torch.Tensor) -> torch.Tensor:
-        """Values ``[B]`` of critic ``index`` alone (when only one member needs gradients)."""
-        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.addmm(bias[index], x, weight[index])
-            if i < last:
-                x = self.activation(x)
-        return x.squeeze(-1)
+    def _layers(self, frozen: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(weight, bias)`` per layer; detached when ``frozen``."""
+        if frozen:
+            return [(w.detach(), b.detach()) for w, b in zip(self.weights, self.biases)]
+        return list(zip(self.weights, self.biases))
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``)."""
+    def forward_member(
+        self, index: int, *inputs: torch.Tensor, frozen: bool = False
+    ) -> torch.Tensor:
+        """Values ``[B]`` of critic ``index`` alone (when only one member needs gradients);
+        ``frozen``: no gradient to the parameters, only to the inputs (an actor's loss)."""
         x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
-        last = len(self.weights) - 1
-        h = torch.baddbmm(self.biases[0], x.expand(self.n_critics, *x.shape), self.weights[0])
-        for i in range(1, last + 1):
-            h = torch.baddbmm(self.biases[i], self.activation(h), self.weights[i])
-        return h.squeeze(-1)
+        layers = self._layers(frozen)
+        with self.autocast(x):
+            for i, (weight, bias) in enumerate(layers):
+                x = torch.addmm(bias[index], x, weight[index])
+                if i < len(layers) - 1:
+                    x = self.activation(x)
+        return x.squeeze(-1).float()
+
+    def forward(self, *inputs: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``);
+        ``frozen``: no gradient to the parameters, only to the inputs (an actor's loss)."""
+        x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
+        (weight, bias), *rest = self._layers(frozen)
+        with self.autocast(x):
+            h = torch.baddbmm(bias, x.expand(self.n_critics, *x.shape), weight)
+            for weight, bias in rest:
+                h = torch.baddbmm(bias, self.activation(h), weight)
+        return h.squeeze(-1).float()

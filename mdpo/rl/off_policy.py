@@ -5,6 +5,7 @@ Subclasses (SAC, off-policy MDPO) build their networks and write only :meth:`tra
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from typing import Any
 
@@ -17,9 +18,12 @@ from mdpo.core.utils import Schedule, check_fraction, check_int
 from mdpo.rl.base import Agent
 from mdpo.rl.buffers import ReplayBuffer
 from mdpo.rl.callbacks import BaseCallback
+from mdpo.rl.networks import MixedPrecision
 from mdpo.rl.runners import EnvSpec, Rollout
 
 REPLAY_BUFFER_FORMAT = "mdpo-replay-buffer"
+#: ``precision`` → the dtype of the networks' matrix products (None: float32 throughout)
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def parse_train_freq(train_freq: int | tuple[int, str] | list) -> int:
@@ -36,6 +40,33 @@ def parse_train_freq(train_freq: int | tuple[int, str] | list) -> int:
             )
         train_freq = train_freq[0]
     return check_int(train_freq, "train_freq")
+
+
+class _CompiledOnce:
+    """``torch.compile(fn)`` that falls back to ``fn`` for good when compiling fails."""
+
+    def __init__(self, fn: Any, owner: str):
+        self.eager, self.owner = fn, owner
+        self.compiled: Any = torch.compile(fn, dynamic=False) if hasattr(torch, "compile") else fn
+        self.checked = self.compiled is fn
+
+    def __call__(self, *args: Any) -> Any:
+        if self.checked:
+            return self.compiled(*args)
+        try:
+            out = self.compiled(*args)
+        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            warnings.warn(
+                f"{self.owner}: torch.compile failed ({type(err).__name__}: {reason}); "
+                "the update runs eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.compiled = self.eager
+            out = self.eager(*args)
+        self.checked = True
+        return out
 
 
 class OffPolicyAgent(Agent):
@@ -60,6 +91,12 @@ class OffPolicyAgent(Agent):
         train_freq: vector steps between training phases (an int, or SB3's ``(n, "step")``).
         gradient_steps: gradient steps per training phase; ``-1`` as many as transitions
             collected in the phase.
+        precision: ``"float32"``, or ``"bfloat16"``: the networks' matrix products in
+            bfloat16 under autocast (twice the float32 rate or more on CPUs with AVX-512 bf16
+            or AMX, and on GPUs), parameters, losses, gradients and Adam in float32.
+        compile_update: compile the losses of each gradient step with ``torch.compile``
+            (forward and backward graphs; about half a minute at the first update); where
+            it cannot compile, the update runs eagerly with a warning.
     """
 
     supported_action_spaces = (spaces.Box,)
@@ -76,8 +113,15 @@ class OffPolicyAgent(Agent):
         gamma: float,
         train_freq: int | tuple[int, str],
         gradient_steps: int,
+        precision: str = "float32",
+        compile_update: bool = False,
         **kwargs: Any,
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.compile_update = bool(compile_update)
+        self._compiled_losses: dict[str, Any] = {}
         super().__init__(policy, env, learning_rate, gamma=check_fraction(gamma, "gamma"), **kwargs)
         self.buffer_size = check_int(buffer_size, "buffer_size")
         self.learning_starts = check_int(learning_starts, "learning_starts", minimum=0)
@@ -127,10 +171,26 @@ class OffPolicyAgent(Agent):
     def _generators(self) -> dict[str, torch.Generator]:
         return {"agent": self.rng, "train": self.train_rng}
 
-    def _make_replay_buffer(self) -> None:
+    def _finish_setup(self) -> None:
+        """The end of a subclass's ``_setup_model``: the replay buffer, and the precision of
+        the policy's networks."""
         obs_dim = int(np.prod(self.observation_space.shape))
         action_dim = int(np.prod(self.action_space.shape))
         self.replay_buffer = ReplayBuffer(self.buffer_size, obs_dim, action_dim, self.device)
+        for module in self.policy.modules():
+            if isinstance(module, MixedPrecision):
+                module.compute_dtype = PRECISIONS[self.precision]
+        self._compiled_losses = {}
+
+    def _loss(self, name: str) -> Any:
+        """The method ``name`` (a loss of the gradient step), compiled when
+        ``compile_update`` is set. A compilation that fails (no C++ compiler for inductor, an
+        unsupported platform) leaves the eager method, with one warning."""
+        if not self.compile_update:
+            return getattr(self, name)
+        if name not in self._compiled_losses:
+            self._compiled_losses[name] = _CompiledOnce(getattr(self, name), self.algo_name)
+        return self._compiled_losses[name]
 
     @staticmethod
     @torch.no_grad()

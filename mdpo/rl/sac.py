@@ -114,6 +114,7 @@ class SAC(OffPolicyAgent):
             fixed positive float.
         target_update_interval: gradient steps between target updates (1).
         target_entropy: ``"auto"`` (``−dim(A)``) or a float.
+        precision, compile_update: see :class:`~mdpo.rl.off_policy.OffPolicyAgent`.
         n_envs, vec_env_cls, env_kwargs, policy_kwargs, stats_window_size, tensorboard_log,
         verbose, seed, device: see :class:`~mdpo.rl.base.Agent`.
     """
@@ -136,6 +137,8 @@ class SAC(OffPolicyAgent):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
+        precision: str = "float32",
+        compile_update: bool = False,
         n_envs: int = 1,
         vec_env_cls: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
@@ -164,6 +167,8 @@ class SAC(OffPolicyAgent):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
+            precision=precision,
+            compile_update=compile_update,
             n_envs=n_envs,
             vec_env_cls=vec_env_cls,
             env_kwargs=env_kwargs,
@@ -203,7 +208,7 @@ class SAC(OffPolicyAgent):
         self.ent_coef_module = EntropyCoefficient(self._ent_coef_init).to(self.device)
         self.ent_coef_params = FlatParams(self.ent_coef_module.parameters())
         self.ent_coef_optimizer = FlatAdam(self.ent_coef_params, lr=lr)
-        self._make_replay_buffer()
+        self._finish_setup()
 
     def _state_modules(self) -> dict[str, Any]:
         modules = {
@@ -222,51 +227,76 @@ class SAC(OffPolicyAgent):
             return torch.exp(self.ent_coef_module.log_value.detach())
         return torch.full((1,), self._ent_coef_init, device=self.device)
 
+    def _critic_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        dones: torch.Tensor,
+        next_noise: torch.Tensor,
+        ent_coef: torch.Tensor,
+    ) -> torch.Tensor:
+        """``½ Σ_i mean((Q_i(s, a) − y)²)`` with the target
+        ``y = r + γ(1 − d)(min_i Q'_i(s', ã') − α log π(ã'|s'))``."""
+        policy = self.policy
+        with torch.no_grad():
+            next_actions, _, next_log_prob, _, _ = policy.actor.sample(next_obs, next_noise)
+            next_q = policy.critic_target(next_obs, next_actions).min(0).values
+            next_q = next_q - ent_coef * next_log_prob.sum(-1)
+            target_q = rewards + (1.0 - dones) * self.gamma * next_q
+        current_q = policy.critic(obs, actions)
+        return 0.5 * ((current_q - target_q) ** 2).mean(-1).sum()
+
+    def _actor_loss(
+        self, obs: torch.Tensor, noise: torch.Tensor, ent_coef: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean(α log π(ã|s) − min_i Q_i(s, ã)), log π(ã|s) detached)``."""
+        actions_pi, _, log_prob_dims, _, _ = self.policy.actor.sample(obs, noise)
+        log_prob = log_prob_dims.sum(-1)
+        min_q_pi = self.policy.critic(obs, actions_pi, frozen=True).min(0).values
+        return (ent_coef * log_prob - min_q_pi).mean(), log_prob.detach()
+
     def train(self, gradient_steps: int) -> None:
-        """``gradient_steps`` updates of temperature, critics, actor and targets."""
+        """``gradient_steps`` updates of critics, actor, temperature and targets.
+
+        The order of SB3's step, rearranged where nothing depends on it: the temperature
+        step comes last (it reads only the actor's log-densities, which the critics' step
+        does not change, and every loss uses α from before it), so that the actor's
+        forward pass serves both its own loss and the temperature's."""
         optimizers = [self.actor_optimizer, self.critic_optimizer]
         if self._learn_ent_coef:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(*optimizers)
-        policy, gamma, generator = self.policy, self.gamma, self.train_rng
-        actor, critic = policy.actor, policy.critic
-        shape = (self.batch_size, policy.action_dim)
+        generator, shape = self.train_rng, (self.batch_size, self.policy.action_dim)
+        critic_loss_fn, actor_loss_fn = self._loss("_critic_loss"), self._loss("_actor_loss")
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(self.batch_size, generator)
             noise = torch.randn(shape, device=self.device, generator=generator)
-            actions_pi, _, log_prob_dims, _, _ = actor.sample(data.obs, noise)
-            log_prob = log_prob_dims.sum(-1)
-
+            next_noise = torch.randn(shape, device=self.device, generator=generator)
             ent_coef = self._ent_coef()  # α before this step's temperature update, as SB3
-            stats: dict[str, torch.Tensor] = {}
-            if self._learn_ent_coef:
-                log_alpha = self.ent_coef_module.log_value
-                ent_coef_loss = -(log_alpha * (log_prob + self._target_entropy).detach()).mean()
-                self.ent_coef_params.zero_grad()
-                ent_coef_loss.backward()
-                self.ent_coef_optimizer.step()
-                stats["ent_coef_loss"] = ent_coef_loss
 
-            with torch.no_grad():
-                next_noise = torch.randn(shape, device=self.device, generator=generator)
-                next_actions, _, next_log_prob, _, _ = actor.sample(data.next_obs, next_noise)
-                next_q = policy.critic_target(data.next_obs, next_actions).min(0).values
-                next_q = next_q - ent_coef * next_log_prob.sum(-1)
-                target_q = data.rewards + (1.0 - data.dones) * gamma * next_q
-
-            current_q = critic(data.obs, data.actions)
-            critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(-1).sum()
+            batch = (data.obs, data.actions, data.rewards, data.next_obs, data.dones)
+            critic_loss = critic_loss_fn(*batch, next_noise, ent_coef)
             self.critic_params.zero_grad()
             critic_loss.backward()
             self.critic_optimizer.step()
 
-            # the actor's gradient flows through the critics to the action only: their own
-            # parameters are left out of this backward pass
-            min_q_pi = critic(data.obs, actions_pi).min(0).values
-            actor_loss = (ent_coef * log_prob - min_q_pi).mean()
+            # after the critics' step, as SB3; the actor's gradient flows through the critics
+            # to the action only (frozen critics: no gradient of their own parameters)
+            actor_loss, log_prob = actor_loss_fn(data.obs, noise, ent_coef)
             self.actor_params.zero_grad()
-            actor_loss.backward(inputs=self.actor_params.params)
+            actor_loss.backward()
             self.actor_optimizer.step()
+
+            stats: dict[str, torch.Tensor] = {}
+            if self._learn_ent_coef:  # L(log α) = −mean(log α · (log π(ã|s) + H̄))
+                log_alpha = self.ent_coef_module.log_value
+                ent_coef_loss = -(log_alpha * (log_prob + self._target_entropy)).mean()
+                self.ent_coef_params.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+                stats["ent_coef_loss"] = ent_coef_loss
 
             if step % self.target_update_interval == 0:
                 self._polyak_update(

@@ -1,0 +1,115 @@
+"""Compiled and bfloat16 off-policy updates (SAC, off-policy MDPO): the compiled update
+computes what the eager one does, a failed compilation falls back to it, and the bfloat16
+networks keep float32 parameters, outputs and optimizer state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mdpo import SAC, OffPolicyMDPO
+from mdpo.rl.networks import MixedPrecision
+
+ENV = "Pendulum-v1"
+
+
+def make(algo, **kwargs):
+    return algo(
+        "MlpPolicy",
+        ENV,
+        seed=3,
+        learning_starts=200,
+        device="cpu",
+        policy_kwargs={"net_arch": [64, 64]},
+        **kwargs,
+    )
+
+
+def state(agent) -> dict[str, torch.Tensor]:
+    """Every parameter and optimizer moment of the agent."""
+    out = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    for name in ("actor_optimizer", "critic_optimizer"):
+        optimizer = getattr(agent, name)
+        out[f"{name}.m"], out[f"{name}.v"] = optimizer.exp_avg, optimizer.exp_avg_sq
+    return out
+
+
+@pytest.mark.parametrize("algo", [SAC, OffPolicyMDPO])
+def test_compiled_update_equals_the_eager_one(algo):
+    """Ten gradient steps (after 200 warm-up transitions) eagerly and with torch.compile,
+    from the same seed: the same parameters, targets and Adam moments to float tolerance
+    (inductor may sum in another order, nothing more)."""
+    eager, compiled = make(algo), make(algo, compile_update=True)
+    for agent in (eager, compiled):
+        agent.learn(210)
+    assert eager._n_updates == compiled._n_updates == 10
+    wrapper = next(iter(compiled._compiled_losses.values()))
+    assert wrapper.compiled is not wrapper.eager  # it did compile, no fallback
+    expected, got = state(eager), state(compiled)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    moved = sum(
+        float((v - make(algo).policy.state_dict()[k]).abs().max())
+        for k, v in eager.policy.state_dict().items()
+        if k in make(algo).policy.state_dict()
+    )
+    assert moved > 0  # the updates changed the networks
+
+
+def test_a_compilation_that_fails_runs_eagerly_with_a_warning(monkeypatch):
+    """Where torch.compile cannot compile (here: every compiled call raises, as on a
+    platform without a C++ compiler), the update runs eagerly, after one warning."""
+
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore lines")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager, fallback = make(SAC), make(SAC, compile_update=True)
+    eager.learn(210)
+    with pytest.warns(RuntimeWarning, match=r"SAC: torch.compile failed \(RuntimeError: "):
+        fallback.learn(210)
+    for key, value in state(eager).items():
+        torch.testing.assert_close(state(fallback)[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("algo", [SAC, OffPolicyMDPO])
+def test_bfloat16_networks_keep_float32_parameters_and_outputs(algo, tmp_path):
+    """``precision="bfloat16"``: the layers' products in bfloat16, all else float32. The
+    networks' outputs are float32 and within bfloat16's rounding of the float32 ones; after
+    ten updates the parameters moved like the float32 run's (close, not equal: the
+    products did run in bfloat16); saved and loaded, the model keeps its precision."""
+    full, half = make(algo), make(algo, precision="bfloat16")
+    nets = [m for m in half.policy.modules() if isinstance(m, MixedPrecision)]
+    assert nets and all(m.compute_dtype is torch.bfloat16 for m in nets)
+    obs = torch.randn(256, 3, generator=torch.Generator().manual_seed(0))
+    action = torch.rand(256, 1, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    q_full, q_half = full.policy.critic(obs, action), half.policy.critic(obs, action)
+    assert q_half.dtype == torch.float32
+    torch.testing.assert_close(q_half, q_full, rtol=0.02, atol=0.02)
+    assert not torch.equal(q_half, q_full)
+    mean_full, _ = full.policy.actor(obs)
+    mean_half, log_std_half = half.policy.actor(obs)
+    assert mean_half.dtype == log_std_half.dtype == torch.float32
+    torch.testing.assert_close(mean_half, mean_full, rtol=0.02, atol=0.02)
+    for agent in (full, half):
+        agent.learn(210)
+    after_full, after_half = state(full), state(half)
+    for key, value in after_half.items():
+        assert value.dtype == torch.float32, key
+        torch.testing.assert_close(value, after_full[key], rtol=0.05, atol=2e-3, msg=key)
+    assert any(not torch.equal(after_half[k], after_full[k]) for k in after_half)
+    loaded = algo.load(half.save(str(tmp_path / "half")), device="cpu")
+    assert loaded.precision == "bfloat16"
+    assert all(
+        m.compute_dtype is torch.bfloat16
+        for m in loaded.policy.modules()
+        if isinstance(m, MixedPrecision)
+    )
+
+
+def test_unknown_precision_is_one_clear_error():
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'fp16'"):
+        make(SAC, precision="fp16")
