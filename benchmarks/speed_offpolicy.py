@@ -117,37 +117,43 @@ def update_flops(obs_dim: int, action_dim: int, batch: int, hidden: int = 256) -
     }
 
 
-def make_agent(kind: str, env_id: str, seed: int, learning_starts: int):
+def make_agent(kind: str, env_id: str, seed: int, learning_starts: int, device: str = "cpu"):
     if kind == "sb3":
         from stable_baselines3 import SAC
 
-        return SAC("MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts)
+        return SAC("MlpPolicy", env_id, seed=seed, device=device, learning_starts=learning_starts)
     import mdpo
 
     return getattr(mdpo, kind.split("+")[0])(
-        "MlpPolicy", env_id, seed=seed, device="cpu", learning_starts=learning_starts,
+        "MlpPolicy", env_id, seed=seed, device=device, learning_starts=learning_starts,
         **options(kind),
     )  # fmt: skip
 
 
-def worker(kind: str, env_id: str, fill: int, updates: int, steps: int, seed: int) -> dict:
+def worker(
+    kind: str, env_id: str, fill: int, updates: int, steps: int, seed: int, device: str = "cpu"
+) -> dict:
     """One measurement in this process."""
     import torch
 
     torch.set_num_threads(1)
-    if kind == "flops":
+    if kind == "flops":  # the CPU's rates (the ceiling is a CPU notion)
         return {"gflops": matmul_gflops(), "gflops_bf16": matmul_gflops(dtype="bfloat16")}
-    agent = make_agent(kind, env_id, seed, learning_starts=fill)
+    agent = make_agent(kind, env_id, seed, learning_starts=fill, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     agent.learn(fill)  # warm-up only: uniform random actions fill the buffer, no update
     train = (lambda n: agent.train(n, 256)) if kind == "sb3" else agent.train
     start = time.perf_counter()
     train(10)  # first-call costs (compilation) out of the timing
+    sync()
     first_seconds = time.perf_counter() - start
     start = time.perf_counter()
     train(updates)
+    sync()
     updates_per_s = updates / (time.perf_counter() - start)
     start = time.perf_counter()
     agent.learn(steps, reset_num_timesteps=False)
+    sync()
     steps_per_s = steps / (time.perf_counter() - start)
     return {
         "updates_per_s": updates_per_s,
@@ -170,13 +176,16 @@ def main() -> None:
     parser.add_argument(
         "--kinds", nargs="+", default=list(KINDS), help="what to measure (sb3 always first)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every kind, SB3 too)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = ["sb3", *(k for k in args.kinds if k != "sb3")]
     for kind in kinds[1:]:
         options(kind)
     if args.worker:
-        result = worker(args.worker, args.env, args.fill, args.updates, args.steps, args.seed)
+        result = worker(
+            args.worker, args.env, args.fill, args.updates, args.steps, args.seed, args.device
+        )
         print(json.dumps(result))
         return
 
@@ -205,6 +214,8 @@ def main() -> None:
             str(args.steps),
             "--seed",
             str(seed),
+            "--device",
+            args.device,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
@@ -289,8 +300,8 @@ def main() -> None:
         f"gymnasium {meta['gymnasium']}, stable-baselines3 {meta['stable_baselines3']}",
         "",
         "All with SB3's SAC defaults ([256, 256] ReLU, batch 256, one gradient step per env "
-        "step), 1 torch thread, CPU; MDPO with the original's critics (twin Q + V + "
-        "target V). Each measurement in its own process, kinds interleaved per repeat.",
+        f"step), 1 torch thread, device {args.device}; MDPO with the original's critics "
+        "(twin Q + V + target V). Each measurement in its own process, kinds interleaved per repeat.",
         "",
         f"Update FLOPs (matrix products, batch 256): SAC as SB3 computes it "
         f"{flops['sac_sb3'] / 1e9:.3f} GFLOP, SAC's necessary work "

@@ -65,6 +65,29 @@ PPO_VARIANTS = {
         1024,
         dict(n_steps=16, batch_size=4096, n_epochs=10, learning_rate=1e-3),
     ),
+    # the env's step compiled (a CUDA graph on a GPU: TorchVectorEnv.compile_step)
+    "torch, 1024 envs, compiled env": (
+        "torch:CartPole-v1",
+        1024,
+        dict(
+            n_steps=16,
+            batch_size=4096,
+            n_epochs=10,
+            learning_rate=1e-3,
+            env_kwargs={"compile": True},
+        ),
+    ),
+    "torch, 16384 envs, compiled env": (
+        "torch:CartPole-v1",
+        16384,
+        dict(
+            n_steps=8,
+            batch_size=32768,
+            n_epochs=10,
+            learning_rate=1e-3,
+            env_kwargs={"compile": True},
+        ),
+    ),
 }
 
 
@@ -88,8 +111,10 @@ def time_steps(step, n_envs: int, seconds: float, sync=lambda: None) -> float:
     return calls * n_envs / (time.perf_counter() - start)
 
 
-def torch_stepper(env_id: str, n_envs: int, device: torch.device, dtype: torch.dtype):
-    env = make_torch_env(env_id, n_envs, device, dtype=dtype)
+def torch_stepper(
+    env_id: str, n_envs: int, device: torch.device, dtype: torch.dtype, compiled: bool = False
+):
+    env = make_torch_env(env_id, n_envs, device, dtype=dtype, compile=compiled)
     env.reset(seed=0)
     space = env.single_action_space
     generator = torch.Generator(device=device).manual_seed(0)
@@ -121,6 +146,9 @@ def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "torch float32": lambda n=n_envs, e=env_id: torch_stepper(
                     e, n, device, torch.float32
                 ),
+                "torch float32 compiled": lambda n=n_envs, e=env_id: torch_stepper(
+                    e, n, device, torch.float32, compiled=True
+                ),
                 "gymnasium SyncVectorEnv": lambda n=n_envs, e=env_id: gym_stepper(
                     gym.vector.SyncVectorEnv(
                         [lambda: gym.make(e)] * n,
@@ -132,6 +160,9 @@ def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 variants["gymnasium CartPoleVectorEnv (NumPy)"] = lambda n=n_envs: gym_stepper(
                     gym.make_vec("CartPole-v1", n, vectorization_mode="vector_entry_point")
                 )
+            if args.variants:
+                keep = {"gymnasium SyncVectorEnv", *args.variants}  # the anchor stays
+                variants = {k: v for k, v in variants.items() if k in keep}
             results = {}
             for name, make in variants.items():
                 on_device = name.startswith("torch")
@@ -188,6 +219,8 @@ def ppo(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
     rows = []
     for name, (env_id, n_envs, params) in PPO_VARIANTS.items():
+        if args.ppo_variants and name not in args.ppo_variants:
+            continue
         for seed in args.seeds:
             torch.manual_seed(seed)
             agent = PPO("MlpPolicy", env_id, n_envs=n_envs, seed=seed, device=device, **params)
@@ -258,6 +291,12 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(TORCH_ENVS), choices=list(TORCH_ENVS))
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 64, 1024, 16384])
     parser.add_argument("--seconds", type=float, default=1.0, help="least time of a timed run")
+    parser.add_argument(
+        "--variants", nargs="+", help="speed: these implementations only (and the anchor)"
+    )
+    parser.add_argument(
+        "--ppo-variants", nargs="+", choices=list(PPO_VARIANTS), help="ppo: these variants only"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--eval-every", type=int, default=8192)

@@ -121,6 +121,7 @@ class TorchVectorEnv(VectorEnv):
         self._discrete = isinstance(self.single_action_space, spaces.Discrete)
         if not self._discrete:
             self._action_shape = (num_envs, *self.single_action_space.shape)
+        self._advance_fn = self._advance  # or its compiled form, see compile_step
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -227,26 +228,74 @@ class TorchVectorEnv(VectorEnv):
         if self._state is None:
             raise RuntimeError(f"call reset() before step() on {type(self).__name__}")
         action = self._check_action(actions)
+        if not self.redraw_only_finished:  # no host synchronisation: all draw, where() keeps
+            fresh = self._initial_state(self.num_envs, None)
+            state, self.elapsed_steps, obs, final_obs, reward, terminated, truncated, done = (
+                self._advance_fn(self._state, self.elapsed_steps, action, fresh)
+            )
+            self._state = state
+            return obs, reward, terminated, truncated, {"final_obs": final_obs, "_final_obs": done}
         state, reward, terminated = self._dynamics(self._state, action)
         self.elapsed_steps += 1
         truncated = self.elapsed_steps >= self.max_episode_steps
         done = terminated | truncated
         final_obs = self._observe(state)
         obs = final_obs  # the same tensor where no env finished
-        if self.redraw_only_finished:  # the host sees `done` for free: redraw only those
-            index = done.nonzero().squeeze(1)
-            if len(index):
-                fresh = self._initial_state(len(index), None)
-                state[:, index] = fresh  # `state` is this step's new tensor
-                obs = final_obs.clone()
-                obs[index] = self._observe(fresh)
-        else:  # no host synchronisation: draw for all, keep where done
-            fresh = self._initial_state(self.num_envs, None)
-            state = torch.where(done, fresh, state)
-            obs = torch.where(done[:, None], self._observe(fresh), final_obs)
+        index = done.nonzero().squeeze(1)  # the host sees `done` for free: redraw only those
+        if len(index):
+            fresh = self._initial_state(len(index), None)
+            state[:, index] = fresh  # `state` is this step's new tensor
+            obs = final_obs.clone()
+            obs[index] = self._observe(fresh)
         self.elapsed_steps.masked_fill_(done, 0)
         self._state = state
         return obs, reward, terminated, truncated, {"final_obs": final_obs, "_final_obs": done}
+
+    def _advance(
+        self,
+        state: torch.Tensor,
+        elapsed: torch.Tensor,
+        action: torch.Tensor,
+        fresh: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """One step of every env with the new episodes' states ``fresh`` drawn beforehand:
+        ``(state, elapsed, obs, final_obs, reward, terminated, truncated, done)``. A pure
+        function of tensors (no generator, no host synchronisation), so that it can be
+        compiled and captured in a CUDA graph."""
+        state, reward, terminated = self._dynamics(state, action)
+        elapsed = elapsed + 1
+        truncated = elapsed >= self.max_episode_steps
+        done = terminated | truncated
+        final_obs = self._observe(state)
+        state = torch.where(done, fresh, state)
+        obs = torch.where(done[:, None], self._observe(fresh), final_obs)
+        return (
+            state,
+            elapsed.masked_fill(done, 0),
+            obs,
+            final_obs,
+            reward,
+            terminated,
+            truncated,
+            done,
+        )
+
+    def compile_step(self, mode: str | None = None) -> TorchVectorEnv:
+        """Run each step's arithmetic as one compiled function (``torch.compile``; on a GPU
+        ``mode="reduce-overhead"`` also captures it in a CUDA graph: one launch a step
+        instead of dozens). New episodes' states are drawn for every env each step, as on
+        an accelerator (so on the CPU the random streams differ from the uncompiled env's,
+        which redraws only finished envs). Returns the env.
+
+        Args:
+            mode: ``torch.compile``'s mode (default: ``"reduce-overhead"`` on CUDA, the
+                default mode elsewhere).
+        """
+        if mode is None and self.device.type == "cuda":
+            mode = "reduce-overhead"
+        self.redraw_only_finished = False
+        self._advance_fn = torch.compile(self._advance, mode=mode, dynamic=False)
+        return self
 
     def _check_action(self, actions: Any) -> torch.Tensor:
         if not isinstance(actions, torch.Tensor):
@@ -516,7 +565,9 @@ def make_torch_env(
         env_id: a gymnasium id with a torch-native version (a key of :data:`TORCH_ENVS`).
         num_envs: number of environments.
         device: where the tensors live.
-        **kwargs: ``dtype`` and ``max_episode_steps`` (see :class:`TorchVectorEnv`).
+        **kwargs: ``dtype`` and ``max_episode_steps`` (see :class:`TorchVectorEnv`), and
+            ``compile=True`` to step through one compiled function
+            (:meth:`TorchVectorEnv.compile_step`).
 
     Raises:
         ValueError: an id without a torch-native version, or a bad argument.
@@ -525,7 +576,7 @@ def make_torch_env(
         raise ValueError(
             f"no torch-native version of {env_id!r}; available: {', '.join(TORCH_ENVS)}"
         )
-    allowed = {"dtype", "max_episode_steps"}
+    allowed = {"dtype", "max_episode_steps", "compile"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise ValueError(
@@ -536,4 +587,8 @@ def make_torch_env(
         if name not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {kwargs['dtype']!r}")
         kwargs["dtype"] = getattr(torch, name)
-    return TORCH_ENVS[env_id](num_envs, device=device, **kwargs)
+    compiled = kwargs.pop("compile", False)
+    if not isinstance(compiled, bool):
+        raise ValueError(f"compile must be true or false, got {compiled!r}")
+    env = TORCH_ENVS[env_id](num_envs, device=device, **kwargs)
+    return env.compile_step() if compiled else env
