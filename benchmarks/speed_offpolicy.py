@@ -301,7 +301,8 @@ def main() -> None:
         "",
         "All with SB3's SAC defaults ([256, 256] ReLU, batch 256, one gradient step per env "
         f"step), 1 torch thread, device {args.device}; MDPO with the original's critics "
-        "(twin Q + V + target V). Each measurement in its own process, kinds interleaved per repeat.",
+        "(twin Q + V + target V). Each measurement in its own process, kinds interleaved "
+        "per repeat.",
         "",
         f"Update FLOPs (matrix products, batch 256): SAC as SB3 computes it "
         f"{flops['sac_sb3'] / 1e9:.3f} GFLOP, SAC's necessary work "
