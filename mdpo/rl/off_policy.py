@@ -5,7 +5,6 @@ Subclasses (SAC, off-policy MDPO) build their networks and write only :meth:`tra
 
 from __future__ import annotations
 
-import warnings
 from abc import abstractmethod
 from typing import Any
 
@@ -18,6 +17,7 @@ from mdpo.core.utils import Schedule, check_fraction, check_int
 from mdpo.rl.base import Agent
 from mdpo.rl.buffers import ReplayBuffer
 from mdpo.rl.callbacks import BaseCallback
+from mdpo.rl.compiled import loss_function
 from mdpo.rl.networks import MixedPrecision
 from mdpo.rl.runners import EnvSpec, Rollout
 
@@ -40,33 +40,6 @@ def parse_train_freq(train_freq: int | tuple[int, str] | list) -> int:
             )
         train_freq = train_freq[0]
     return check_int(train_freq, "train_freq")
-
-
-class _CompiledOnce:
-    """``torch.compile(fn)`` that falls back to ``fn`` for good when compiling fails."""
-
-    def __init__(self, fn: Any, owner: str):
-        self.eager, self.owner = fn, owner
-        self.compiled: Any = torch.compile(fn, dynamic=False) if hasattr(torch, "compile") else fn
-        self.checked = self.compiled is fn
-
-    def __call__(self, *args: Any) -> Any:
-        if self.checked:
-            return self.compiled(*args)
-        try:
-            out = self.compiled(*args)
-        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            warnings.warn(
-                f"{self.owner}: torch.compile failed ({type(err).__name__}: {reason}); "
-                "the update runs eagerly",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.compiled = self.eager
-            out = self.eager(*args)
-        self.checked = True
-        return out
 
 
 class OffPolicyAgent(Agent):
@@ -184,13 +157,8 @@ class OffPolicyAgent(Agent):
 
     def _loss(self, name: str) -> Any:
         """The method ``name`` (a loss of the gradient step), compiled when
-        ``compile_update`` is set. A compilation that fails (no C++ compiler for inductor, an
-        unsupported platform) leaves the eager method, with one warning."""
-        if not self.compile_update:
-            return getattr(self, name)
-        if name not in self._compiled_losses:
-            self._compiled_losses[name] = _CompiledOnce(getattr(self, name), self.algo_name)
-        return self._compiled_losses[name]
+        ``compile_update`` is set (see :class:`mdpo.rl.compiled.CompiledOnce`)."""
+        return loss_function(self, name, self.compile_update)
 
     @staticmethod
     @torch.no_grad()

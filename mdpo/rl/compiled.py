@@ -1,0 +1,59 @@
+"""``torch.compile`` for the agents' update losses, with a clean eager fallback."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+class CompiledOnce:
+    """``torch.compile(fn)`` that falls back to ``fn`` for good when compiling fails.
+
+    Compilation happens at the first call (before anything runs), so a failure there (no C++
+    compiler for inductor, an unsupported platform or Python) leaves the eager function, with
+    one warning naming ``owner``; later calls go straight to whichever works.
+
+    Args:
+        fn: the function (a bound method computing losses from tensors).
+        owner: the name in the warning (the algorithm).
+    """
+
+    def __init__(self, fn: Callable[..., Any], owner: str):
+        self.eager, self.owner = fn, owner
+        self.compiled: Callable[..., Any] = (
+            torch.compile(fn, dynamic=False) if hasattr(torch, "compile") else fn
+        )
+        self.checked = self.compiled is fn
+
+    def __call__(self, *args: Any) -> Any:
+        if self.checked:
+            return self.compiled(*args)
+        try:
+            out = self.compiled(*args)
+        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+            text = str(err).strip()
+            reason = text.splitlines()[0][:200] if text else ""
+            warnings.warn(
+                f"{self.owner}: torch.compile failed ({type(err).__name__}: {reason}); "
+                "the update runs eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.compiled = self.eager
+            out = self.eager(*args)
+        self.checked = True
+        return out
+
+
+def loss_function(agent: Any, name: str, compile_update: bool) -> Callable[..., Any]:
+    """The agent's method ``name`` (a loss of its update), compiled once per agent when
+    ``compile_update`` is set (kept in ``agent._compiled_losses``)."""
+    if not compile_update:
+        return getattr(agent, name)
+    cache = agent.__dict__.setdefault("_compiled_losses", {})
+    if name not in cache:
+        cache[name] = CompiledOnce(getattr(agent, name), agent.algo_name)
+    return cache[name]
