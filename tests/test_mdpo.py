@@ -46,7 +46,9 @@ def test_mdpo_divergence_is_new_to_old():
         agent.policy.log_std.add_(0.5)
         params = agent.policy.distribution_params(batch.obs)
         log_prob, _ = agent.policy.log_prob_entropy(params, batch.actions)
-        div = agent.divergence(batch, params, log_prob, old_log_std)
+        div = agent.divergence(
+            batch.old_dist_params, batch.old_log_prob, params, log_prob, old_log_std
+        )
     # KL(N(μ, e^{2(s+.5)}) ‖ N(μ, e^{2s})) = (e − 1)/2 − 0.5 per dimension
     assert float(div) == pytest.approx((math.e - 1) / 2 - 0.5, rel=1e-5)
 
@@ -131,7 +133,11 @@ def test_tsallis_divergence_tends_to_the_kl():
         values = {}
         for q in (1.0, 1.01, 1.5):
             agent.tsallis_q = q
-            values[q] = float(agent.divergence(batch, params, log_prob, old_log_std))
+            values[q] = float(
+                agent.divergence(
+                    batch.old_dist_params, batch.old_log_prob, params, log_prob, old_log_std
+                )
+            )
     # near q = 1 the estimate agrees with the closed-form KL (0.3² / 2 = 0.045) up to
     # Monte-Carlo error; the original's ratio-free estimate would be close to −0.045 here
     assert values[1.0] == pytest.approx(0.045, rel=1e-4)

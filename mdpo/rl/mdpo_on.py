@@ -16,6 +16,7 @@ from mdpo.core.flat_params import FlatAdam, FlatParams
 from mdpo.core.registry import register_algorithm
 from mdpo.core.utils import Schedule, check_int, check_number, make_schedule
 from mdpo.rl.buffers import RolloutBatch
+from mdpo.rl.compiled import loss_function
 from mdpo.rl.on_policy import OnPolicyAgent, explained_variance
 from mdpo.rl.runners import EnvSpec
 
@@ -78,6 +79,8 @@ class MDPO(OnPolicyAgent):
         max_grad_norm: global gradient-norm clip of the policy steps (0.5).
         normalize_advantage: standardize advantages over the rollout (True).
         ent_coef: entropy bonus (0).
+        compile_update: compute the policy steps' and value minibatches' losses through
+            ``torch.compile`` (see :class:`~mdpo.rl.ppo.PPO`).
         normalize_obs: observation normalization (True, as the paper).
         normalize_reward: reward normalization (True, as the paper).
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, n_envs,
@@ -106,6 +109,7 @@ class MDPO(OnPolicyAgent):
         max_grad_norm: float = 0.5,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
+        compile_update: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -138,6 +142,7 @@ class MDPO(OnPolicyAgent):
         check_number(max_grad_norm, "max_grad_norm", positive=True)
         self.max_grad_norm = float(max_grad_norm)
         self.normalize_advantage = bool(normalize_advantage)
+        self.compile_update = bool(compile_update)
         check_number(ent_coef, "ent_coef")
         self.ent_coef = float(ent_coef)
         super().__init__(
@@ -190,7 +195,8 @@ class MDPO(OnPolicyAgent):
 
     def divergence(
         self,
-        batch: RolloutBatch,
+        old_dist_params: torch.Tensor,
+        old_log_prob: torch.Tensor,
         params: torch.Tensor,
         log_prob: torch.Tensor,
         old_log_std: torch.Tensor | None,
@@ -203,13 +209,47 @@ class MDPO(OnPolicyAgent):
         tend to −KL(π_k ‖ π_θ) ≤ 0, a bonus for moving away from π_k; we do not copy that.
         """
         if self.tsallis_q == 1.0:
-            kl = self.policy.kl_divergence(params, batch.old_dist_params, None, old_log_std)
+            kl = self.policy.kl_divergence(params, old_dist_params, None, old_log_std)
             return kl.mean()
         q = 2.0 - self.tsallis_q
-        ratio = torch.exp(log_prob - batch.old_log_prob)
+        ratio = torch.exp(log_prob - old_log_prob)
         log_q_new = tsallis_log(log_prob.exp(), q)
-        log_q_old = tsallis_log(batch.old_log_prob.exp(), q)
+        log_q_old = tsallis_log(old_log_prob.exp(), q)
         return torch.mean(ratio * (log_q_new - log_q_old))
+
+    def _policy_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        old_dist_params: torch.Tensor,
+        old_log_std: torch.Tensor | None,
+        t_k: torch.Tensor,
+    ) -> torch.Tensor:
+        """``−(mean(r_θ·Â) − D(π_θ, π_k)/t_k + c_ent·H)``, the negated mirror-descent
+        objective of a minibatch (``t_k`` a tensor, so that its schedule does not recompile)."""
+        params = self.policy.distribution_params(obs)
+        log_prob, entropy = self.policy.log_prob_entropy(params, actions)
+        surrogate = torch.mean(torch.exp(log_prob - old_log_prob) * advantages)
+        divergence = self.divergence(old_dist_params, old_log_prob, params, log_prob, old_log_std)
+        objective = surrogate - divergence / t_k
+        if self.ent_coef != 0.0:
+            objective = objective + self.ent_coef * entropy.mean()
+        return -objective
+
+    def _value_loss(
+        self, obs: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean squared error of the values, clipped around the rollout's (PPO's form)."""
+        values = self.policy.predict_values(obs)
+        value_loss = (values - returns) ** 2
+        if self.clip_range_vf is not None:
+            clipped = old_values + torch.clamp(
+                values - old_values, -self.clip_range_vf, self.clip_range_vf
+            )
+            value_loss = torch.maximum(value_loss, (clipped - returns) ** 2)
+        return value_loss.mean()
 
     def train(self, batch: RolloutBatch) -> None:
         """``m`` policy steps on the mirror-descent objective, then the value epochs."""
@@ -226,20 +266,24 @@ class MDPO(OnPolicyAgent):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         data = RolloutBatch(*batch.columns()[:4], advantages, *batch.columns()[5:])
 
+        policy_loss = loss_function(self, "_policy_loss", self.compile_update)
+        value_loss_fn = loss_function(self, "_value_loss", self.compile_update)
+        t_k_tensor = torch.tensor(t_k, device=self.device)
         for _ in range(self.n_policy_steps):
             if self.policy_batch_size is None:
                 minibatches = [data]
             else:
                 minibatches = data.minibatches(self.policy_batch_size, self.rng)
             for mb in minibatches:
-                params = policy.distribution_params(mb.obs)
-                log_prob, entropy = policy.log_prob_entropy(params, mb.actions)
-                surrogate = torch.mean(torch.exp(log_prob - mb.old_log_prob) * mb.advantages)
-                divergence = self.divergence(mb, params, log_prob, old_log_std)
-                objective = surrogate - divergence / t_k
-                if self.ent_coef != 0.0:
-                    objective = objective + self.ent_coef * entropy.mean()
-                loss = -objective
+                loss = policy_loss(
+                    mb.obs,
+                    mb.actions,
+                    mb.old_log_prob,
+                    mb.advantages,
+                    mb.old_dist_params,
+                    old_log_std,
+                    t_k_tensor,
+                )
                 self._check_finite({"policy loss": loss})
                 self.actor_params.zero_grad()
                 loss.backward()
@@ -251,19 +295,14 @@ class MDPO(OnPolicyAgent):
             log_prob, entropy = policy.log_prob_entropy(params, batch.actions)
             log_ratio = log_prob - batch.old_log_prob
             surrogate = torch.mean(torch.exp(log_ratio) * advantages)
-            divergence = self.divergence(batch, params, log_prob, old_log_std)
+            divergence = self.divergence(
+                batch.old_dist_params, batch.old_log_prob, params, log_prob, old_log_std
+            )
 
         value_losses = []
         for _ in range(self.vf_epochs):
             for mb in batch.minibatches(self.vf_batch_size, self.rng, drop_last=True):
-                values = policy.predict_values(mb.obs)
-                value_loss = (values - mb.returns) ** 2
-                if self.clip_range_vf is not None:
-                    clipped = mb.old_values + torch.clamp(
-                        values - mb.old_values, -self.clip_range_vf, self.clip_range_vf
-                    )
-                    value_loss = torch.maximum(value_loss, (clipped - mb.returns) ** 2)
-                value_loss = value_loss.mean()
+                value_loss = value_loss_fn(mb.obs, mb.returns, mb.old_values)
                 self._check_finite({"value loss": value_loss})
                 self.critic_params.zero_grad()
                 value_loss.backward()
