@@ -24,6 +24,7 @@ _PUBLIC = {
     "OPPO": "mdpo.offline.oppo",
     "MDPO": "mdpo.rl.mdpo_on",
     "PPO": "mdpo.rl.ppo",
+    "BatchedPPO": "mdpo.rl.batched",
     "SAC": "mdpo.rl.sac",
     "TRPO": "mdpo.rl.trpo",
     "Agent": "mdpo.rl.base",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         OffPolicyMDPO,
         OnPolicyAgent,
     )
+    from mdpo.rl.batched import BatchedPPO
     from mdpo.rl.callbacks import (
         BaseCallback,
         CallbackList,
@@ -99,6 +101,7 @@ __all__ = [
     "TRPO",
     "TSDDR",
     "Agent",
+    "BatchedPPO",
     "Learner",
     "OffPolicyMDPO",
     "BaseCallback",

@@ -229,7 +229,7 @@ class TorchVectorEnv(VectorEnv):
             raise RuntimeError(f"call reset() before step() on {type(self).__name__}")
         action = self._check_action(actions)
         if not self.redraw_only_finished:  # no host synchronisation: all draw, where() keeps
-            fresh = self._initial_state(self.num_envs, None)
+            fresh = self._fresh_states(None)
             state, self.elapsed_steps, obs, final_obs, reward, terminated, truncated, done = (
                 self._advance_fn(self._state, self.elapsed_steps, action, fresh)
             )
@@ -243,13 +243,18 @@ class TorchVectorEnv(VectorEnv):
         obs = final_obs  # the same tensor where no env finished
         index = done.nonzero().squeeze(1)  # the host sees `done` for free: redraw only those
         if len(index):
-            fresh = self._initial_state(len(index), None)
+            fresh = self._fresh_states(index)
             state[:, index] = fresh  # `state` is this step's new tensor
             obs = final_obs.clone()
             obs[index] = self._observe(fresh)
         self.elapsed_steps.masked_fill_(done, 0)
         self._state = state
         return obs, reward, terminated, truncated, {"final_obs": final_obs, "_final_obs": done}
+
+    def _fresh_states(self, index: torch.Tensor | None) -> torch.Tensor:
+        """New initial states ``[state_dim, m]`` for the envs ``index`` (None: every env),
+        in index order."""
+        return self._initial_state(self.num_envs if index is None else len(index), None)
 
     def _advance(
         self,

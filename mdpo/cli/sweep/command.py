@@ -9,6 +9,7 @@ import sys
 
 from mdpo.cli.sweep.executors import (
     prepare,
+    run_batched,
     run_local,
     run_ray,
     run_status,
@@ -16,7 +17,7 @@ from mdpo.cli.sweep.executors import (
     sweep_lock,
 )
 from mdpo.cli.sweep.report import write_report
-from mdpo.cli.sweep.spec import load_spec, safe_name
+from mdpo.cli.sweep.spec import BACKENDS, load_spec, safe_name
 
 
 def command_sweep_run(args: argparse.Namespace) -> int:
@@ -25,16 +26,19 @@ def command_sweep_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     spec = load_spec(args.spec)
+    backend = args.backend or spec.backend or "local"
     out = args.out or os.path.join("sweeps", safe_name(spec.name))
     with sweep_lock(out), sigterm_as_interrupt():
         plan = prepare(spec, out, "mdpo " + shlex.join(args.argv))
         total = len(plan.done) + len(plan.todo)
         print(
             f"sweep {spec.name!r}: {total} runs, {len(plan.done)} already completed, "
-            f"{len(plan.todo)} to run ({args.backend}, {args.workers} workers); folder {out}"
+            f"{len(plan.todo)} to run ({backend}, {args.workers} workers); folder {out}"
         )
-        if args.backend == "ray":
+        if backend == "ray":
             failed = run_ray(plan, args.workers, args.address)
+        elif backend == "batched":
+            failed = run_batched(plan, args.workers)
         else:
             failed = run_local(plan, args.workers)
     for run in failed:
@@ -68,9 +72,12 @@ def add_parser(sub) -> None:
     sweep_run.add_argument("spec", help="YAML sweep spec")
     sweep_run.add_argument(
         "--backend",
-        choices=["local", "ray"],
-        default="local",
-        help="where the runs execute: local processes or a Ray cluster",
+        choices=list(BACKENDS),
+        default=None,
+        help="where the runs execute: local processes (default), a Ray cluster, or batched "
+        "(local processes, each training the PPO runs on a torch-native env that differ only "
+        "by seed as one batched computation; other runs run on their own); overrides the "
+        "spec's 'backend'",
     )
     sweep_run.add_argument(
         "--workers",

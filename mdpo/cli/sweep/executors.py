@@ -209,45 +209,94 @@ class Progress:
             self.stream.write("\n")
 
 
+@dataclass
+class Job:
+    """One process of a sweep: the module it runs and the runs it trains (one, or a batch)."""
+
+    module: str
+    runs: list[RunConfig]
+
+
 def run_local(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> list[RunConfig]:
     """Run ``plan.todo`` as subprocesses, ``workers`` at a time; returns the failed runs."""
+    jobs = [Job("mdpo.cli.sweep.worker", [run]) for run in plan.todo]
+    return run_jobs(plan, jobs, workers, stream)
+
+
+def run_batched(plan: SweepPlan, workers: int, stream: TextIO | None = None) -> list[RunConfig]:
+    """Run ``plan.todo`` with the runs that differ only by seed trained as one batch each
+    (:mod:`mdpo.cli.sweep.batch`), ``workers`` processes at a time; the runs that cannot be
+    batched run on their own as :func:`run_local` runs them, after a one-line notice each.
+    Returns the failed runs."""
+    from mdpo.cli.sweep.batch import group_runs  # torch, only for this backend
+
+    batches, alone = group_runs(plan.todo)
+    notices = stream or sys.stderr
+    for run, reason in alone:
+        print(f"{run.run_id}: not batched ({reason}); it runs on its own", file=notices)
+    jobs = [Job("mdpo.cli.sweep.batch", runs) for runs in batches]
+    jobs += [Job("mdpo.cli.sweep.worker", [run]) for run, _ in alone]
+    return run_jobs(plan, jobs, workers, stream)
+
+
+def run_jobs(
+    plan: SweepPlan, jobs: list[Job], workers: int, stream: TextIO | None = None
+) -> list[RunConfig]:
+    """Run ``jobs`` as subprocesses, ``workers`` at a time; returns the failed runs.
+
+    A job's output goes to its first run's ``log.txt`` (the other runs of a batch get a
+    ``log.txt`` that points there); a run without ``result.json`` when its job ends failed.
+    """
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    pending = list(plan.todo)
-    running: dict[subprocess.Popen, tuple[RunConfig, Any, float]] = {}
+    pending = list(jobs)
+    running: dict[subprocess.Popen, tuple[Job, Any, float]] = {}
     failed: list[RunConfig] = []
     progress = Progress(len(plan.done) + len(plan.todo), len(plan.done), workers, stream)
     progress.update(0)
     try:
         while pending or running:
             while pending and len(running) < workers:
-                run = pending.pop(0)
-                run_dir = plan.run_dir(run)
-                log = open(os.path.join(run_dir, "log.txt"), "w")
+                job = pending.pop(0)
+                run_dirs = [plan.run_dir(run) for run in job.runs]
+                log = open(os.path.join(run_dirs[0], "log.txt"), "w")
+                for run_dir in run_dirs[1:]:
+                    with open(os.path.join(run_dir, "log.txt"), "w") as pointer:
+                        pointer.write(
+                            f"trained in one batch of {len(run_dirs)} runs; the batch's log is "
+                            f"{os.path.join(run_dirs[0], 'log.txt')}\n"
+                        )
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "mdpo.cli.sweep.worker", run_dir],
+                    [sys.executable, "-m", job.module, *run_dirs],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
                     preexec_fn=_die_with_parent,
                 )
-                running[proc] = (run, log, time.time())
-                progress.update(len(running))
+                running[proc] = (job, log, time.time())
+                progress.update(sum(len(j.runs) for j, _, _ in running.values()))
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
-                run, log, started = running.pop(proc)
+                job, log, started = running.pop(proc)
                 log.close()
-                run_dir = plan.run_dir(run)
-                ok = run_completed(run_dir)
-                if not ok:
-                    record_failure(run_dir, f"the run's process exited with code {proc.returncode}")
-                    failed.append(run)
-                progress.update(len(running), time.time() - started, failed=not ok)
+                in_flight = sum(len(j.runs) for j, _, _ in running.values())
+                # a batch's time is shared by its runs (for the ETA of the others)
+                duration = (time.time() - started) / len(job.runs)
+                for run in job.runs:
+                    run_dir = plan.run_dir(run)
+                    ok = run_completed(run_dir)
+                    if not ok:
+                        record_failure(
+                            run_dir, f"the run's process exited with code {proc.returncode}"
+                        )
+                        failed.append(run)
+                    progress.update(in_flight, duration, failed=not ok)
     except BaseException:
-        for proc, (run, log, _) in running.items():
+        for proc, (job, log, _) in running.items():
             proc.terminate()
             proc.wait()
             log.close()
-            record_failure(plan.run_dir(run), "interrupted: the sweep was stopped")
+            for run in job.runs:
+                record_failure(plan.run_dir(run), "interrupted: the sweep was stopped")
         raise
     finally:
         progress.close()

@@ -16,6 +16,8 @@ A spec is a YAML file::
     eval: {every: 10000, episodes: 10}   # deterministic episodes on a separate env
     n_envs: 1                    # optional
     device: cpu                  # optional (auto, cpu, cuda)
+    backend: batched             # optional: local (default), ray, or batched (the runs that
+                                 # differ only by seed as one batched process; --backend wins)
     hyperparameters:             # optional, for every algorithm: a grid ...
       grid: {gamma: [0.99, 0.995]}
       # ... or a list of variants:  list: [{gamma: 0.99}, {gamma: 0.995, n_steps: 1024}]
@@ -73,7 +75,10 @@ SPEC_KEYS = {
     "n_envs",
     "device",
     "hyperparameters",
+    "backend",
 }
+#: where a spec's runs may execute (``mdpo sweep run --backend`` overrides the spec's choice)
+BACKENDS = ("local", "ray", "batched")
 BASELINE_PREFIXES = {"sb3": "stable_baselines3", "sb3-contrib": "sb3_contrib"}
 # arguments the sweep sets itself; a spec may not override them
 RESERVED = {
@@ -264,6 +269,7 @@ class SweepSpec:
     n_envs: int = 1
     device: str = "cpu"
     source: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None
 
     def runs(self) -> list[RunConfig]:
         """All runs, seed-major: a partial sweep has every algorithm and env on the first seeds."""
@@ -564,6 +570,9 @@ def _parse_spec(data: Any) -> SweepSpec:
     name = data.get("name") or "sweep"
     if not isinstance(name, str):
         raise SweepSpecError(f"name must be a string, got {_show(name)}")
+    backend = data.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise SweepSpecError(f"backend must be one of {', '.join(BACKENDS)}, got {_show(backend)}")
     spec = SweepSpec(
         name,
         budget,
@@ -576,6 +585,7 @@ def _parse_spec(data: Any) -> SweepSpec:
         n_envs,
         device,
         source=data,
+        backend=backend,
     )
     counts = Counter(run.run_id for run in spec.runs())
     dup = next((run_id for run_id, n in counts.items() if n > 1), None)

@@ -87,24 +87,32 @@ class EvalSchedule:
     """Deterministic evaluation every ``every`` steps (and at 0 and at the end).
 
     The eval env is separate from the training env and is reset with the same seed at every
-    evaluation, so every evaluation (and every algorithm) sees the same initial states.
+    evaluation, so every evaluation (and every algorithm) sees the same initial states. A
+    batch of runs (:mod:`mdpo.cli.sweep.batch`) evaluates all its members at once and hands
+    each run's episodes to its schedule's :meth:`record`.
     """
 
     def __init__(self, run: RunConfig, path: str):
 
         self.run = run
         self.path = path
-        self.env = make_vec_env(run.env)
+        self.env: Any = None  # made at the first evaluation (a batch evaluates on its own)
         self.next_at = 0
         self.rows: list[dict[str, Any]] = []
         self.eval_time = 0.0
 
-    def maybe_evaluate(self, model: Any, num_timesteps: int, force: bool = False) -> None:
+    def due(self, num_timesteps: int, force: bool = False) -> bool:
+        """Whether an evaluation is due at ``num_timesteps`` (``force``: unless one was just
+        made there)."""
         if num_timesteps < self.next_at and not force:
-            return
-        if self.rows and self.rows[-1]["timesteps"] == num_timesteps:
-            return
+            return False
+        return not (self.rows and self.rows[-1]["timesteps"] == num_timesteps)
 
+    def maybe_evaluate(self, model: Any, num_timesteps: int, force: bool = False) -> None:
+        if not self.due(num_timesteps, force):
+            return
+        if self.env is None:
+            self.env = make_vec_env(self.run.env)
         tic = time.perf_counter()
         returns, lengths = evaluate_policy(
             model,
@@ -115,6 +123,12 @@ class EvalSchedule:
             seed=EVAL_SEED_OFFSET + self.run.seed,
         )
         self.eval_time += time.perf_counter() - tic
+        self.record(num_timesteps, returns, lengths, force)
+
+    def record(
+        self, num_timesteps: int, returns: list[float], lengths: list[int], force: bool = False
+    ) -> None:
+        """Add an evaluation's episodes to the curve and to ``eval.csv``."""
         row = {
             "timesteps": num_timesteps,
             # the scheduled step (equal across seeds and algorithms), for averaging curves
@@ -151,6 +165,11 @@ class EvalSchedule:
             )
         while self.next_at <= num_timesteps:
             self.next_at += self.run.eval_every
+
+    def close(self) -> None:
+        """Close the eval env (if one was made)."""
+        if self.env is not None:
+            self.env.close()
 
 
 def make_callback(run: RunConfig, schedule: EvalSchedule, ours: bool):
@@ -217,45 +236,74 @@ def run_one(run: RunConfig, run_dir: str) -> dict[str, Any]:
         model.learn(run.budget, callback=make_callback(run, schedule, ours), tb_log_name="run")
         train_time = time.perf_counter() - tic - schedule.eval_time  # evaluations excluded
         schedule.maybe_evaluate(model, model.num_timesteps, force=True)  # the final model
-        schedule.env.close()
+        schedule.close()
         model.save(os.path.join(run_dir, "final_model.zip"))
-        steps = int(model.num_timesteps)
-        result = {
-            "run_id": run.run_id,
-            "config": run.to_json(),
-            "final_return": schedule.rows[-1]["mean_return"],
-            "final_returns": schedule.rows[-1]["returns"],
-            "num_timesteps": steps,
-            "curve": [
-                {k: row[k] for k in ("timesteps", "nominal_timesteps", "mean_return", "std_return")}
-                for row in schedule.rows
-            ],
-            "wall_time_s": time.time() - started,
-            "train_time_s": train_time,
-            "eval_time_s": schedule.eval_time,
-            "steps_per_s": steps / max(train_time, 1e-9),
-            "code_version": code_version(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        write_json_atomic(os.path.join(run_dir, "result.json"), result)
-        done = {
-            "status": "completed",
-            "final_return": result["final_return"],
-            "wall_time_s": result["wall_time_s"],
-        }
-        write_json_atomic(status_path, done)
-        return result
+        return write_result(run, run_dir, schedule, int(model.num_timesteps), started, train_time)
     except BaseException as err:
-        write_json_atomic(
-            status_path,
-            {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc(),
-                "wall_time_s": time.time() - started,
-            },
-        )
+        write_failure(run_dir, err, started)
         raise
+
+
+def write_result(
+    run: RunConfig,
+    run_dir: str,
+    schedule: EvalSchedule,
+    steps: int,
+    started: float,
+    train_time: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a finished run's ``result.json`` (atomically: it marks the run complete), then
+    ``status.json``; returns the result.
+
+    Args:
+        run: the run.
+        run_dir: its folder.
+        schedule: its evaluations (the last one is the final model's).
+        steps: env steps trained.
+        started: ``time.time()`` when the run started.
+        train_time: seconds of training, evaluations excluded.
+        extra: more fields for ``result.json`` (e.g. the batch the run was trained in).
+    """
+    result = {
+        "run_id": run.run_id,
+        "config": run.to_json(),
+        "final_return": schedule.rows[-1]["mean_return"],
+        "final_returns": schedule.rows[-1]["returns"],
+        "num_timesteps": steps,
+        "curve": [
+            {k: row[k] for k in ("timesteps", "nominal_timesteps", "mean_return", "std_return")}
+            for row in schedule.rows
+        ],
+        "wall_time_s": time.time() - started,
+        "train_time_s": train_time,
+        "eval_time_s": schedule.eval_time,
+        "steps_per_s": steps / max(train_time, 1e-9),
+        "code_version": code_version(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    write_json_atomic(os.path.join(run_dir, "result.json"), result)
+    done = {
+        "status": "completed",
+        "final_return": result["final_return"],
+        "wall_time_s": result["wall_time_s"],
+    }
+    write_json_atomic(os.path.join(run_dir, "status.json"), done)
+    return result
+
+
+def write_failure(run_dir: str, err: BaseException, started: float) -> None:
+    """Record in ``status.json`` that the run failed with ``err``."""
+    write_json_atomic(
+        os.path.join(run_dir, "status.json"),
+        {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+            "wall_time_s": time.time() - started,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
