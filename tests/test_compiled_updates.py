@@ -44,8 +44,8 @@ def test_compiled_update_equals_the_eager_one(algo):
     for agent in (eager, compiled):
         agent.learn(210)
     assert eager._n_updates == compiled._n_updates == 10
-    wrapper = next(iter(compiled._compiled_losses.values()))
-    assert wrapper.compiled is not wrapper.eager  # it did compile, no fallback
+    wrappers = compiled._compiled_losses.values()
+    assert wrappers and all(w.compiled is not w.eager for w in wrappers)  # no fallback
     expected, got = state(eager), state(compiled)
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-6, msg=key)
@@ -91,6 +91,16 @@ def test_bfloat16_networks_keep_float32_parameters_and_outputs(algo, tmp_path):
     mean_half, log_std_half = half.policy.actor(obs)
     assert mean_half.dtype == log_std_half.dtype == torch.float32
     torch.testing.assert_close(mean_half, mean_full, rtol=0.02, atol=0.02)
+    # the output layers run in float32: a Q-value of 300.7 is not rounded to bfloat16's
+    # spacing of 2 there, nor a mean of 0.123456 to its 3 digits
+    probe = make(algo, precision="bfloat16")
+    with torch.no_grad():
+        probe.policy.critic.weights[-1].zero_()
+        probe.policy.critic.biases[-1].fill_(300.7)
+        probe.policy.actor.mu.weight.zero_()
+        probe.policy.actor.mu.bias.fill_(0.123456)
+    torch.testing.assert_close(probe.policy.critic(obs, action), torch.full((2, 256), 300.7))
+    torch.testing.assert_close(probe.policy.actor(obs)[0], torch.full((256, 1), 0.123456))
     for agent in (full, half):
         agent.learn(210)
     after_full, after_half = state(full), state(half)
@@ -172,3 +182,9 @@ def test_compiled_mdpo_update_equals_the_eager_one(tsallis_q):
     assert all(w.compiled is not w.eager for w in wrappers.values())  # no fallback
     for key, value in eager.policy.state_dict().items():
         torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_update_must_be_a_bool():
+    """``--set compile_update=False`` (not JSON: the string "False") would read as true."""
+    with pytest.raises(ValueError, match="compile_update must be true or false, got 'False'"):
+        make(SAC, compile_update="False")

@@ -199,3 +199,12 @@ def test_myopic_policy_spends_least_now_and_keeps_the_water_it_cannot_use():
     # the tie matters here: the least-cost decisions differ in what they keep
     keep.maximize = False
     assert HighsModel(keep).solve().objective < 0.9 * most_kept
+
+
+def test_the_myopic_policy_refuses_to_act_as_trained_sddp(tmp_path):
+    """Its tie-break cuts bound no future cost: training on them, a lower bound from them or
+    saving them as a cut file is refused in one line."""
+    policy = SDDP.myopic(load_case("case3"), 2, load_scale=1.0)
+    for call in (policy.train, policy.lower_bound, lambda: policy.save_cuts(str(tmp_path / "c"))):
+        with pytest.raises(ValueError, match="this is the myopic policy, whose cuts break ties"):
+            call()

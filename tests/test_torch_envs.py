@@ -473,25 +473,36 @@ def test_compiled_step_computes_what_the_eager_step_does(env_id, device):
     assert ends >= n  # autoresets were exercised
 
 
-def test_agents_take_the_compiled_env_through_env_kwargs():
-    """``env_kwargs={"compile": True}`` reaches the torch env (PPO trains on it); a
-    non-boolean value is one clear error."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_agent_on_the_compiled_env_trains_as_on_the_eager_one(device):
+    """``env_kwargs={"compile": True}`` reaches the torch env, and PPO on it trains as on the
+    eager env drawing for every env (the same rollouts, so the same parameters): whole
+    rollouts through the runner, which keeps observations and episode starts across steps
+    (on CUDA the compiled step is a CUDA graph, whose outputs the next replay overwrites).
+    A non-boolean value is one clear error."""
     from mdpo import PPO
 
-    agent = PPO(
-        "MlpPolicy",
-        "torch:CartPole-v1",
-        n_envs=8,
-        n_steps=16,
-        batch_size=64,
-        n_epochs=1,
-        seed=0,
-        device="cpu",
-        env_kwargs={"compile": True},
-    )
-    env = agent.runner.venv if hasattr(agent.runner, "venv") else agent.get_env()
-    assert getattr(env, "redraw_only_finished", None) is False
-    agent.learn(256)
-    assert agent.num_timesteps == 256
+    def make(compiled: bool) -> PPO:
+        return PPO(
+            "MlpPolicy",
+            "torch:CartPole-v1",
+            n_envs=8,
+            n_steps=32,
+            batch_size=64,
+            n_epochs=2,
+            seed=0,
+            device=device,
+            env_kwargs={"compile": compiled, "max_episode_steps": 20},
+        )
+
+    eager, compiled = make(False), make(True)
+    eager.runner.venv.redraw_only_finished = False
+    assert compiled.runner.venv.redraw_only_finished is False
+    for agent in (eager, compiled):
+        agent.learn(512)
+    assert len(compiled.runner.ep_info_buffer) > 10  # episodes ended (autoresets included)
+    for key, value in eager.policy.state_dict().items():
+        torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert list(compiled.runner.ep_info_buffer) == list(eager.runner.ep_info_buffer)
     with pytest.raises(ValueError, match="compile must be true or false, got 'yes'"):
         make_torch_env("CartPole-v1", 2, compile="yes")

@@ -127,6 +127,14 @@ def check_fraction(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is a bool (NumPy's included), else a one-line error: a string such as
+    ``"False"`` from a command line would otherwise read as true."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

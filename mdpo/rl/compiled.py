@@ -12,9 +12,12 @@ import torch
 class CompiledOnce:
     """``torch.compile(fn)`` that falls back to ``fn`` for good when compiling fails.
 
-    Compilation happens at the first call (before anything runs), so a failure there (no C++
-    compiler for inductor, an unsupported platform or Python) leaves the eager function, with
-    one warning naming ``owner``; later calls go straight to whichever works.
+    The forward graph compiles at the first call (before anything runs), so a failure there
+    (no C++ compiler for inductor, an unsupported platform or Python) leaves the eager
+    function, with one warning naming ``owner``; later calls go straight to whichever works.
+    Not covered: the backward graph compiles at the first ``backward()`` and a new input
+    shape recompiles at a later call; a compiler failure there raises (it has not been seen
+    where the forward compiled).
 
     Args:
         fn: the function (a bound method computing losses from tensors).

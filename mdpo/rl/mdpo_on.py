@@ -14,7 +14,7 @@ from torch import nn
 
 from mdpo.core.flat_params import FlatAdam, FlatParams
 from mdpo.core.registry import register_algorithm
-from mdpo.core.utils import Schedule, check_int, check_number, make_schedule
+from mdpo.core.utils import Schedule, check_bool, check_int, check_number, make_schedule
 from mdpo.rl.buffers import RolloutBatch
 from mdpo.rl.compiled import loss_function
 from mdpo.rl.on_policy import OnPolicyAgent, explained_variance
@@ -142,7 +142,7 @@ class MDPO(OnPolicyAgent):
         check_number(max_grad_norm, "max_grad_norm", positive=True)
         self.max_grad_norm = float(max_grad_norm)
         self.normalize_advantage = bool(normalize_advantage)
-        self.compile_update = bool(compile_update)
+        self.compile_update = check_bool(compile_update, "compile_update")
         check_number(ent_coef, "ent_coef")
         self.ent_coef = float(ent_coef)
         super().__init__(

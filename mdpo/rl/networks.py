@@ -266,8 +266,11 @@ class MixedPrecision(nn.Module):
     """A network whose matrix products may run in a lower precision (``compute_dtype``,
     e.g. ``torch.bfloat16`` under autocast) while its parameters and outputs stay float32.
 
-    Only the layers are autocast; everything computed from the outputs (log-densities,
-    losses, targets) is float32, as are the gradients and the optimizer's state."""
+    Only the hidden layers are autocast: the output layers (a Q-value, a mean, a log-std)
+    run in float32 on the float32 cast of the last hidden activation, because bfloat16's 8
+    significant bits would round a Q-value of 300 to a multiple of 2 (the size of a reward),
+    and everything computed from the outputs (log-densities, losses, targets) is float32, as
+    are the gradients and the optimizer's state."""
 
     compute_dtype: torch.dtype | None = None
 
@@ -320,8 +323,8 @@ class SquashedGaussianActor(MixedPrecision):
         """``(mean, log_std)`` of the pre-squash Gaussian for flat observations."""
         with self.autocast(obs):
             latent = self.latent_pi(obs)
-            mean, log_std = self.mu(latent), self.log_std(latent)
-        return mean.float(), log_std.float().clamp(LOG_STD_MIN, LOG_STD_MAX)
+        latent = latent.float()  # the heads in float32 (see MixedPrecision)
+        return self.mu(latent), self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(
         self, obs: torch.Tensor, noise: torch.Tensor
@@ -392,21 +395,21 @@ class CriticEnsemble(MixedPrecision):
         """Values ``[B]`` of critic ``index`` alone (when only one member needs gradients);
         ``frozen``: no gradient to the parameters, only to the inputs (an actor's loss)."""
         x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
-        layers = self._layers(frozen)
+        *hidden, (weight, bias) = self._layers(frozen)
         with self.autocast(x):
-            for i, (weight, bias) in enumerate(layers):
-                x = torch.addmm(bias[index], x, weight[index])
-                if i < len(layers) - 1:
-                    x = self.activation(x)
-        return x.squeeze(-1).float()
+            for w, b in hidden:
+                x = self.activation(torch.addmm(b[index], x, w[index]))
+        # the output layer in float32 (see MixedPrecision)
+        return torch.addmm(bias[index], x.float(), weight[index]).squeeze(-1)
 
     def forward(self, *inputs: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """Values ``[n_critics, B]`` of the concatenated inputs (e.g. ``obs, action``);
         ``frozen``: no gradient to the parameters, only to the inputs (an actor's loss)."""
         x = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
-        (weight, bias), *rest = self._layers(frozen)
+        *hidden, (out_weight, out_bias) = self._layers(frozen)
+        h = x.expand(self.n_critics, *x.shape)
         with self.autocast(x):
-            h = torch.baddbmm(bias, x.expand(self.n_critics, *x.shape), weight)
-            for weight, bias in rest:
-                h = torch.baddbmm(bias, self.activation(h), weight)
-        return h.squeeze(-1).float()
+            for weight, bias in hidden:
+                h = self.activation(torch.baddbmm(bias, h, weight))
+        # the output layer in float32 (see MixedPrecision)
+        return torch.baddbmm(out_bias, h.float(), out_weight).squeeze(-1)

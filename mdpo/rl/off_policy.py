@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from mdpo.core.serialization import Archive, ModelFileError, write_archive
-from mdpo.core.utils import Schedule, check_fraction, check_int
+from mdpo.core.utils import Schedule, check_bool, check_fraction, check_int
 from mdpo.rl.base import Agent
 from mdpo.rl.buffers import ReplayBuffer
 from mdpo.rl.callbacks import BaseCallback
@@ -93,9 +93,18 @@ class OffPolicyAgent(Agent):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
-        self.compile_update = bool(compile_update)
+        self.compile_update = check_bool(compile_update, "compile_update")
         self._compiled_losses: dict[str, Any] = {}
         super().__init__(policy, env, learning_rate, gamma=check_fraction(gamma, "gamma"), **kwargs)
+        if (
+            precision == "bfloat16"
+            and self.device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()
+        ):
+            raise ValueError(
+                f"precision='bfloat16': the GPU {torch.cuda.get_device_name(self.device)} "
+                "has no bfloat16 support; use precision='float32'"
+            )
         self.buffer_size = check_int(buffer_size, "buffer_size")
         self.learning_starts = check_int(learning_starts, "learning_starts", minimum=0)
         self.batch_size = check_int(batch_size, "batch_size")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mdpo.core.registry import register_algorithm
-from mdpo.core.utils import Schedule, check_int, check_number, make_schedule
+from mdpo.core.utils import Schedule, check_bool, check_int, check_number, make_schedule
 from mdpo.rl.buffers import RolloutBatch
 from mdpo.rl.compiled import loss_function
 from mdpo.rl.on_policy import OnPolicyAgent, explained_variance
@@ -98,7 +98,7 @@ class PPO(OnPolicyAgent):
             check_number(target_kl, "target_kl", positive=True)
         self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
         self.target_kl = target_kl
-        self.compile_update = bool(compile_update)
+        self.compile_update = check_bool(compile_update, "compile_update")
         super().__init__(
             policy,
             env,

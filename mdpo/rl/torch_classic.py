@@ -122,6 +122,7 @@ class TorchVectorEnv(VectorEnv):
         if not self._discrete:
             self._action_shape = (num_envs, *self.single_action_space.shape)
         self._advance_fn = self._advance  # or its compiled form, see compile_step
+        self._graph_outputs = False  # whether _advance_fn replays a CUDA graph
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -230,9 +231,10 @@ class TorchVectorEnv(VectorEnv):
         action = self._check_action(actions)
         if not self.redraw_only_finished:  # no host synchronisation: all draw, where() keeps
             fresh = self._fresh_states(None)
-            state, self.elapsed_steps, obs, final_obs, reward, terminated, truncated, done = (
-                self._advance_fn(self._state, self.elapsed_steps, action, fresh)
-            )
+            outputs = self._advance_fn(self._state, self.elapsed_steps, action, fresh)
+            if self._graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
+                outputs = tuple(tensor.clone() for tensor in outputs)
+            state, self.elapsed_steps, obs, final_obs, reward, terminated, truncated, done = outputs
             self._state = state
             return obs, reward, terminated, truncated, {"final_obs": final_obs, "_final_obs": done}
         state, reward, terminated = self._dynamics(self._state, action)
@@ -298,6 +300,7 @@ class TorchVectorEnv(VectorEnv):
         """
         if mode is None and self.device.type == "cuda":
             mode = "reduce-overhead"
+        self._graph_outputs = mode == "reduce-overhead" and self.device.type == "cuda"
         self.redraw_only_finished = False
         self._advance_fn = torch.compile(self._advance, mode=mode, dynamic=False)
         return self

@@ -22,6 +22,13 @@ from mdpo.rules.nlp import Expr, NonlinearProgram
 
 #: Ipopt's return statuses accepted as a solution
 SOLVED = ("Solve_Succeeded", "Solved_To_Acceptable_Level")
+#: statuses another barrier strategy may get past (not infeasibility, nor a time limit)
+NUMERICAL = (
+    "Maximum_Iterations_Exceeded",
+    "Restoration_Failed",
+    "Error_In_Step_Computation",
+    "Search_Direction_Becomes_Too_Small",
+)
 
 
 def to_casadi(expr: Expr, x: Any, ca: Any) -> Any:
@@ -178,9 +185,10 @@ class IpoptModel(BoundsInArrays):
 
     def solve(self, context: str = "") -> Solution:
         """Solve from the last solution (or the problem's starting point); a solve that fails
-        from there is retried from the starting point, then from there with Ipopt's adaptive
-        barrier update (its default, monotone one cycled to the iteration limit on a Bolivia
-        AC stage problem that the adaptive one solves in 22 iterations).
+        from there is retried from the starting point, then, after a numerical failure (not
+        infeasibility), from there with Ipopt's adaptive barrier update: its default,
+        monotone one cycled to the iteration limit on a Bolivia AC stage problem that the
+        adaptive one solves in 22 iterations.
 
         Raises:
             SolveError: naming the problem, ``context`` and Ipopt's status (infeasible,
@@ -192,7 +200,7 @@ class IpoptModel(BoundsInArrays):
         result, status = self._attempt(self._x if self.warm_start else self._start)
         if status not in SOLVED and self.warm_start:
             result, status = self._attempt(self._start)
-        if status not in SOLVED:
+        if status in NUMERICAL:
             result, status = self._attempt(self._start, adaptive=True)
         if status not in SOLVED:
             where = f" ({context})" if context else ""

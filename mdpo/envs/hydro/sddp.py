@@ -234,6 +234,8 @@ class SDDP:
         self.seed = int(seed)
         self.volume0 = np.array([p.initial_volume for p in case.plants])
         self.log = SDDPLog()
+        # the myopic policy's cuts break ties; they bound no future cost (see myopic)
+        self.tie_break_only = False
 
     @classmethod
     def myopic(
@@ -253,6 +255,7 @@ class SDDP:
         for that reason alone. The value enters as one cut per stage, ``θ >= keep_water ·
         (capacity - v_out) >= 0``; reported costs leave θ out."""
         policy = cls(case, horizon, stage_k=stage_k, load_scale=load_scale)
+        policy.tie_break_only = True
         capacity = np.array([p.max_volume for p in case.plants], dtype=np.float64)
         for t in range(policy.horizon):
             policy.add_cut(
@@ -319,8 +322,16 @@ class SDDP:
             models[t].add_rows([intercept], [np.inf], [self._cut_row(stage, slopes)])
         self.cuts.append((t, float(intercept), slopes))
 
+    def _refuse_if_tie_break(self, what: str) -> None:
+        if self.tie_break_only:
+            raise ValueError(
+                f"{what}: this is the myopic policy, whose cuts break ties and bound no future "
+                "cost; build SDDP(...) to train cuts"
+            )
+
     def lower_bound(self) -> float:
         """Expected first-stage value (stage cost plus θ) at the initial volumes."""
+        self._refuse_if_tie_break("lower_bound")
         inflows, probabilities = self.realizations(0)
         return float(
             sum(
@@ -366,6 +377,7 @@ class SDDP:
         ``time_limit`` seconds of this call, or the lower bound improved by less than
         ``stall_tolerance`` (relative) over the last ``stall_iterations``; ``callback(self)``
         runs after each iteration (e.g. to save the cuts)."""
+        self._refuse_if_tie_break("train")
         start = time.perf_counter()
         done = len(self.log.lower_bounds)
         offset = self.log.seconds[-1] if self.log.seconds else 0.0
@@ -437,6 +449,7 @@ class SDDP:
     def save_cuts(self, path: str) -> None:
         """Write the cuts (and what they were computed for) as JSON, gzipped when ``path``
         ends with ``.gz``."""
+        self._refuse_if_tie_break("save_cuts")
         data = {
             "case": self.case.name,
             "horizon": self.horizon,
