@@ -162,3 +162,34 @@ def test_an_undeclared_algorithm_is_refused():
 
     with pytest.raises(ValueError, match="not declared in HOMES"):
         register_algorithm(Stray)
+
+
+def test_code_version_says_dirty_when_the_package_is_modified(tmp_path):
+    """``code_version`` (written into every benchmark result) reports ``-dirty`` when a file
+    of the package differs from the commit, and not otherwise. Checked on a copy of
+    ``mdpo/core/utils.py`` in a repository of its own, laid out as this one."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    import mdpo.core.utils
+
+    core = tmp_path / "mdpo" / "core"
+    core.mkdir(parents=True)
+    shutil.copy(mdpo.core.utils.__file__, core / "utils.py")
+    (tmp_path / "README.md").write_text("outside the package\n")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    spec = importlib.util.spec_from_file_location("copied_utils", core / "utils.py")
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    assert not copied.code_version().endswith("-dirty")
+    (tmp_path / "README.md").write_text("changed, but outside the package\n")
+    assert not copied.code_version().endswith("-dirty")
+    (core / "utils.py").write_text((core / "utils.py").read_text() + "\n# changed\n")
+    assert copied.code_version().endswith("-dirty")

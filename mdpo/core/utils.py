@@ -147,15 +147,17 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
 def code_version() -> str:
     """The git commit of the mdpo source (``-dirty`` when modified), or the package version."""
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../mdpo
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", *args], cwd=package, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "mdpo")
+        dirty = git("status", "--porcelain", "--", ".")  # the package folder (git's cwd)
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", ""
     if not commit:
