@@ -313,9 +313,10 @@ def load_policy(
     formulation: str = "dc",
 ):
     """``(label, simulate(paths, progress) -> StageRecords)`` for a policy named on the
-    command line: ``myopic`` (no value on stored water), an SDDP cut file (``cuts.json.gz``), or a
-    model file of an mdpo agent trained on ``HydroDispatch-v0``; each stage problem of the
-    simulation has the power flow ``formulation``."""
+    command line: ``myopic`` (no value on stored water but a tie-break that keeps it, see
+    ``SDDP.myopic``), an SDDP cut file (``cuts.json.gz``), or a model file of an mdpo agent
+    trained on ``HydroDispatch-v0``; each stage problem of the simulation has the power flow
+    ``formulation``."""
 
     if spec == "myopic":
         sddp = SDDP.myopic(case, stages, load_scale=load_scale)
