@@ -8,7 +8,11 @@ Two parts, each printing its table and writing it to ``--out``:
    of the same count (``SAME_STEP`` autoreset, as the runner uses) in the same run; for
    CartPole also gymnasium's own NumPy-vectorized ``CartPoleVectorEnv``. The median of
    ``--repeats`` timed runs of at least ``--seconds`` each.
-2. ``ppo``: wall time for PPO to solve CartPole-v1 (mean deterministic return >= 475 over 10
+2. ``rollout``: PPO's rollout collection on CartPole (policy forward, sampling, env step,
+   buffer writes; transitions per second) at each ``--n-envs``: eager, with the env's step
+   compiled, and with the whole rollout step compiled (what the runner does on a compiled
+   env), the median of ``--repeats`` timed runs of at least ``--seconds`` each.
+3. ``ppo``: wall time for PPO to solve CartPole-v1 (mean deterministic return >= 475 over 10
    episodes of gymnasium's CartPole-v1, evaluated every ``--eval-every`` steps; evaluation
    time excluded) with 1 gymnasium env and with 64 and 1024 torch envs, for each seed.
 
@@ -65,7 +69,8 @@ PPO_VARIANTS = {
         1024,
         dict(n_steps=16, batch_size=4096, n_epochs=10, learning_rate=1e-3),
     ),
-    # the env's step compiled (a CUDA graph on a GPU: TorchVectorEnv.compile_step)
+    # the env compiled (TorchVectorEnv.compile_step): the runner then compiles the whole
+    # rollout step, policy included (a CUDA graph on a GPU)
     "torch, 1024 envs, compiled env": (
         "torch:CartPole-v1",
         1024,
@@ -191,6 +196,62 @@ def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+def rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Transitions per second of PPO's rollout collection on CartPole, three ways."""
+    from mdpo import PPO
+
+    def collector(n_envs: int, mode: str):
+        agent = PPO(
+            "MlpPolicy",
+            "torch:CartPole-v1",
+            n_envs=n_envs,
+            n_steps=16,
+            batch_size=16 * n_envs,
+            seed=0,
+            device=device,
+            env_kwargs={"compile": mode != "eager"},
+        )
+        agent.runner.reset(seed=0)
+
+        def collect() -> None:
+            policy = agent._rollout_policy()
+            if mode == "env step compiled":  # a plain closure: the runner compiles no more
+                agent.runner.rollout(16, lambda obs, t: policy(obs, t))
+            else:
+                agent.runner.rollout(16, policy)
+
+        return collect
+
+    rows = []
+    for n_envs in args.n_envs:
+        results = {}
+        for mode in ("eager", "env step compiled", "rollout step compiled"):
+            runs = []
+            for _ in range(args.repeats):
+                collect = collector(n_envs, mode)
+                runs.append(
+                    time_steps(collect, 16 * n_envs, args.seconds, lambda: synchronize(device))
+                )
+            results[mode] = statistics.median(runs)
+        for mode, value in results.items():
+            rows.append(
+                {
+                    "env": "CartPole-v1",
+                    "n_envs": n_envs,
+                    "rollout": mode,
+                    "device": str(device),
+                    "transitions_per_s": round(value),
+                    "vs_eager": round(value / results["eager"], 2),
+                }
+            )
+            print(
+                f"rollout {n_envs:6d} envs {mode:22s} {value:14,.0f} transitions/s "
+                f"{value / results['eager']:6.2f}x",
+                flush=True,
+            )
+    return rows
+
+
 def ppo(args: argparse.Namespace, device: torch.device) -> list[dict]:
     from mdpo import PPO
     from mdpo.rl.callbacks import BaseCallback
@@ -283,7 +344,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--part",
-        choices=["speed", "ppo", "all", "plot"],
+        choices=["speed", "rollout", "ppo", "all", "plot"],
         default="all",
         help="plot: redraw speed.png from OUT/speed.csv",
     )
@@ -315,9 +376,9 @@ def main() -> None:
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     print(meta, flush=True)
-    parts = ["speed", "ppo"] if args.part == "all" else [args.part]
+    parts = ["speed", "rollout", "ppo"] if args.part == "all" else [args.part]
     for part in parts:
-        rows = (speed if part == "speed" else ppo)(args, device)
+        rows = {"speed": speed, "rollout": rollout, "ppo": ppo}[part](args, device)
         write_rows(os.path.join(args.out, f"{part}.csv"), rows)
         with open(os.path.join(args.out, f"{part}_meta.txt"), "w") as handle:
             handle.writelines(f"{key}: {value}\n" for key, value in meta.items())

@@ -117,6 +117,21 @@ def test_continuous_actions_value_clip_and_entropy():
         assert my_returns == pytest.approx(their_returns, rel=1e-5)
 
 
+def test_compiled_seed_batched_env_equals_compiled_separate_runs():
+    """With ``compile`` the batched run's rollout step (every member's policy and sampling,
+    the seed-batched env's step) is one compiled function; each member still equals its
+    separate run on a compiled env (whose own rollout step is compiled too)."""
+    hyper = dict(CARTPOLE, env_kwargs={"max_episode_steps": 60, "compile": True})
+    seeds, budget = [0, 4], 512
+    batch = BatchedPPO("torch:CartPole-v1", seeds, device="cpu", **hyper).learn(budget)
+    captured = batch.runner._captured_step
+    assert captured is not None and captured.compiled is not captured.eager
+    for k, seed in enumerate(seeds):
+        single = separate_run("torch:CartPole-v1", seed, budget, hyper)
+        assert_member_equals(batch, k, single)
+        assert list(batch.ep_info_buffers[k]) == list(single.runner.ep_info_buffer)
+
+
 def test_one_member_is_a_separate_run():
     batch = BatchedPPO("torch:CartPole-v1", [5], device="cpu", **CARTPOLE).learn(256)
     assert_member_equals(batch, 0, separate_run("torch:CartPole-v1", 5, 256, CARTPOLE))

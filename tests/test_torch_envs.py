@@ -473,6 +473,20 @@ def test_compiled_step_computes_what_the_eager_step_does(env_id, device):
     assert ends >= n  # autoresets were exercised
 
 
+def eager_and_compiled_ppo(env_id: str, max_episode_steps: int, **hyper):
+    """Two PPO agents on ``env_id``: on the eager env set to draw new states for every env
+    (as the compiled env does) and on the compiled env."""
+    from mdpo import PPO
+
+    def make(compiled: bool) -> PPO:
+        env_kwargs = {"compile": compiled, "max_episode_steps": max_episode_steps}
+        return PPO("MlpPolicy", env_id, env_kwargs=env_kwargs, **hyper)
+
+    eager, compiled = make(False), make(True)
+    eager.runner.venv.redraw_only_finished = False
+    return eager, compiled
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_an_agent_on_the_compiled_env_trains_as_on_the_eager_one(device):
     """``env_kwargs={"compile": True}`` reaches the torch env, and PPO on it trains as on the
@@ -480,23 +494,16 @@ def test_an_agent_on_the_compiled_env_trains_as_on_the_eager_one(device):
     rollouts through the runner, which keeps observations and episode starts across steps
     (on CUDA the compiled step is a CUDA graph, whose outputs the next replay overwrites).
     A non-boolean value is one clear error."""
-    from mdpo import PPO
-
-    def make(compiled: bool) -> PPO:
-        return PPO(
-            "MlpPolicy",
-            "torch:CartPole-v1",
-            n_envs=8,
-            n_steps=32,
-            batch_size=64,
-            n_epochs=2,
-            seed=0,
-            device=device,
-            env_kwargs={"compile": compiled, "max_episode_steps": 20},
-        )
-
-    eager, compiled = make(False), make(True)
-    eager.runner.venv.redraw_only_finished = False
+    eager, compiled = eager_and_compiled_ppo(
+        "torch:CartPole-v1",
+        20,
+        n_envs=8,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=2,
+        seed=0,
+        device=device,
+    )
     assert compiled.runner.venv.redraw_only_finished is False
     for agent in (eager, compiled):
         agent.learn(512)
@@ -506,3 +513,73 @@ def test_an_agent_on_the_compiled_env_trains_as_on_the_eager_one(device):
     assert list(compiled.runner.ep_info_buffer) == list(eager.runner.ep_info_buffer)
     with pytest.raises(ValueError, match="compile must be true or false, got 'yes'"):
         make_torch_env("CartPole-v1", 2, compile="yes")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("env_id", ["torch:Pendulum-v1", "torch:Acrobot-v1"])
+def test_the_captured_rollout_step_computes_what_the_eager_steps_do(env_id, device):
+    """On a compiled env the runner compiles the whole rollout step (policy and sampling, env
+    step, observation and reward normalization, episode statistics) as one function; PPO
+    trained through it ends where PPO on the eager env (drawing for every env) ends: the
+    same weights, normalization statistics, discounted returns and episodes. Continuous
+    (Gaussian noise, clipping) and discrete (Gumbel-max) actions; episodes cut at 25 steps
+    so that autoresets happen inside the compiled step."""
+    eager, compiled = eager_and_compiled_ppo(
+        env_id,
+        25,
+        n_envs=6,
+        n_steps=40,
+        batch_size=80,
+        n_epochs=2,
+        seed=3,
+        device=device,
+        normalize_obs=True,
+        normalize_reward=True,
+    )
+    for agent in (eager, compiled):
+        agent.learn(720)  # three rollouts
+    captured = compiled.runner._captured_step
+    assert captured is not None and captured.compiled is not captured.eager  # it compiled
+    assert eager.runner._captured_step is None
+    for key, value in eager.policy.state_dict().items():
+        torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-5, atol=1e-5)
+    mine, theirs = compiled.normalizer, eager.normalizer
+    for rms in ("obs_rms", "ret_rms"):
+        for field in ("mean", "var"):
+            np.testing.assert_allclose(
+                getattr(getattr(mine, rms), field), getattr(getattr(theirs, rms), field), rtol=1e-6
+            )
+        assert getattr(mine, rms).count == getattr(theirs, rms).count
+    np.testing.assert_allclose(mine.returns, theirs.returns, rtol=1e-6, atol=1e-9)
+    episodes, reference = list(compiled.runner.ep_info_buffer), list(eager.runner.ep_info_buffer)
+    assert len(episodes) == len(reference) >= 6 * (720 // 6 // 25)  # 120 steps per env
+    assert [length for _, length in episodes] == [length for _, length in reference]
+    np.testing.assert_allclose(
+        [ret for ret, _ in episodes], [ret for ret, _ in reference], rtol=1e-5
+    )
+
+
+def test_a_compilation_that_fails_steps_eagerly_with_a_warning(monkeypatch):
+    """Where torch.compile cannot compile (every compiled call raises, as on a platform
+    without a C++ compiler), the compiled env steps and the runner's rollout step run
+    eagerly after one warning each, and PPO trains as on the eager env."""
+
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    env = make_torch_env("CartPole-v1", 3, compile=True)
+    env.reset(seed=0)
+    with pytest.warns(RuntimeWarning, match=r"CartPole: torch.compile failed .* the env step"):
+        env.step(torch.zeros(3, dtype=torch.long))
+    eager, fallback = eager_and_compiled_ppo(
+        "torch:CartPole-v1", 10, n_envs=4, n_steps=16, batch_size=32, n_epochs=1, seed=1
+    )
+    eager.learn(128)
+    with pytest.warns(RuntimeWarning, match="the rollout step runs eagerly"):
+        fallback.learn(128)
+    for key, value in eager.policy.state_dict().items():
+        torch.testing.assert_close(fallback.policy.state_dict()[key], value, rtol=0, atol=0)

@@ -63,7 +63,13 @@ from mdpo.core.learner import NonFiniteLossError
 from mdpo.core.utils import check_int, get_device
 from mdpo.rl.buffers import compute_gae
 from mdpo.rl.ppo import PPO
-from mdpo.rl.runners import TORCH_PREFIX, Normalizer, TorchEnvRunner, check_env_id
+from mdpo.rl.runners import (
+    TORCH_PREFIX,
+    Normalizer,
+    TensorPolicy,
+    TorchEnvRunner,
+    check_env_id,
+)
 from mdpo.rl.torch_classic import TORCH_ENVS, TorchVectorEnv
 
 __all__ = ["BatchedPPO", "SeedBatchedEnv", "make_seed_batched_env"]
@@ -528,10 +534,10 @@ class BatchedPPO:
         return F.linear(x, weight[member], bias[member]).squeeze(-1)
 
     # ----------------------------------------------------------------------------- collection
-    def _rollout_policy(self) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+    def _rollout_policy(self) -> TensorPolicy:
         """Each member's :meth:`~mdpo.rl.on_policy.OnPolicyAgent._tensor_rollout_policy`, its
         noise drawn from its own generator, the network run once for all members."""
-        k, n, steps, dev = self.n_members, self.n_envs, self.n_steps, self.device
+        n, steps, dev = self.n_envs, self.n_steps, self.device
         params = self._params(detach=True)
         dim = self.members[0].policy.action_dim
         if self.continuous:
@@ -539,29 +545,38 @@ class BatchedPPO:
                 [torch.randn((steps, n, dim), generator=m.rng) for m in self.members]
             ).to(dev)
             log_std = params["policy.log_std"].detach()  # [K, dim]
-            noise = noise * log_std.exp()[:, None, None, :]
+            noise = (noise * log_std.exp()[:, None, None, :]).transpose(0, 1)  # [T, K, n, dim]
             low = torch.as_tensor(self.action_space.low.ravel(), device=dev)
             high = torch.as_tensor(self.action_space.high.ravel(), device=dev)
-            shape = (k * n, *self.action_space.shape)
-
-            @torch.no_grad()
-            def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-                mean = self._distribution_params(params, obs.reshape(k, n, -1))
-                action = (mean + noise[:, t]).reshape(k * n, dim)
-                return torch.clamp(action, low, high).reshape(shape), action
-
-            return act
+            return TensorPolicy(self._act_box, (noise,), (params, low, high))
         uniform = torch.stack([torch.rand((steps, n, dim), generator=m.rng) for m in self.members])
-        gumbel = (-torch.log(-torch.log(uniform.clamp_min(1e-20)))).to(dev)
-        start = int(self.action_space.start)
+        gumbel = (-torch.log(-torch.log(uniform.clamp_min(1e-20)))).to(dev).transpose(0, 1)
+        return TensorPolicy(self._act_discrete, (gumbel,), (params, int(self.action_space.start)))
 
-        @torch.no_grad()
-        def act_discrete(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self._distribution_params(params, obs.reshape(k, n, -1))
-            action = torch.argmax(logits + gumbel[:, t], dim=-1).reshape(k * n)
-            return action + start, action
+    @torch.no_grad()
+    def _act_box(
+        self,
+        obs: torch.Tensor,
+        noise: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        low: torch.Tensor,
+        high: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's Gaussian actions (``noise``: ``[K, n, dim]``), clipped for the env."""
+        k, n = self.n_members, self.n_envs
+        mean = self._distribution_params(params, obs.reshape(k, n, -1))
+        action = (mean + noise).reshape(k * n, -1)
+        return torch.clamp(action, low, high).reshape(k * n, *self.action_space.shape), action
 
-        return act_discrete
+    @torch.no_grad()
+    def _act_discrete(
+        self, obs: torch.Tensor, gumbel: torch.Tensor, params: dict[str, torch.Tensor], start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's Gumbel-max actions (``gumbel``: ``[K, n, dim]``)."""
+        k, n = self.n_members, self.n_envs
+        logits = self._distribution_params(params, obs.reshape(k, n, -1))
+        action = torch.argmax(logits + gumbel, dim=-1).reshape(k * n)
+        return action + start, action
 
     def _per_member(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, K·n, ...]`` rollout tensor as ``[K, T·n, ...]`` (a single run's flat order,

@@ -1,4 +1,5 @@
-"""``torch.compile`` for the agents' update losses, with a clean eager fallback."""
+"""``torch.compile`` for the agents' update losses and the runners' rollout step, with a clean
+eager fallback."""
 
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ class CompiledOnce:
     Args:
         fn: the function (a bound method computing losses from tensors).
         owner: the name in the warning (the algorithm).
+        what: what runs eagerly after a failure, in the warning.
+        mode: ``torch.compile``'s mode (``None``: its default).
     """
 
-    def __init__(self, fn: Callable[..., Any], owner: str):
-        self.eager, self.owner = fn, owner
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        owner: str,
+        what: str = "the update",
+        mode: str | None = None,
+    ):
+        self.eager, self.owner, self.what = fn, owner, what
         self.compiled: Callable[..., Any] = (
-            torch.compile(fn, dynamic=False) if hasattr(torch, "compile") else fn
+            torch.compile(fn, mode=mode, dynamic=False) if hasattr(torch, "compile") else fn
         )
         self.checked = self.compiled is fn
 
@@ -41,7 +50,7 @@ class CompiledOnce:
             reason = text.splitlines()[0][:200] if text else ""
             warnings.warn(
                 f"{self.owner}: torch.compile failed ({type(err).__name__}: {reason}); "
-                "the update runs eagerly",
+                f"{self.what} runs eagerly",
                 RuntimeWarning,
                 stacklevel=2,
             )

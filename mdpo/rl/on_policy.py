@@ -19,7 +19,7 @@ from mdpo.rl.base import Agent
 from mdpo.rl.buffers import RolloutBatch, compute_gae
 from mdpo.rl.callbacks import BaseCallback
 from mdpo.rl.networks import ActorCriticPolicy
-from mdpo.rl.runners import EnvSpec, Rollout
+from mdpo.rl.runners import EnvSpec, Rollout, TensorPolicy
 
 
 class OnPolicyAgent(Agent):
@@ -128,33 +128,36 @@ class OnPolicyAgent(Agent):
 
         return act_discrete
 
-    def _tensor_rollout_policy(self):
-        """:meth:`_rollout_policy` on tensors on the agent's device (same noise draws)."""
+    def _tensor_rollout_policy(self) -> TensorPolicy:
+        """:meth:`_rollout_policy` on tensors on the agent's device (same noise draws), as a
+        :class:`~mdpo.rl.runners.TensorPolicy` that the runner can compile with the env."""
         policy, n_steps, n_envs, dev = self.policy, self.n_steps, self.n_envs, self.device
         if isinstance(self.action_space, spaces.Box):
             noise = torch.randn((n_steps, n_envs, policy.action_dim), generator=self.rng)
             noise = noise.to(dev) * policy.log_std.detach().exp()
             low = torch.as_tensor(self.action_space.low.ravel(), device=dev)
             high = torch.as_tensor(self.action_space.high.ravel(), device=dev)
-            shape = (n_envs, *self.action_space.shape)
-
-            @torch.no_grad()
-            def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-                action = policy.distribution_params(obs.reshape(n_envs, -1)) + noise[t]
-                return torch.clamp(action, low, high).reshape(shape), action
-
-            return act
+            return TensorPolicy(self._act_box, (noise,), (low, high))
         uniform = torch.rand((n_steps, n_envs, policy.action_dim), generator=self.rng)
         gumbel = (-torch.log(-torch.log(uniform.clamp_min(1e-20)))).to(dev)
-        start = int(self.action_space.start)
+        return TensorPolicy(self._act_discrete, (gumbel,), (int(self.action_space.start),))
 
-        @torch.no_grad()
-        def act_discrete(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = policy.distribution_params(obs.reshape(n_envs, -1))
-            action = torch.argmax(logits + gumbel[t], dim=-1)
-            return action + start, action
+    @torch.no_grad()
+    def _act_box(
+        self, obs: torch.Tensor, noise: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaussian actions: the mean plus the step's scaled noise, clipped for the env."""
+        action = self.policy.distribution_params(obs.reshape(obs.shape[0], -1)) + noise
+        return torch.clamp(action, low, high).reshape(-1, *self.action_space.shape), action
 
-        return act_discrete
+    @torch.no_grad()
+    def _act_discrete(
+        self, obs: torch.Tensor, gumbel: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gumbel-max actions from the logits (offset by the space's ``start`` for the env)."""
+        logits = self.policy.distribution_params(obs.reshape(obs.shape[0], -1))
+        action = torch.argmax(logits + gumbel, dim=-1)
+        return action + start, action
 
     def collect_rollouts(self, callback: BaseCallback) -> RolloutBatch | None:
         """Collect one rollout and turn it into flat training samples (``None`` if stopped)."""

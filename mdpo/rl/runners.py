@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +27,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.vector.utils import batch_space
 
 from mdpo.core.utils import get_device
+from mdpo.rl.compiled import CompiledOnce
 from mdpo.rl.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
 
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
@@ -606,6 +607,19 @@ class VecEnvRunner(Runner):
         )
 
 
+class NormStats(NamedTuple):
+    """The normalization statistics as float64 tensors (counts 0-d), passed through the
+    rollout step as values so that the step can be one compiled function."""
+
+    obs_mean: torch.Tensor
+    obs_var: torch.Tensor
+    obs_count: torch.Tensor
+    ret_mean: torch.Tensor
+    ret_var: torch.Tensor
+    ret_count: torch.Tensor
+    returns: torch.Tensor
+
+
 class TensorNormalizer:
     """The agent's :class:`Normalizer` computed with tensors on the runner's device.
 
@@ -614,7 +628,9 @@ class TensorNormalizer:
     :meth:`push` writes them back at its end (also when the rollout stops on an error), so
     they cross between host and device at those two points, not at every step; callbacks
     that run during a rollout (evaluation, checkpoints) see the statistics as they were at its
-    start. Statistics are float64, updated with the same formulas.
+    start. Statistics are float64, updated with the same formulas. :meth:`obs` and
+    :meth:`reward` are functions of the statistics (:class:`NormStats`, or None when nothing
+    is normalized) that return the new ones.
 
     Args:
         normalizer: the agent's normalizer.
@@ -624,38 +640,41 @@ class TensorNormalizer:
     def __init__(self, normalizer: Normalizer, device: torch.device):
         self.source = normalizer
         self.device = device
-        self.active = normalizer.normalize_obs or normalizer.normalize_reward
 
-    def pull(self, n_envs: int) -> None:
-        """Copy the statistics from the NumPy normalizer."""
+    def pull(self, n_envs: int) -> NormStats | None:
+        """The statistics of the NumPy normalizer (None when it normalizes nothing)."""
         src, dev = self.source, self.device
-        self.active = src.normalize_obs or src.normalize_reward
-        if not self.active:
-            return
-        self.obs_mean = torch.as_tensor(src.obs_rms.mean, dtype=torch.float64, device=dev)
-        self.obs_var = torch.as_tensor(src.obs_rms.var, dtype=torch.float64, device=dev)
-        self.obs_count = float(src.obs_rms.count)
-        self.ret_mean = torch.as_tensor(src.ret_rms.mean, dtype=torch.float64, device=dev)
-        self.ret_var = torch.as_tensor(src.ret_rms.var, dtype=torch.float64, device=dev)
-        self.ret_count = float(src.ret_rms.count)
+        if not (src.normalize_obs or src.normalize_reward):
+            return None
         returns = src.returns
         if returns is None or returns.shape != (n_envs,):
-            self.returns = torch.zeros(n_envs, dtype=torch.float64, device=dev)
-        else:
-            self.returns = torch.as_tensor(returns, dtype=torch.float64, device=dev)
+            returns = np.zeros(n_envs)
 
-    def push(self) -> None:
+        def tensor(value: Any) -> torch.Tensor:
+            return torch.as_tensor(value, dtype=torch.float64, device=dev)
+
+        return NormStats(
+            tensor(src.obs_rms.mean),
+            tensor(src.obs_rms.var),
+            tensor(float(src.obs_rms.count)),
+            tensor(src.ret_rms.mean),
+            tensor(src.ret_rms.var),
+            tensor(float(src.ret_rms.count)),
+            tensor(returns),
+        )
+
+    def push(self, stats: NormStats | None) -> None:
         """Write the statistics back to the NumPy normalizer."""
-        if not self.active:
+        if stats is None:
             return
         src = self.source
-        src.obs_rms.mean = self.obs_mean.cpu().numpy()
-        src.obs_rms.var = self.obs_var.cpu().numpy()
-        src.obs_rms.count = self.obs_count
-        src.ret_rms.mean = self.ret_mean.cpu().numpy()
-        src.ret_rms.var = self.ret_var.cpu().numpy()
-        src.ret_rms.count = self.ret_count
-        src.returns = self.returns.cpu().numpy()
+        src.obs_rms.mean = stats.obs_mean.cpu().numpy()
+        src.obs_rms.var = stats.obs_var.cpu().numpy()
+        src.obs_rms.count = float(stats.obs_count)
+        src.ret_rms.mean = stats.ret_mean.cpu().numpy()
+        src.ret_rms.var = stats.ret_var.cpu().numpy()
+        src.ret_rms.count = float(stats.ret_count)
+        src.returns = stats.returns.cpu().numpy()
 
     @staticmethod
     def _fold(mean, var, count, batch):
@@ -669,32 +688,70 @@ class TensorNormalizer:
         m2 = var * count + batch_var * batch_count + delta.square() * count * batch_count / total
         return new_mean, m2 / total, total
 
-    def obs(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
-        """Normalized float32 observations; ``update`` folds them into the statistics first."""
+    def obs(
+        self, stats: NormStats | None, obs: torch.Tensor, update: bool = False
+    ) -> tuple[torch.Tensor, NormStats | None]:
+        """Normalized float32 observations and the statistics; ``update`` folds the
+        observations into them first."""
         src = self.source
-        if not (self.active and src.normalize_obs):
-            return obs.float()
+        if stats is None or not src.normalize_obs:
+            return obs.float(), stats
         if update and src.training:
-            self.obs_mean, self.obs_var, self.obs_count = self._fold(
-                self.obs_mean, self.obs_var, self.obs_count, obs.double()
+            mean, var, count = self._fold(
+                stats.obs_mean, stats.obs_var, stats.obs_count, obs.double()
             )
-        scaled = (obs - self.obs_mean) / torch.sqrt(self.obs_var + src.epsilon)
-        return scaled.clamp(-src.clip_obs, src.clip_obs).float()
+            stats = stats._replace(obs_mean=mean, obs_var=var, obs_count=count)
+        scaled = (obs - stats.obs_mean) / torch.sqrt(stats.obs_var + src.epsilon)
+        return scaled.clamp(-src.clip_obs, src.clip_obs).float(), stats
 
-    def reward(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-        """Scaled float32 rewards; updates the return statistics while training."""
+    def reward(
+        self, stats: NormStats | None, reward: torch.Tensor, done: torch.Tensor
+    ) -> tuple[torch.Tensor, NormStats | None]:
+        """Scaled float32 rewards and the statistics (the return statistics move while
+        training)."""
         src = self.source
         reward = reward.float()
-        if not (self.active and src.normalize_reward):
-            return reward
+        if stats is None or not src.normalize_reward:
+            return reward, stats
+        returns = stats.returns
         if src.training:
-            self.returns = self.returns * src.gamma + reward
-            self.ret_mean, self.ret_var, self.ret_count = self._fold(
-                self.ret_mean, self.ret_var, self.ret_count, self.returns
-            )
-        scaled = reward / torch.sqrt(self.ret_var + src.epsilon)
-        self.returns = self.returns.masked_fill(done, 0.0)
-        return scaled.clamp(-src.clip_reward, src.clip_reward).float()
+            returns = returns * src.gamma + reward
+            mean, var, count = self._fold(stats.ret_mean, stats.ret_var, stats.ret_count, returns)
+            stats = stats._replace(ret_mean=mean, ret_var=var, ret_count=count)
+        scaled = reward / torch.sqrt(stats.ret_var + src.epsilon)
+        stats = stats._replace(returns=returns.masked_fill(done, 0.0))
+        return scaled.clamp(-src.clip_reward, src.clip_reward).float(), stats
+
+
+def _cloned(outputs: Any) -> Any:
+    """Copies of the tensors in nested tuples (named tuples included)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.clone()
+    if isinstance(outputs, tuple):
+        items = [_cloned(x) for x in outputs]
+        return type(outputs)(*items) if hasattr(outputs, "_fields") else tuple(items)
+    return outputs
+
+
+@dataclass
+class TensorPolicy:
+    """A rollout policy as a pure function of tensors, so that a runner can compile it
+    together with the env's step: ``act(obs, *[x[t] for x in per_step], *fixed) ->
+    (env_action, stored_action)``, its randomness drawn up front into ``per_step``.
+
+    Attributes:
+        act: the function (on normalized observations ``[N, *obs_shape]``).
+        per_step: tensors ``[T, ...]`` of which step ``t`` gets row ``t`` (sampling noise).
+        fixed: tensors (or dicts of tensors) every step gets whole (action bounds).
+    """
+
+    act: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    per_step: tuple[torch.Tensor, ...]
+    fixed: tuple[Any, ...] = ()
+
+    def __call__(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actions of step ``t`` (the runner's ``policy(obs, t)`` interface)."""
+        return self.act(obs, *(x[t] for x in self.per_step), *self.fixed)
 
 
 class TorchEnvRunner(Runner):
@@ -702,6 +759,13 @@ class TorchEnvRunner(Runner):
     device: the rollout is written into preallocated tensors there, episode statistics are
     gathered once at the end of the rollout, and nothing in the loop waits for the device
     (see :class:`Runner` for the arguments).
+
+    When the env's step is compiled (``env_kwargs={"compile": True}``, see
+    :meth:`~mdpo.rl.torch_classic.TorchVectorEnv.compile_step`) and the policy is a
+    :class:`TensorPolicy` (the on-policy agents'), the whole rollout step (policy and
+    sampling, the env's step, normalization, episode statistics) runs as one compiled
+    function, captured in a CUDA graph on a GPU; only the writes into the rollout's tensors
+    stay outside it.
     """
 
     tensor_policy = True
@@ -718,6 +782,16 @@ class TorchEnvRunner(Runner):
         self._ep_returns = torch.zeros(self.n_envs, dtype=torch.float64, device=device)
         self._ep_lengths = torch.zeros(self.n_envs, dtype=torch.int32, device=device)
         self._episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
+        mode = getattr(venv, "compile_mode", None)
+        self._captured_step: CompiledOnce | None = None
+        self._graph_outputs = mode == "reduce-overhead" and torch.device(device).type == "cuda"
+        if mode is not None:
+            self._captured_step = CompiledOnce(
+                self._policy_env_step,
+                type(venv).__name__,
+                what="the rollout step",
+                mode=None if mode == "default" else mode,
+            )
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset all envs (the env's generator gets ``seed``) and return normalized
@@ -726,13 +800,102 @@ class TorchEnvRunner(Runner):
         self.seeded = self.seeded or seed is not None
         self.normalizer.returns = None  # discounted returns restart with the episodes
         normalizer = self.tensor_normalizer
-        normalizer.pull(self.n_envs)
-        self._obs = normalizer.obs(raw, update=True)
-        normalizer.push()
+        stats = normalizer.pull(self.n_envs)
+        self._obs, stats = normalizer.obs(stats, raw, update=True)
+        normalizer.push(stats)
         self._episode_starts.fill_(True)
         self._ep_returns.zero_()
         self._ep_lengths.zero_()
         return self._obs
+
+    def _after_env_step(
+        self,
+        raw: torch.Tensor,
+        final_raw: torch.Tensor,
+        reward: torch.Tensor,
+        done: torch.Tensor,
+        ep_returns: torch.Tensor,
+        ep_lengths: torch.Tensor,
+        stats: NormStats | None,
+    ) -> tuple[Any, ...]:
+        """What the runner makes of an env step: ``(reward, obs, final_obs, ep_returns,
+        ep_lengths, next_ep_returns, next_ep_lengths, stats)``, normalized as the NumPy
+        runner does (the final observations with the statistics after the step), the episode
+        statistics at the step and after the finished ones restart."""
+        ep_returns, ep_lengths = ep_returns + reward, ep_lengths + 1
+        reward, stats = self.tensor_normalizer.reward(stats, reward, done)
+        obs, stats = self.tensor_normalizer.obs(stats, raw, update=True)
+        final_obs, _ = self.tensor_normalizer.obs(stats, final_raw)
+        return (
+            reward,
+            obs,
+            final_obs,
+            ep_returns,
+            ep_lengths,
+            ep_returns.masked_fill(done, 0.0),
+            ep_lengths.masked_fill(done, 0),
+            stats,
+        )
+
+    def _policy_env_step(
+        self,
+        policy: TensorPolicy,
+        obs: torch.Tensor,
+        step_inputs: tuple[torch.Tensor, ...],
+        env_state: torch.Tensor,
+        elapsed: torch.Tensor,
+        fresh: torch.Tensor,
+        ep_returns: torch.Tensor,
+        ep_lengths: torch.Tensor,
+        stats: NormStats | None,
+    ) -> tuple[Any, ...]:
+        """One rollout step as a pure function of tensors (the compiled path): the policy's
+        actions, the env's step from ``env_state`` with the new episodes' states ``fresh``
+        drawn beforehand, then :meth:`_after_env_step`. Returns ``(action, terminated,
+        truncated, done, env_state, elapsed, *after_env_step)``."""
+        venv = self.venv
+        env_action, action = policy.act(obs, *step_inputs, *policy.fixed)
+        env_state, elapsed, raw, final_raw, reward, terminated, truncated, done = venv._advance(
+            env_state, elapsed, venv._check_action(env_action), fresh
+        )
+        after = self._after_env_step(raw, final_raw, reward, done, ep_returns, ep_lengths, stats)
+        return (action, terminated, truncated, done, env_state, elapsed, *after)
+
+    def _step(
+        self,
+        policy: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+        t: int,
+        obs: torch.Tensor,
+        stats: NormStats | None,
+    ) -> tuple[Any, ...]:
+        """Step ``t`` of a rollout: ``(action, terminated, truncated, done,
+        *after_env_step)``, through the compiled step where there is one."""
+        venv = self.venv
+        if self._captured_step is not None and isinstance(policy, TensorPolicy):
+            outputs = self._captured_step(
+                policy,
+                obs,
+                tuple(x[t] for x in policy.per_step),
+                venv._state,
+                venv.elapsed_steps,
+                venv._fresh_states(None),
+                self._ep_returns,
+                self._ep_lengths,
+                stats,
+            )
+            if self._graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
+                outputs = _cloned(outputs)
+            action, terminated, truncated, done, venv._state, venv.elapsed_steps = outputs[:6]
+            return (action, terminated, truncated, done, *outputs[6:])
+        env_action, action = policy(obs, t)
+        tic = time.perf_counter()
+        raw, reward, terminated, truncated, info = venv.step(env_action)
+        self.env_time += time.perf_counter() - tic
+        done = info["_final_obs"]
+        after = self._after_env_step(
+            raw, info["final_obs"], reward, done, self._ep_returns, self._ep_lengths, stats
+        )
+        return (action, terminated, truncated, done, *after)
 
     def rollout(
         self,
@@ -745,8 +908,9 @@ class TorchEnvRunner(Runner):
         Args:
             n_steps: number of vector steps (``n_steps * n_envs`` transitions).
             policy: ``policy(obs, t) -> (env_actions, stored_actions)`` on normalized
-                observations ``[N, *obs_shape]`` (tensors on the device); ``env_actions`` go
-                to the envs, ``stored_actions`` into the rollout.
+                observations ``[N, *obs_shape]`` (tensors on the device; a
+                :class:`TensorPolicy` can be compiled with the env's step); ``env_actions``
+                go to the envs, ``stored_actions`` into the rollout.
             on_step: called after every vector step; returning False stops the rollout.
         """
         if self._obs is None:
@@ -761,21 +925,16 @@ class TorchEnvRunner(Runner):
         ep_length_buf = torch.empty((n_steps, n), dtype=torch.int32, device=dev)
         act_buf: torch.Tensor | None = None
         normalizer = self.tensor_normalizer
-        normalizer.pull(n)
-        obs, step = self._obs, self.venv.step
-        ep_returns, ep_lengths = self._ep_returns, self._ep_lengths
-        env_time, stopped, t = 0.0, False, 0
+        stats = normalizer.pull(n)
+        obs, stopped, t = self._obs, False, 0
         try:
             for t in range(n_steps):  # noqa: B007 - t is used after the loop
-                env_action, action = policy(obs, t)
+                with torch.no_grad():
+                    step = self._step(policy, t, obs, stats)
+                action, terminated, truncated, done, reward, next_obs, final_obs = step[:7]
+                ep_returns, ep_lengths, self._ep_returns, self._ep_lengths, stats = step[7:]
                 if act_buf is None:
                     act_buf = torch.empty((n_steps, *action.shape), dtype=action.dtype, device=dev)
-                tic = time.perf_counter()
-                raw, reward, terminated, truncated, info = step(env_action)
-                env_time += time.perf_counter() - tic
-                done = info["_final_obs"]
-                ep_returns += reward
-                ep_lengths += 1
                 obs_buf[t] = obs
                 act_buf[t] = action
                 start_buf[t] = self._episode_starts
@@ -784,19 +943,15 @@ class TorchEnvRunner(Runner):
                 done_buf[t] = done
                 ep_return_buf[t] = ep_returns
                 ep_length_buf[t] = ep_lengths
-                rew_buf[t] = normalizer.reward(reward, done)
-                obs = normalizer.obs(raw, update=True)
-                final_buf[t] = normalizer.obs(info["final_obs"])  # as the NumPy runner: after
-                ep_returns.masked_fill_(done, 0.0)
-                ep_lengths.masked_fill_(done, 0)
-                self._episode_starts = done
+                rew_buf[t] = reward
+                final_buf[t] = final_obs
+                obs, self._episode_starts = next_obs, done
                 if on_step is not None and on_step() is False:
                     stopped = True
                     break
         finally:  # the agent's statistics stay whole even if a step raises
-            normalizer.push()
+            normalizer.push(stats)
         self._obs = obs
-        self.env_time += env_time
         steps = t + 1
         final_step, final_env = done_buf[:steps].nonzero(as_tuple=True)
         episodes = zip(

@@ -54,6 +54,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mdpo.core.utils import get_device
+from mdpo.rl.compiled import CompiledOnce
 
 
 class TorchVectorEnv(VectorEnv):
@@ -123,6 +124,9 @@ class TorchVectorEnv(VectorEnv):
             self._action_shape = (num_envs, *self.single_action_space.shape)
         self._advance_fn = self._advance  # or its compiled form, see compile_step
         self._graph_outputs = False  # whether _advance_fn replays a CUDA graph
+        #: ``torch.compile``'s mode of the compiled step (``"default"`` for its default), or
+        #: None for the eager step; a runner compiles its whole rollout step in the same mode
+        self.compile_mode: str | None = None
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -292,7 +296,9 @@ class TorchVectorEnv(VectorEnv):
         ``mode="reduce-overhead"`` also captures it in a CUDA graph: one launch a step
         instead of dozens). New episodes' states are drawn for every env each step, as on
         an accelerator (so on the CPU the random streams differ from the uncompiled env's,
-        which redraws only finished envs). Returns the env.
+        which redraws only finished envs). A :class:`~mdpo.rl.runners.TorchEnvRunner`
+        stepping this env for an on-policy agent compiles its whole rollout step (policy,
+        sampling, this step, normalization) in the same mode. Returns the env.
 
         Args:
             mode: ``torch.compile``'s mode (default: ``"reduce-overhead"`` on CUDA, the
@@ -301,8 +307,11 @@ class TorchVectorEnv(VectorEnv):
         if mode is None and self.device.type == "cuda":
             mode = "reduce-overhead"
         self._graph_outputs = mode == "reduce-overhead" and self.device.type == "cuda"
+        self.compile_mode = mode or "default"
         self.redraw_only_finished = False
-        self._advance_fn = torch.compile(self._advance, mode=mode, dynamic=False)
+        self._advance_fn = CompiledOnce(
+            self._advance, type(self).__name__, what="the env step", mode=mode
+        )
         return self
 
     def _check_action(self, actions: Any) -> torch.Tensor:
