@@ -82,6 +82,18 @@ PPO_VARIANTS = {
             env_kwargs={"compile": True},
         ),
     ),
+    "torch, 1024 envs, compiled env and update": (
+        "torch:CartPole-v1",
+        1024,
+        dict(
+            n_steps=16,
+            batch_size=4096,
+            n_epochs=10,
+            learning_rate=1e-3,
+            env_kwargs={"compile": True},
+            compile_update=True,
+        ),
+    ),
     "torch, 16384 envs, compiled env": (
         "torch:CartPole-v1",
         16384,
