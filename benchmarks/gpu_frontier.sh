@@ -22,7 +22,8 @@ timeout 180 python benchmarks/torch_envs.py --device cuda --part speed --envs Ca
 timeout 120 python benchmarks/torch_envs.py --device cuda --part rollout \
   --n-envs 1024 16384 262144 --repeats 2 --seconds 1 --out "$OUT/torch_envs_cuda_compiled"
 timeout 150 python benchmarks/torch_envs.py --device cuda --part ppo --seeds 0 1 2 \
-  --ppo-variants "torch, 1024 envs" "torch, 1024 envs, compiled env" "torch, 16384 envs, compiled env" \
+  --ppo-variants "torch, 1024 envs" "torch, 1024 envs, compiled env" \
+  "torch, 1024 envs, compiled env and update" "torch, 16384 envs, compiled env" \
   --out "$OUT/torch_envs_cuda_compiled"
 timeout 120 python benchmarks/speed_offpolicy.py --device cuda --repeats 1 --env Hopper-v5 \
   --kinds SAC SAC+bf16 SAC+bf16+compile OffPolicyMDPO+bf16+compile --out "$OUT/speed_offpolicy_cuda"
