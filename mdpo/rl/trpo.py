@@ -82,9 +82,11 @@ class TRPO(OnPolicyAgent):
         sub_sampling_factor: use every k-th sample for the policy step (1: all).
         compile_update: compute the Fisher-vector products through ``torch.compile``, in
             their Gauss-Newton form ``JᵀMJ v`` (the Hessian of the KL at θ_old exactly; the
-            double backward of the eager form does not compile): about 3x faster per
-            product and 20% per iteration on Hopper-v5 on the CPU, a few seconds to compile
-            at the first update; eager with a warning where it cannot compile.
+            double backward of the eager form does not compile). Measured on the CPU
+            (Hopper-v5, ``benchmarks/trpo_fvp.py``): no faster (2.0 ms a product against
+            1.8-2.0 eager, 0.97-1.01x a whole iteration, where the products are 12%); kept
+            for the option's uniformity across agents and for accelerators, where it is
+            unmeasured. Eager with a warning where it cannot compile.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, n_envs,
         vec_env_cls, env_kwargs, normalize_obs, normalize_reward: see
             :class:`~mdpo.rl.base.Agent`.
