@@ -45,6 +45,8 @@ from mdpo.rl.torch_classic import TORCH_ENVS, make_torch_env  # noqa: E402
 # PPO settings per variant: (env, n_envs, hyperparameters). The 1-env one is RL Zoo's
 # CartPole-v1 PPO with its 8 × 32 rollout as 1 × 256; the torch ones spread a rollout of
 # about 2k (64 envs) and 16k (1024 envs) steps over many envs.
+PPO_1024 = dict(n_steps=16, batch_size=4096, n_epochs=10, learning_rate=1e-3)
+COMPILED_ENV = {"env_kwargs": {"compile": True}}
 PPO_VARIANTS = {
     "gymnasium, 1 env": (
         "CartPole-v1",
@@ -64,46 +66,19 @@ PPO_VARIANTS = {
         64,
         dict(n_steps=32, batch_size=512, n_epochs=10, learning_rate=1e-3),
     ),
-    "torch, 1024 envs": (
-        "torch:CartPole-v1",
-        1024,
-        dict(n_steps=16, batch_size=4096, n_epochs=10, learning_rate=1e-3),
-    ),
+    "torch, 1024 envs": ("torch:CartPole-v1", 1024, PPO_1024),
     # the env compiled (TorchVectorEnv.compile_step): the runner then compiles the whole
     # rollout step, policy included (a CUDA graph on a GPU)
-    "torch, 1024 envs, compiled env": (
-        "torch:CartPole-v1",
-        1024,
-        dict(
-            n_steps=16,
-            batch_size=4096,
-            n_epochs=10,
-            learning_rate=1e-3,
-            env_kwargs={"compile": True},
-        ),
-    ),
+    "torch, 1024 envs, compiled env": ("torch:CartPole-v1", 1024, PPO_1024 | COMPILED_ENV),
     "torch, 1024 envs, compiled env and update": (
         "torch:CartPole-v1",
         1024,
-        dict(
-            n_steps=16,
-            batch_size=4096,
-            n_epochs=10,
-            learning_rate=1e-3,
-            env_kwargs={"compile": True},
-            compile_update=True,
-        ),
+        PPO_1024 | COMPILED_ENV | {"compile_update": True},
     ),
     "torch, 16384 envs, compiled env": (
         "torch:CartPole-v1",
         16384,
-        dict(
-            n_steps=8,
-            batch_size=32768,
-            n_epochs=10,
-            learning_rate=1e-3,
-            env_kwargs={"compile": True},
-        ),
+        PPO_1024 | COMPILED_ENV | {"n_steps": 8, "batch_size": 32768},
     ),
 }
 

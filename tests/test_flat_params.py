@@ -30,7 +30,7 @@ def test_gradients_land_in_the_flat_vector():
 def test_adam_and_clipping_equal_torch(fused, monkeypatch):
     """Both paths: torch's fused kernel and the unfused tensor ops (where it is missing)."""
     if not fused:
-        monkeypatch.setattr(flat_params, "_FUSED_ADAM", None)
+        monkeypatch.setattr(flat_params.FlatAdam, "fused", False)
     net_ref = make_net()
     net = copy.deepcopy(net_ref)
     flat = FlatParams(net.parameters())

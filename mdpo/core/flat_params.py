@@ -98,31 +98,44 @@ class FlatAdam:
         self.steps = 0
         self._step_tensor = torch.zeros((), dtype=torch.float32, device=flat.data.device)
 
+    #: whether torch's fused Adam kernel is there (else five unfused tensor ops)
+    fused = _FUSED_ADAM is not None
+
+    def _fused_step(self, *tensor_lists: list[torch.Tensor]) -> None:
+        """torch's fused Adam kernel with this optimizer's hyperparameters on lists of
+        ``(params, grads, exp_avgs, exp_avg_sqs, step_counts)``, one call for all."""
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        params, grads, exp_avgs, exp_avg_sqs, step_counts = tensor_lists
+        _FUSED_ADAM(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            step_counts,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
+        )
+
     @torch.no_grad()
     def step(self) -> None:
         """Apply one Adam update with the current gradients."""
-        group = self.param_groups[0]
-        beta1, beta2 = group["betas"]
         self.steps += 1
         grad = self.flat.grad
-        if _FUSED_ADAM is not None:  # one pass over memory instead of seven
+        if self.fused:  # one pass over memory instead of seven
             self._step_tensor.fill_(self.steps)
-            _FUSED_ADAM(
-                [self.flat.data],
-                [grad],
-                [self.exp_avg],
-                [self.exp_avg_sq],
-                [],
-                [self._step_tensor],
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=0.0,
-                eps=group["eps"],
-                amsgrad=False,
-                maximize=False,
+            self._fused_step(
+                [self.flat.data], [grad], [self.exp_avg], [self.exp_avg_sq], [self._step_tensor]
             )
             return
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
         self.exp_avg.lerp_(grad, 1.0 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         bias_correction1 = 1.0 - beta1**self.steps

@@ -62,7 +62,7 @@ from mdpo.core.flat_params import FlatAdam
 from mdpo.core.learner import NonFiniteLossError
 from mdpo.core.utils import check_int, get_device
 from mdpo.rl.buffers import compute_gae
-from mdpo.rl.ppo import PPO
+from mdpo.rl.ppo import PPO, clipped_surrogate_loss, value_loss_of
 from mdpo.rl.runners import (
     TORCH_PREFIX,
     Normalizer,
@@ -215,7 +215,6 @@ def make_seed_batched_env(
 
 
 # --------------------------------------------------------------------------------- the agent
-_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
 _ALIGN = 16  # floats in 64 bytes: the rows of the parameter stack start on a cache line
 
 
@@ -243,29 +242,12 @@ class _RowwiseAdam(FlatAdam):
     @torch.no_grad()
     def step(self) -> None:
         """One Adam update of every member with the current gradients."""
-        if _FUSED_ADAM is None:
+        if not self.fused:
             super().step()
             return
-        group = self.param_groups[0]
-        beta1, beta2 = group["betas"]
         self.steps += 1
         self._steps_rows.fill_(self.steps)
-        data, grad, exp_avg, exp_avg_sq, steps = self._rows
-        _FUSED_ADAM(
-            data,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-            [],
-            steps,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=0.0,
-            eps=group["eps"],
-            amsgrad=False,
-            maximize=False,
-        )
+        self._fused_step(*self._rows)
 
 
 class _BatchedLinear(torch.autograd.Function):
@@ -678,14 +660,10 @@ class BatchedPPO:
                     mean = advantages.mean(1, keepdim=True)
                     advantages = (advantages - mean) / (advantages.std(1, keepdim=True) + 1e-8)
                 ratio = torch.exp(log_prob - mb["old_log_prob"])
-                policy_loss = -torch.min(
-                    advantages * ratio,
-                    advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range),
-                ).mean(1)
-                if clip_range_vf is not None:
-                    old = mb["old_values"]
-                    values = old + torch.clamp(values - old, -clip_range_vf, clip_range_vf)
-                value_loss = torch.mean((mb["returns"] - values) ** 2, dim=1)
+                policy_loss = clipped_surrogate_loss(advantages, ratio, clip_range, dim=1)
+                value_loss = value_loss_of(
+                    values, mb["old_values"], mb["returns"], clip_range_vf, dim=1
+                )
                 entropy_loss = -entropy.reshape(k, -1).mean(1)
                 loss = policy_loss + first.vf_coef * value_loss
                 if first.ent_coef != 0.0:

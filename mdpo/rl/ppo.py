@@ -15,6 +15,31 @@ from mdpo.rl.on_policy import OnPolicyAgent, explained_variance
 from mdpo.rl.runners import EnvSpec
 
 
+def clipped_surrogate_loss(
+    advantages: torch.Tensor, ratio: torch.Tensor, clip_range: Any, dim: int | None = None
+) -> torch.Tensor:
+    """PPO's policy loss ``−mean(min(r·Â, clip(r, 1 − ε, 1 + ε)·Â))``, the mean over ``dim``
+    (over everything when None)."""
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    objective = torch.min(advantages * ratio, advantages * clipped)
+    return -(objective.mean() if dim is None else objective.mean(dim))
+
+
+def value_loss_of(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range_vf: Any,
+    dim: int | None = None,
+) -> torch.Tensor:
+    """``mean((R − V)²)`` over ``dim`` (everything when None), ``V`` clipped to
+    ``old ± clip_range_vf`` first unless that is None."""
+    if clip_range_vf is not None:
+        values = old_values + torch.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+    squared = (returns - values) ** 2
+    return squared.mean() if dim is None else squared.mean(dim)
+
+
 @register_algorithm
 class PPO(OnPolicyAgent):
     """PPO with the clipped surrogate objective; defaults and semantics of SB3's ``PPO``.
@@ -138,13 +163,8 @@ class PPO(OnPolicyAgent):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         log_ratio = log_prob - old_log_prob
         ratio = torch.exp(log_ratio)
-        policy_loss = -torch.min(
-            advantages * ratio,
-            advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range),
-        ).mean()
-        if clip_range_vf is not None:
-            values = old_values + torch.clamp(values - old_values, -clip_range_vf, clip_range_vf)
-        value_loss = torch.mean((returns - values) ** 2)
+        policy_loss = clipped_surrogate_loss(advantages, ratio, clip_range)
+        value_loss = value_loss_of(values, old_values, returns, clip_range_vf)
         entropy_loss = -torch.mean(entropy)
         loss = policy_loss + self.vf_coef * value_loss
         if self.ent_coef != 0.0:
