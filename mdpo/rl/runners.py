@@ -871,6 +871,7 @@ class TorchEnvRunner(Runner):
         """Step ``t`` of a rollout: ``(action, terminated, truncated, done,
         *after_env_step)``, through the compiled step where there is one."""
         venv = self.venv
+        # (env_time counts eager env steps only: a compiled step has no env part to time)
         if self._captured_step is not None and isinstance(policy, TensorPolicy):
             outputs = self._captured_step(
                 policy,
