@@ -4,6 +4,8 @@ networks keep float32 parameters, outputs and optimizer state."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -70,6 +72,26 @@ def test_a_compilation_that_fails_runs_eagerly_with_a_warning(monkeypatch):
         fallback.learn(210)
     for key, value in state(eager).items():
         torch.testing.assert_close(state(fallback)[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_an_error_of_the_function_itself_is_not_taken_for_a_compiler_failure():
+    """A function that fails eagerly as well (a bad input) raises its own error, without the
+    fallback's warning, and stays compiled for later calls."""
+    from mdpo.rl.compiled import CompiledOnce
+
+    def checked_sqrt(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 3:
+            raise ValueError(f"checked_sqrt takes 3 values, got {x.shape[0]}")
+        return x.sqrt()
+
+    wrapper = CompiledOnce(checked_sqrt, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning may be issued
+        with pytest.raises(ValueError, match="takes 3 values, got 2"):
+            wrapper(torch.ones(2))
+        assert wrapper.compiled is not wrapper.eager and not wrapper.checked
+        torch.testing.assert_close(wrapper(torch.full((3,), 4.0)), torch.full((3,), 2.0))
+    assert wrapper.checked and wrapper.compiled is not wrapper.eager
 
 
 @pytest.mark.parametrize("algo", [SAC, OffPolicyMDPO])
@@ -144,7 +166,7 @@ def test_compiled_ppo_update_equals_the_eager_one():
     for agent in (eager, compiled):
         agent.learn(128)
     wrapper = compiled._compiled_losses["_minibatch_loss"]
-    assert wrapper.compiled is not wrapper.eager
+    assert wrapper.checked and wrapper.compiled is not wrapper.eager
     for key, value in eager.policy.state_dict().items():
         torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(compiled.optimizer.exp_avg, eager.optimizer.exp_avg)

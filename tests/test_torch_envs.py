@@ -10,6 +10,7 @@ import torch
 
 from mdpo.rl.runners import (
     Normalizer,
+    TensorPolicy,
     TorchEnvRunner,
     TorchToNumpy,
     VecEnvRunner,
@@ -351,6 +352,55 @@ def test_tensor_runner_equals_numpy_runner(env_id, normalize):
         assert na.obs_rms.count == nb.obs_rms.count
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_compiled_rollout_step_gives_the_eager_rollouts(env_id):
+    """The runner on a compiled env, given a :class:`TensorPolicy` (noise per step, a fixed
+    input), returns the rollouts of the runner on the eager env drawing for every env: every
+    field, a rollout stopped by its callback included, and the same episode and
+    normalization statistics afterwards."""
+    n_envs, obs_dim, steps = 5, TORCH_ENVS[env_id].single_observation_space.shape[0], 16
+    act = linear_policy(obs_dim, env_id)
+    noise = torch.randn(steps, n_envs, generator=torch.Generator().manual_seed(0))
+
+    def noisy(obs, noise_t, scale):
+        action = act(obs + scale * noise_t[:, None])
+        return action, action
+
+    runners = []
+    for compiled in (False, True):
+        env = make_torch_env(env_id, n_envs, max_episode_steps=7, compile=compiled)
+        env.redraw_only_finished = False
+        normalizer = Normalizer((obs_dim,), True, True, gamma=0.9)
+        runners.append(TorchEnvRunner(env, torch.device("cpu"), normalizer))
+        runners[-1].reset(seed=2)
+    eager, captured = runners
+    policy = TensorPolicy(noisy, (noise,), (0.1,))
+
+    def stop_after(k):
+        calls = []
+        return lambda: calls.append(1) or len(calls) < k
+
+    for stop in (None, 5, None):
+        a = eager.rollout(steps, policy, stop and stop_after(stop))
+        b = captured.rollout(steps, policy, stop and stop_after(stop))
+        assert a.stopped == b.stopped and len(b.rewards) == (stop or steps)
+        for field in ("obs", "actions", "rewards", "final_obs", "last_obs"):
+            torch.testing.assert_close(getattr(b, field), getattr(a, field), rtol=1e-5, atol=1e-5)
+        for field in ("terminated", "truncated", "episode_starts", "final_step", "final_env"):
+            assert torch.equal(getattr(b, field), getattr(a, field)), field
+        assert torch.equal(b.last_episode_starts, a.last_episode_starts)
+    assert captured._captured_step.checked  # the compiled step ran
+    assert captured._captured_step.compiled is not captured._captured_step.eager
+    episodes, reference = list(captured.ep_info_buffer), list(eager.ep_info_buffer)
+    assert len(episodes) >= n_envs and [n for _, n in episodes] == [n for _, n in reference]
+    np.testing.assert_allclose([r for r, _ in episodes], [r for r, _ in reference], rtol=1e-6)
+    for rms in ("obs_rms", "ret_rms"):
+        mine, theirs = getattr(captured.normalizer, rms), getattr(eager.normalizer, rms)
+        np.testing.assert_allclose(mine.mean, theirs.mean, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(mine.var, theirs.var, rtol=1e-6)
+        assert mine.count == theirs.count
+
+
 def test_ppo_rollout_on_tensors_equals_numpy_path():
     """PPO's tensor collection path (torch env on its device) produces the same training
     batch as its NumPy path (the same env through :class:`TorchToNumpy`)."""
@@ -539,7 +589,8 @@ def test_the_captured_rollout_step_computes_what_the_eager_steps_do(env_id, devi
     for agent in (eager, compiled):
         agent.learn(720)  # three rollouts
     captured = compiled.runner._captured_step
-    assert captured is not None and captured.compiled is not captured.eager  # it compiled
+    assert captured is not None and captured.checked  # it ran, compiled:
+    assert captured.compiled is not captured.eager
     assert eager.runner._captured_step is None
     for key, value in eager.policy.state_dict().items():
         torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-5, atol=1e-5)

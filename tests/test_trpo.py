@@ -62,20 +62,23 @@ def test_fisher_vector_product_is_the_kl_hessian(env_id, compile_update):
         torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-4, atol=1e-5)
     if compile_update:
         wrapper = agent._compiled_losses["_gauss_newton_product"]
-        assert wrapper.compiled is not wrapper.eager  # the compiled form was the one checked
+        assert wrapper.checked and wrapper.compiled is not wrapper.eager  # it ran compiled
 
 
-def test_compiled_update_trains_as_the_eager_one():
+@pytest.mark.parametrize("env_id, sub_sampling", [("Pendulum-v1", 1), ("CartPole-v1", 3)])
+def test_compiled_update_trains_as_the_eager_one(env_id, sub_sampling):
     """``compile_update=True``: three iterations of TRPO with the compiled products end at the
-    eager run's parameters (float tolerance: the products round differently)."""
+    eager run's parameters (float tolerance: the products round differently); Gaussian and
+    categorical policies, all samples and every third."""
 
     def make(compile_update: bool) -> TRPO:
         return TRPO(
             "MlpPolicy",
-            "Pendulum-v1",
+            env_id,
             n_steps=128,
             batch_size=64,
             n_critic_updates=2,
+            sub_sampling_factor=sub_sampling,
             seed=4,
             device="cpu",
             policy_kwargs={"net_arch": [16]},
@@ -86,7 +89,7 @@ def test_compiled_update_trains_as_the_eager_one():
     for agent in (eager, compiled):
         agent.learn(384)
     wrapper = compiled._compiled_losses["_gauss_newton_product"]
-    assert wrapper.compiled is not wrapper.eager
+    assert wrapper.checked and wrapper.compiled is not wrapper.eager
     start = make(False).policy.state_dict()
     for key, value in eager.policy.state_dict().items():
         torch.testing.assert_close(compiled.policy.state_dict()[key], value, rtol=1e-4, atol=1e-5)

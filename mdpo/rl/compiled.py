@@ -16,9 +16,11 @@ class CompiledOnce:
     The forward graph compiles at the first call (before anything runs), so a failure there
     (no C++ compiler for inductor, an unsupported platform or Python) leaves the eager
     function, with one warning naming ``owner``; later calls go straight to whichever works.
-    Not covered: the backward graph compiles at the first ``backward()`` and a new input
-    shape recompiles at a later call; a compiler failure there raises (it has not been seen
-    where the forward compiled).
+    An error that the eager function raises too (a bad input) is raised as it is, not taken
+    for a compiler failure. Not covered: the backward graph compiles at the first
+    ``backward()`` and a new input shape recompiles at a later call; a compiler failure there
+    raises (it has not been seen where the forward compiled); past torch's recompile limit
+    (8 per function) Dynamo runs the function eagerly without a warning.
 
     Args:
         fn: the function (a bound method computing losses from tensors).
@@ -46,6 +48,9 @@ class CompiledOnce:
         try:
             out = self.compiled(*args)
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+            # a genuine error of the function itself raises again here, unwrapped and
+            # without the warning; compilation is then tried again at the next call
+            out = self.eager(*args)
             text = str(err).strip()
             reason = text.splitlines()[0][:200] if text else ""
             warnings.warn(
@@ -55,7 +60,6 @@ class CompiledOnce:
                 stacklevel=2,
             )
             self.compiled = self.eager
-            out = self.eager(*args)
         self.checked = True
         return out
 

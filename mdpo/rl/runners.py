@@ -28,7 +28,12 @@ from gymnasium.vector.utils import batch_space
 
 from mdpo.core.utils import get_device
 from mdpo.rl.compiled import CompiledOnce
-from mdpo.rl.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
+from mdpo.rl.torch_classic import (
+    CUDA_GRAPH_MODES,
+    TORCH_ENVS,
+    TorchVectorEnv,
+    make_torch_env,
+)
 
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
 
@@ -742,7 +747,8 @@ class TensorPolicy:
     Attributes:
         act: the function (on normalized observations ``[N, *obs_shape]``).
         per_step: tensors ``[T, ...]`` of which step ``t`` gets row ``t`` (sampling noise).
-        fixed: tensors (or dicts of tensors) every step gets whole (action bounds).
+        fixed: what every step gets whole: tensors, dicts of tensors (action bounds,
+            parameters) or Python numbers (constants of the compiled step).
     """
 
     act: Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -764,8 +770,9 @@ class TorchEnvRunner(Runner):
     :meth:`~mdpo.rl.torch_classic.TorchVectorEnv.compile_step`) and the policy is a
     :class:`TensorPolicy` (the on-policy agents'), the whole rollout step (policy and
     sampling, the env's step, normalization, episode statistics) runs as one compiled
-    function, captured in a CUDA graph on a GPU; only the writes into the rollout's tensors
-    stay outside it.
+    function, captured in a CUDA graph on a GPU. Outside it stay the draws of new initial
+    states (the env's generator), the writes into the rollout's tensors and, under CUDA
+    graphs, copies of the step's outputs (the next replay overwrites them).
     """
 
     tensor_policy = True
@@ -784,7 +791,7 @@ class TorchEnvRunner(Runner):
         self._episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
         mode = getattr(venv, "compile_mode", None)
         self._captured_step: CompiledOnce | None = None
-        self._graph_outputs = mode == "reduce-overhead" and torch.device(device).type == "cuda"
+        self._graph_outputs = mode in CUDA_GRAPH_MODES and torch.device(device).type == "cuda"
         if mode is not None:
             self._captured_step = CompiledOnce(
                 self._policy_env_step,
@@ -950,9 +957,9 @@ class TorchEnvRunner(Runner):
                 if on_step is not None and on_step() is False:
                     stopped = True
                     break
-        finally:  # the agent's statistics stay whole even if a step raises
+        finally:  # the agent's statistics and the last observations stay whole on errors
             normalizer.push(stats)
-        self._obs = obs
+            self._obs = obs
         steps = t + 1
         final_step, final_env = done_buf[:steps].nonzero(as_tuple=True)
         episodes = zip(

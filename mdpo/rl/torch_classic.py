@@ -306,7 +306,7 @@ class TorchVectorEnv(VectorEnv):
         """
         if mode is None and self.device.type == "cuda":
             mode = "reduce-overhead"
-        self._graph_outputs = mode == "reduce-overhead" and self.device.type == "cuda"
+        self._graph_outputs = mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
         self.compile_mode = mode or "default"
         self.redraw_only_finished = False
         self._advance_fn = CompiledOnce(
@@ -339,6 +339,10 @@ class TorchVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release."""
+
+
+#: ``torch.compile`` modes that capture CUDA graphs (whose outputs the next replay overwrites)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def _reset_bounds(options: dict[str, Any] | None, low: float, high: float) -> tuple[float, float]:

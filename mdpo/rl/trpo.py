@@ -173,8 +173,11 @@ class TRPO(OnPolicyAgent):
     def _setup_optimizers(self) -> None:
         self.actor_params = FlatParams(self.policy.actor_parameters())
         name_of = {id(p): name for name, p in self.policy.named_parameters()}
-        # the actor's parameter names in its order (the functional products call the policy)
+        # the actor's parameter names in its order (the functional products call the policy,
+        # whose forward gives the distribution parameters; a Gaussian's log-std comes last)
         self._actor_names = [name_of[id(p)] for p in self.actor_params.params]
+        if self.policy.continuous and self._actor_names[-1] != "log_std":
+            raise RuntimeError(f"TRPO expects the log-std last, got {self._actor_names}")
         self.critic_params = FlatParams(self.policy.critic_parameters())
         self.critic_optimizer = FlatAdam(
             self.critic_params, lr=self.lr_schedule(1.0), eps=self.adam_eps
