@@ -28,12 +28,7 @@ from gymnasium.vector.utils import batch_space
 
 from mdpo.core.utils import get_device
 from mdpo.rl.compiled import CompiledOnce
-from mdpo.rl.torch_classic import (
-    CUDA_GRAPH_MODES,
-    TORCH_ENVS,
-    TorchVectorEnv,
-    make_torch_env,
-)
+from mdpo.rl.torch_classic import TORCH_ENVS, TorchVectorEnv, make_torch_env
 
 EnvSpec = str | gym.Env | VectorEnv | Callable[[], gym.Env]
 
@@ -755,9 +750,13 @@ class TensorPolicy:
     per_step: tuple[torch.Tensor, ...]
     fixed: tuple[Any, ...] = ()
 
+    def step_inputs(self, t: int) -> tuple[torch.Tensor, ...]:
+        """Row ``t`` of each of :attr:`per_step`."""
+        return tuple(x[t] for x in self.per_step)
+
     def __call__(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The actions of step ``t`` (the runner's ``policy(obs, t)`` interface)."""
-        return self.act(obs, *(x[t] for x in self.per_step), *self.fixed)
+        return self.act(obs, *self.step_inputs(t), *self.fixed)
 
 
 class TorchEnvRunner(Runner):
@@ -791,7 +790,6 @@ class TorchEnvRunner(Runner):
         self._episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
         mode = getattr(venv, "compile_mode", None)
         self._captured_step: CompiledOnce | None = None
-        self._graph_outputs = mode in CUDA_GRAPH_MODES and torch.device(device).type == "cuda"
         if mode is not None:
             self._captured_step = CompiledOnce(
                 self._policy_env_step,
@@ -883,7 +881,7 @@ class TorchEnvRunner(Runner):
             outputs = self._captured_step(
                 policy,
                 obs,
-                tuple(x[t] for x in policy.per_step),
+                policy.step_inputs(t),
                 venv._state,
                 venv.elapsed_steps,
                 venv._fresh_states(None),
@@ -891,7 +889,7 @@ class TorchEnvRunner(Runner):
                 self._ep_lengths,
                 stats,
             )
-            if self._graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
+            if venv.graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
                 outputs = _cloned(outputs)
             action, terminated, truncated, done, venv._state, venv.elapsed_steps = outputs[:6]
             return (action, terminated, truncated, done, *outputs[6:])

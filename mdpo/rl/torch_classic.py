@@ -123,7 +123,10 @@ class TorchVectorEnv(VectorEnv):
         if not self._discrete:
             self._action_shape = (num_envs, *self.single_action_space.shape)
         self._advance_fn = self._advance  # or its compiled form, see compile_step
-        self._graph_outputs = False  # whether _advance_fn replays a CUDA graph
+        #: whether the compiled step replays a CUDA graph, whose outputs the next replay
+        #: overwrites (so they are copied before they are kept); a runner compiling its
+        #: rollout step in the same mode on the same device copies its outputs likewise
+        self.graph_outputs = False
         #: ``torch.compile``'s mode of the compiled step (``"default"`` for its default), or
         #: None for the eager step; a runner compiles its whole rollout step in the same mode
         self.compile_mode: str | None = None
@@ -236,7 +239,7 @@ class TorchVectorEnv(VectorEnv):
         if not self.redraw_only_finished:  # no host synchronisation: all draw, where() keeps
             fresh = self._fresh_states(None)
             outputs = self._advance_fn(self._state, self.elapsed_steps, action, fresh)
-            if self._graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
+            if self.graph_outputs:  # a CUDA graph's outputs are overwritten by its next replay
                 outputs = tuple(tensor.clone() for tensor in outputs)
             state, self.elapsed_steps, obs, final_obs, reward, terminated, truncated, done = outputs
             self._state = state
@@ -306,7 +309,7 @@ class TorchVectorEnv(VectorEnv):
         """
         if mode is None and self.device.type == "cuda":
             mode = "reduce-overhead"
-        self._graph_outputs = mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+        self.graph_outputs = mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
         self.compile_mode = mode or "default"
         self.redraw_only_finished = False
         self._advance_fn = CompiledOnce(
